@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything hra needs to build and test, from Debian 12 packages.
+# Idempotent: packages already present are left alone. Run as root.
+set -euo pipefail
+
+packages=(
+    cmake g++ make
+    libtorch-dev          # tensors and autograd (libtorch 1.13, CPU)
+    libopenblas0-openmp   # fast BLAS behind libtorch (the reference BLAS is ~20x slower)
+    nlohmann-json3-dev    # JSON (configs, safetensors headers)
+    libgtest-dev          # unit tests
+    libbenchmark-dev      # benchmarks
+    libcli11-dev          # command-line parsing
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-deps: need root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# libtorch links against libblas.so.3; make sure the alternative points at OpenBLAS.
+alt=libblas.so.3-x86_64-linux-gnu
+openblas=/usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3
+if [ -e "$openblas" ] && [ "$(id -u)" = 0 ]; then
+    current=$(update-alternatives --query "$alt" 2>/dev/null | awk '/^Value:/ {print $2}')
+    if [ "$current" != "$openblas" ]; then
+        update-alternatives --set "$alt" "$openblas"
+    fi
+fi
+echo "install-deps: all dependencies present"

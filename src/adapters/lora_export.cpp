@@ -1,0 +1,136 @@
+#include "adapters/lora_export.h"
+
+#include <torch/torch.h>
+
+#include "adapters/hra.h"
+#include "adapters/peft_model.h"
+#include "common/error.h"
+#include "core/householder.h"
+#include "io/peft_folder.h"
+#include "io/weights.h"
+
+namespace hra {
+
+namespace {
+
+const std::string kHraSuffix = ".hra_u";
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// A and B shaped for a layer whose weight has `weight_sizes` (2-D Linear, 4-D Conv2d).
+void add_factors(io::NamedTensors& out, const std::string& module_key, const LoraFactors& f,
+                 c10::IntArrayRef weight_sizes) {
+    const int64_t r = f.A.size(0);
+    if (weight_sizes.size() == 4) {
+        out.emplace_back(module_key + ".lora_A.weight",
+                         f.A.reshape({r, weight_sizes[1], weight_sizes[2], weight_sizes[3]}).contiguous());
+        out.emplace_back(module_key + ".lora_B.weight", f.B.reshape({weight_sizes[0], r, 1, 1}).contiguous());
+    } else {
+        out.emplace_back(module_key + ".lora_A.weight", f.A.contiguous());
+        out.emplace_back(module_key + ".lora_B.weight", f.B.contiguous());
+    }
+}
+
+}  // namespace
+
+LoraFactors hra_to_lora(const at::Tensor& hra_u, bool apply_gs, const at::Tensor& w_flat) {
+    if (hra_u.dim() != 2 || w_flat.dim() != 2 || w_flat.size(1) != hra_u.size(0))
+        throw Error("HRA vectors " + c10::str(hra_u.sizes()) + " do not fit a weight of shape " +
+                    c10::str(w_flat.sizes()));
+    torch::NoGradGuard no_grad;
+    const auto work = (hra_u.scalar_type() == torch::kDouble || w_flat.scalar_type() == torch::kDouble)
+                          ? torch::kDouble
+                          : torch::kFloat;
+    auto h = core::make_reflector(hra_u.to(work), apply_gs);
+    auto w = w_flat.to(work);
+    return {h.v.t().contiguous(), -torch::mm(torch::mm(w, h.v), h.t)};
+}
+
+AdapterConfig lora_config_for(const AdapterConfig& hra) {
+    AdapterConfig c;
+    c.method = Method::Lora;
+    c.r = hra.r;
+    c.lora_alpha = static_cast<double>(hra.r);
+    c.lora_dropout = 0;
+    c.target_modules = hra.target_modules;
+    c.exclude_modules = hra.exclude_modules;
+    c.layers_to_transform = hra.layers_to_transform;
+    c.layers_pattern = hra.layers_pattern;
+    c.bias = hra.bias == "hra_only" ? "lora_only" : hra.bias;
+    c.modules_to_save = hra.modules_to_save;
+    c.task_type = hra.task_type;
+    c.base_model_name_or_path = hra.base_model_name_or_path;
+    c.revision = hra.revision;
+    c.inference_mode = true;
+    return c;
+}
+
+std::pair<AdapterConfig, io::NamedTensors> export_lora(const PeftModel& model, const std::string& name) {
+    const AdapterConfig& hc = model.config(name);
+    if (hc.method != Method::Hra) throw Error("adapter '" + name + "' is not an HRA adapter");
+    AdapterConfig lc = lora_config_for(hc);
+    lc.target_modules = ModuleSelector::of(model.adapted_modules(name));
+    io::NamedTensors out;
+    for (const auto& [key, layer] : model.adaptable_layers()) {
+        if (!layer->has_adapter(name)) continue;
+        if (std::find(layer->merged_adapters().begin(), layer->merged_adapters().end(), name) !=
+            layer->merged_adapters().end())
+            throw Error("adapter '" + name + "' is merged; unmerge before exporting", {"", key});
+        auto a = std::dynamic_pointer_cast<HraAdapterImpl>(layer->adapter(name));
+        auto f = hra_to_lora(a->hra_u, a->apply_gs(), layer->flat_weight());
+        add_factors(out, kPeftKeyPrefix + key, f, layer->weight.sizes());
+    }
+    // Trained biases and modules_to_save travel unchanged.
+    for (const auto& [k, t] : model.adapter_state_dict(name))
+        if (!ends_with(k, kHraSuffix)) out.emplace_back(k, t);
+    return {lc, out};
+}
+
+int export_lora_folder(const std::string& hra_dir, const std::string& base_weights, const std::string& out_dir) {
+    io::PeftFolder folder = io::read_peft_folder(hra_dir);
+    AdapterConfig hc = parse_adapter_config(folder.config_text, folder.config_path);
+    if (hc.method != Method::Hra)
+        throw Error("expected an HRA adapter, found peft_type " + std::string(hc.peft_type()), {folder.config_path, "peft_type"});
+    io::WeightStore base = io::WeightStore::open(base_weights);
+    AdapterConfig lc = lora_config_for(hc);
+    std::vector<std::string> modules;
+    io::NamedTensors out;
+    const std::string prefix = kPeftKeyPrefix;
+    for (const auto& key : folder.weights->names()) {
+        if (!ends_with(key, kHraSuffix)) {
+            out.emplace_back(key, folder.weights->tensor(key).clone());
+            continue;
+        }
+        if (key.rfind(prefix, 0) != 0)
+            throw Error("key does not start with '" + prefix + "'", {folder.weights_path, key});
+        const std::string module = key.substr(prefix.size(), key.size() - prefix.size() - kHraSuffix.size());
+        const std::string wkey = module + ".weight";
+        if (!base.contains(wkey))
+            throw Error("the base weights have no '" + wkey + "' for this adapter tensor", {folder.weights_path, key});
+        auto w = base.get(wkey);
+        if (w.dim() != 2 && w.dim() != 4)
+            throw Error("base weight has " + std::to_string(w.dim()) + " dimensions; expected a Linear or Conv2d weight",
+                        {base.path(), wkey});
+        auto u = folder.weights->tensor(key);
+        if (u.dim() != 2 || u.size(1) != hc.r)
+            throw Error("expected [d, " + std::to_string(hc.r) + "] for r=" + std::to_string(hc.r) + ", got " +
+                            c10::str(u.sizes()),
+                        {folder.weights_path, key});
+        LoraFactors f;
+        try {
+            f = hra_to_lora(u, hc.apply_GS, w.reshape({w.size(0), -1}));
+        } catch (const Error& e) {
+            throw Error(e.message(), {folder.weights_path, key});
+        }
+        add_factors(out, prefix + module, f, w.sizes());
+        modules.push_back(module);
+    }
+    if (modules.empty()) throw Error("no '*.hra_u' tensors in the adapter", {folder.weights_path});
+    lc.target_modules = ModuleSelector::of(modules);
+    io::write_peft_folder(out_dir, adapter_config_json(lc), out);
+    return static_cast<int>(modules.size());
+}
+
+}  // namespace hra

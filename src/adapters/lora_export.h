@@ -1,0 +1,38 @@
+// Exact LoRA form of HRA: W·H = W − W·V·T·Vᵀ = W + B·A with A = Vᵀ and
+// B = −W·V·T (V = Û, or Q in Gram-Schmidt mode with T = 2I). With
+// lora_alpha = r the LoRA scaling is 1, so any LoRA runtime reproduces the
+// HRA layer exactly (up to rounding).
+#pragma once
+
+#include <string>
+#include <utility>
+
+#include "adapters/config.h"
+#include "io/safetensors.h"
+
+namespace hra {
+
+class PeftModel;
+
+struct LoraFactors {
+    at::Tensor A;  // [r, d]
+    at::Tensor B;  // [out, r]
+};
+
+// For one layer: hra_u [d, r] and the base weight flattened to [out, d].
+// Computed in float64 when either input is float64, else float32.
+LoraFactors hra_to_lora(const at::Tensor& hra_u, bool apply_gs, const at::Tensor& w_flat);
+
+// The LoRA config that serves an HRA config (same targets, r, bias,
+// modules_to_save; lora_alpha = r, no dropout).
+AdapterConfig lora_config_for(const AdapterConfig& hra_config);
+
+// Adapter `name` (HRA) of a model as a LoRA adapter: config and PEFT tensors
+// (conv layers get A [r, C, kh, kw] and B [out, r, 1, 1]).
+std::pair<AdapterConfig, io::NamedTensors> export_lora(const PeftModel& model, const std::string& name);
+
+// File to file: an HRA PEFT folder plus the base weights (a .safetensors file
+// or a model folder) to a LoRA PEFT folder. Returns the number of layers.
+int export_lora_folder(const std::string& hra_dir, const std::string& base_weights, const std::string& out_dir);
+
+}  // namespace hra

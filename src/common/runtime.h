@@ -1,0 +1,30 @@
+// Process start-up shared by every executable: intra-op thread count and a
+// check that libtorch's BLAS is a fast one.
+#pragma once
+
+#include <string>
+
+namespace hra {
+
+struct RuntimeInfo {
+    int threads = 1;
+    std::string threads_from;   // "--threads", "OMP_NUM_THREADS" or "online CPUs"
+    std::string blas;           // e.g. "OpenBLAS 0.3.21 ..." or "unknown"
+    bool blas_is_fast = true;   // false when a 512^3 product was slow
+    double gemm_gflops = 0;     // measured only when OpenBLAS was not found
+    std::string torch_version;
+};
+
+// Sets libtorch's intra-op threads: `requested` when > 0, else OMP_NUM_THREADS
+// when set, else the number of online CPUs (Debian's libtorch defaults to 1).
+// Detects OpenBLAS; when absent, times a 512^3 float product and warns on
+// stderr if it is slow. Prints a one-line summary to stderr unless quiet.
+RuntimeInfo init_runtime(int requested = 0, bool quiet = false);
+
+// "threads=2 (online CPUs), BLAS=OpenBLAS ..., libtorch 1.13.1"
+std::string describe(const RuntimeInfo& info);
+
+// Number of online CPUs (at least 1).
+int online_cpus();
+
+}  // namespace hra

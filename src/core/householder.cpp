@@ -1,0 +1,114 @@
+#include "core/householder.h"
+
+#include <ATen/ATen.h>
+
+#include "common/error.h"
+
+namespace hra::core {
+
+namespace {
+
+// An identity in the dtype and device of `like` (built in float32 first, as
+// PEFT does: libtorch 1.13 has no eye for half types).
+at::Tensor identity_like(int64_t n, const at::Tensor& like) {
+    return at::eye(n, like.options().dtype(at::kFloat).requires_grad(false)).to(like.scalar_type());
+}
+
+}  // namespace
+
+at::Tensor normalize_columns(const at::Tensor& u) {
+    return u / u.norm(2, {0}, /*keepdim=*/true);
+}
+
+at::Tensor gram_schmidt(const at::Tensor& u) {
+    const int64_t r = u.size(1);
+    std::vector<at::Tensor> q;
+    q.reserve(r);
+    auto u0 = u.select(1, 0).view({-1, 1});
+    q.push_back(u0 / u0.norm());
+    for (int64_t i = 1; i < r; ++i) {
+        auto v = u.select(1, i).view({-1, 1});
+        for (int64_t j = 0; j < i; ++j) v = v - at::mm(q[j].t(), v) * q[j];
+        q.push_back(v / v.norm());
+    }
+    return at::cat(q, 1);
+}
+
+at::Tensor wy_t(const at::Tensor& v) {
+    const auto dtype = v.scalar_type();
+    const auto work = (dtype == at::kDouble) ? at::kDouble : at::kFloat;
+    auto vw = v.to(work);
+    const int64_t r = vw.size(1);
+    auto gram = at::mm(vw.t(), vw);
+    auto eye = at::eye(r, vw.options().requires_grad(false));
+    auto t_inv = gram.triu(1) + 0.5 * eye;
+    return at::linalg_solve_triangular(t_inv, eye, /*upper=*/true).to(dtype);
+}
+
+Reflector make_reflector(const at::Tensor& u, bool gs) {
+    if (u.dim() != 2 || u.size(1) < 1)
+        throw Error("Householder vectors must be a [d, r] matrix with r >= 1, got shape " +
+                    c10::str(u.sizes()));
+    if (gs) {
+        auto q = gram_schmidt(u);
+        return {q, 2.0 * identity_like(u.size(1), u)};
+    }
+    auto v = normalize_columns(u);
+    return {v, wy_t(v)};
+}
+
+at::Tensor apply_to_rows(const at::Tensor& rows, const Reflector& h, bool transpose) {
+    auto v = h.v.to(rows.scalar_type());
+    auto t = h.t.to(rows.scalar_type());
+    // rows·Hᵀ = rows - (rows·V)·Tᵀ·Vᵀ ; rows·H = rows - (rows·V)·T·Vᵀ
+    auto p = at::matmul(rows, v);
+    p = at::matmul(p, transpose ? t : t.t());
+    return rows - at::matmul(p, v.t());
+}
+
+at::Tensor apply_to_weight(const at::Tensor& w, const Reflector& h, bool transpose) {
+    auto v = h.v.to(w.scalar_type());
+    auto t = h.t.to(w.scalar_type());
+    // W·H = W - (W·V)·T·Vᵀ ; W·Hᵀ = W - (W·V)·Tᵀ·Vᵀ
+    auto p = at::mm(at::mm(w, v), transpose ? t.t() : t);
+    return w - at::mm(p, v.t());
+}
+
+at::Tensor materialize(const Reflector& h, bool transpose) {
+    return apply_to_weight(identity_like(h.v.size(0), h.v), h, transpose);
+}
+
+at::Tensor reference_matrix(const at::Tensor& u, bool gs, bool reverse) {
+    const int64_t d = u.size(0), r = u.size(1);
+    if (gs) {
+        auto q = gram_schmidt(u);
+        return identity_like(d, u) - 2 * at::mm(q, q.t());
+    }
+    auto un = u / u.norm(2, {0});
+    auto w = identity_like(d, u);
+    for (int64_t k = 0; k < r; ++k) {
+        const int64_t i = reverse ? r - 1 - k : k;
+        auto ui = un.select(1, i).view({-1, 1});
+        w = w - 2 * at::mm(at::mm(w, ui), ui.t());
+    }
+    return w;
+}
+
+at::Tensor orthogonality_penalty(const at::Tensor& u, PenaltyForm form) {
+    auto un = normalize_columns(u);
+    auto diff = identity_like(u.size(1), u) - at::mm(un.t(), un);
+    // The unsquared form goes through norm(), whose gradient is defined (zero) at zero.
+    return form == PenaltyForm::Squared ? (diff * diff).sum() : diff.norm();
+}
+
+PenaltyForm parse_penalty_form(const std::string& name) {
+    if (name == "squared") return PenaltyForm::Squared;
+    if (name == "frobenius") return PenaltyForm::Frobenius;
+    throw Error("unknown orthogonality penalty form '" + name + "' (expected 'squared' or 'frobenius')");
+}
+
+const char* penalty_form_name(PenaltyForm form) {
+    return form == PenaltyForm::Squared ? "squared" : "frobenius";
+}
+
+}  // namespace hra::core

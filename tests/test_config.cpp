@@ -1,0 +1,173 @@
+// Adapter configs (PEFT keys, defaults, validation, JSON round trip) and
+// target selection (PEFT's check_target_module_exists rules).
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "adapters/config.h"
+#include "adapters/peft_model.h"
+#include "common/error.h"
+
+using namespace hra;
+
+namespace {
+
+// A decoder-shaped toy: model.layers.{0,1,2}.self_attn.{q,k,v}_proj, mlp.fc, lm_head, and an embedding.
+struct Block : torch::nn::Module {
+    std::shared_ptr<torch::nn::Module> self_attn = std::make_shared<torch::nn::Module>();
+    Linear fc{nullptr};
+    Block() {
+        register_module("self_attn", self_attn);
+        for (const char* n : {"q_proj", "k_proj", "v_proj"}) self_attn->register_module(n, Linear(4, 4));
+        auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
+        fc = mlp->register_module("fc", Linear(4, 4));
+    }
+};
+
+struct Toy : torch::nn::Module {
+    Toy() {
+        auto model = register_module("model", std::make_shared<torch::nn::Module>());
+        auto layers = model->register_module("layers", std::make_shared<torch::nn::Module>());
+        for (int i = 0; i < 3; ++i) layers->register_module(std::to_string(i), std::make_shared<Block>());
+        model->register_module("embed_tokens", torch::nn::Embedding(10, 4));
+        register_module("lm_head", Linear(4, 10, false));
+    }
+};
+
+std::vector<std::string> targets(AdapterConfig c, InjectOptions o = {}) {
+    PeftModel pm(std::make_shared<Toy>(), o);
+    return pm.add_adapter("default", c);
+}
+
+AdapterConfig hra_config(ModuleSelector t) {
+    AdapterConfig c;
+    c.target_modules = std::move(t);
+    return c;
+}
+
+}  // namespace
+
+TEST(Targets, ListMatchesExactOrDottedSuffix) {
+    auto t = targets(hra_config(ModuleSelector::of({"q_proj", "model.layers.1.mlp.fc"})));
+    EXPECT_EQ(t, (std::vector<std::string>{"model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj",
+                                           "model.layers.1.mlp.fc", "model.layers.2.self_attn.q_proj"}));
+    // "proj" is not a dotted suffix of "q_proj".
+    EXPECT_THROW(targets(hra_config(ModuleSelector::of({"proj"}))), Error);
+}
+
+TEST(Targets, RegexIsAFullMatch) {
+    auto t = targets(hra_config(ModuleSelector::regex(R"(.*\.layers\.[02]\.self_attn\.(q|v)_proj)")));
+    EXPECT_EQ(t, (std::vector<std::string>{"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
+                                           "model.layers.2.self_attn.q_proj", "model.layers.2.self_attn.v_proj"}));
+    EXPECT_THROW(targets(hra_config(ModuleSelector::regex("q_proj"))), Error);  // no full match
+    EXPECT_THROW(targets(hra_config(ModuleSelector::regex("(unclosed"))), Error);
+}
+
+TEST(Targets, AllLinearLeavesOutTheOutputHead) {
+    auto t = targets(hra_config(ModuleSelector::regex("ALL-LINEAR")));
+    EXPECT_EQ(t.size(), 12u);
+    EXPECT_EQ(std::count(t.begin(), t.end(), "lm_head"), 0);
+}
+
+TEST(Targets, ExcludeModules) {
+    auto c = hra_config(ModuleSelector::of({"q_proj", "v_proj"}));
+    c.exclude_modules = ModuleSelector::of({"model.layers.0.self_attn.q_proj", "v_proj"});
+    EXPECT_EQ(targets(c), (std::vector<std::string>{"model.layers.1.self_attn.q_proj", "model.layers.2.self_attn.q_proj"}));
+    c.exclude_modules = ModuleSelector::regex(R"(.*layers\.[12].*)");
+    EXPECT_EQ(targets(c), (std::vector<std::string>{"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj"}));
+}
+
+TEST(Targets, LayersToTransformAndPattern) {
+    auto c = hra_config(ModuleSelector::of({"q_proj"}));
+    c.layers_to_transform = std::vector<int64_t>{0, 2};
+    EXPECT_EQ(targets(c), (std::vector<std::string>{"model.layers.0.self_attn.q_proj", "model.layers.2.self_attn.q_proj"}));
+    c.layers_pattern = {"layers"};
+    c.layers_to_transform = std::vector<int64_t>{1};
+    EXPECT_EQ(targets(c), (std::vector<std::string>{"model.layers.1.self_attn.q_proj"}));
+    c.layers_pattern = {"blocks"};
+    EXPECT_THROW(targets(c), Error);
+}
+
+TEST(Targets, DefaultsByModelTypeAndUnsupportedModules) {
+    InjectOptions o;
+    o.model_type = "llama";
+    EXPECT_EQ(targets(AdapterConfig{}, o).size(), 6u);  // q_proj and v_proj of three layers
+    EXPECT_THROW(targets(AdapterConfig{}), Error);     // no model type, no targets
+    try {
+        targets(hra_config(ModuleSelector::of({"embed_tokens"})));
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("not supported"), std::string::npos) << e.what();
+    }
+}
+
+TEST(Config, ValidationFollowsPeft) {
+    auto c = hra_config(ModuleSelector::regex("x"));
+    c.layers_to_transform = std::vector<int64_t>{0};
+    EXPECT_THROW(c.validate(), Error);
+    c = hra_config(ModuleSelector::of({"x"}));
+    c.layers_pattern = {"layers"};
+    EXPECT_THROW(c.validate(), Error);
+    c = hra_config(ModuleSelector::of({"x"}));
+    c.r = 0;
+    EXPECT_THROW(c.validate(), Error);
+    c.r = 2;
+    c.bias = "lora_only";
+    EXPECT_THROW(c.validate(), Error);
+    c.bias = "hra_only";
+    EXPECT_NO_THROW(c.validate());
+}
+
+TEST(Config, ReadsAPeftHraConfig) {
+    // The key set and layout PEFT's save_pretrained writes for HRAConfig.
+    const std::string text = R"({
+  "apply_GS": true,
+  "auto_mapping": null,
+  "base_model_name_or_path": "meta-llama/Llama-2-7b-hf",
+  "bias": "hra_only",
+  "exclude_modules": null,
+  "inference_mode": true,
+  "init_weights": true,
+  "layers_pattern": null,
+  "layers_to_transform": null,
+  "modules_to_save": null,
+  "peft_type": "HRA",
+  "peft_version": "0.17.1",
+  "r": 32,
+  "revision": null,
+  "target_modules": ["v_proj", "q_proj"],
+  "task_type": "CAUSAL_LM"
+})";
+    auto c = parse_adapter_config(text, "adapter_config.json");
+    EXPECT_EQ(c.method, Method::Hra);
+    EXPECT_EQ(c.r, 32);
+    EXPECT_TRUE(c.apply_GS);
+    EXPECT_EQ(c.bias, "hra_only");
+    EXPECT_EQ(c.target_modules.names, (std::vector<std::string>{"q_proj", "v_proj"}));
+    EXPECT_EQ(*c.task_type, "CAUSAL_LM");
+    // Written back: every key, the unknown peft_version preserved.
+    auto out = nlohmann::json::parse(adapter_config_json(c));
+    auto in = nlohmann::json::parse(text);
+    for (auto it = in.begin(); it != in.end(); ++it) EXPECT_TRUE(out.contains(it.key())) << it.key();
+    EXPECT_EQ(out["peft_version"], "0.17.1");
+    EXPECT_EQ(out["target_modules"], nlohmann::json({"q_proj", "v_proj"}));
+    auto again = parse_adapter_config(adapter_config_json(c), "again");
+    EXPECT_EQ(adapter_config_json(again), adapter_config_json(c));
+}
+
+TEST(Config, LoraKeysAndDefaults) {
+    auto c = parse_adapter_config(R"({"peft_type":"LORA","target_modules":"all-linear","layers_to_transform":3,"layers_pattern":null})", "x");
+    EXPECT_EQ(c.method, Method::Lora);
+    EXPECT_EQ(c.r, 8);
+    EXPECT_EQ(c.lora_alpha, 8);
+    EXPECT_EQ(c.lora_dropout, 0);
+    EXPECT_EQ(c.target_modules.kind, ModuleSelector::Kind::AllLinear);
+    EXPECT_EQ(*c.layers_to_transform, std::vector<int64_t>{3});
+    auto j = nlohmann::json::parse(adapter_config_json(c));
+    EXPECT_EQ(j["peft_type"], "LORA");
+    EXPECT_EQ(j["lora_alpha"], 8);
+    EXPECT_TRUE(j["lora_alpha"].is_number_integer());
+    EXPECT_EQ(j["use_dora"], false);
+    EXPECT_THROW(parse_adapter_config(R"({"peft_type":"LORA","fan_in_fan_out":true})", "x"), Error);
+    EXPECT_NO_THROW(parse_adapter_config(R"({"peft_type":"LORA","rank_pattern":{},"use_dora":false})", "x"));
+}

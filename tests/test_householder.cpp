@@ -1,0 +1,151 @@
+// Properties of the Householder math in core/, checked against independent
+// constructions (explicit products of reflections, the paper's Γ recursion,
+// QR) and finite differences.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "core/householder.h"
+#include "test_util.h"
+
+using namespace hra;
+using hra::test::max_abs_diff;
+
+namespace {
+
+torch::Tensor random_u(int64_t d, int64_t r, uint64_t seed = 0) {
+    torch::manual_seed(seed);
+    return torch::randn({d, r}, torch::kDouble);
+}
+
+// Π_i (I − 2 û_i û_iᵀ), built factor by factor (independent of the PEFT loop and of WY).
+torch::Tensor explicit_product(const torch::Tensor& u) {
+    const int64_t d = u.size(0);
+    auto h = torch::eye(d, u.options());
+    for (int64_t i = 0; i < u.size(1); ++i) {
+        auto v = u.select(1, i) / u.select(1, i).norm();
+        h = torch::mm(h, torch::eye(d, u.options()) - 2 * torch::outer(v, v));
+    }
+    return h;
+}
+
+// The paper's Eq. 3-4 recursion for Γ (H = I + UΓUᵀ with unit columns): T = −Γ.
+torch::Tensor gamma_recursion(const torch::Tensor& un) {
+    const int64_t r = un.size(1);
+    auto g = torch::full({1, 1}, -2.0, un.options());
+    for (int64_t k = 1; k < r; ++k) {
+        auto prev = un.narrow(1, 0, k);
+        auto col = -2 * torch::mm(g, torch::mm(prev.t(), un.narrow(1, k, 1)));
+        auto top = torch::cat({g, col}, 1);
+        auto bottom = torch::cat({torch::zeros({1, k}, un.options()), torch::full({1, 1}, -2.0, un.options())}, 1);
+        g = torch::cat({top, bottom}, 0);
+    }
+    return g;
+}
+
+}  // namespace
+
+TEST(Householder, NormalizeColumnsGivesUnitColumns) {
+    auto u = random_u(12, 5);
+    auto un = core::normalize_columns(u);
+    EXPECT_LT(max_abs_diff(un.norm(2, {0}), torch::ones({5}, torch::kDouble)), 1e-14);
+}
+
+TEST(Householder, LoopEqualsExplicitProduct) {
+    auto u = random_u(16, 6, 1);
+    EXPECT_LT(max_abs_diff(core::reference_matrix(u, false), explicit_product(u)), 1e-13);
+}
+
+TEST(Householder, WyEqualsLoopAndExplicitProduct) {
+    for (int64_t r : {1, 2, 5, 8}) {
+        auto u = random_u(20, r, 10 + r);
+        auto wy = core::materialize(core::make_reflector(u, false));
+        EXPECT_LT(max_abs_diff(wy, explicit_product(u)), 1e-13) << "r=" << r;
+        EXPECT_LT(max_abs_diff(wy, core::reference_matrix(u, false)), 1e-13) << "r=" << r;
+    }
+}
+
+TEST(Householder, TIsUpperTriangularAndMatchesPaperRecursion) {
+    auto u = random_u(10, 6, 2);
+    auto un = core::normalize_columns(u);
+    auto t = core::wy_t(un);
+    EXPECT_EQ(max_abs_diff(t.tril(-1), torch::zeros_like(t)), 0.0);
+    EXPECT_LT(max_abs_diff(t, -gamma_recursion(un)), 1e-12);
+}
+
+TEST(Householder, HIsOrthogonal) {
+    auto u = random_u(24, 7, 3);
+    auto h = core::materialize(core::make_reflector(u, false));
+    auto eye = torch::eye(24, torch::kDouble);
+    EXPECT_LT(max_abs_diff(torch::mm(h, h.t()), eye), 1e-13);
+    EXPECT_LT(max_abs_diff(torch::mm(h.t(), h), eye), 1e-13);
+}
+
+TEST(Householder, ReverseLoopAndTransposeGiveHTranspose) {
+    auto u = random_u(14, 5, 4);
+    auto h = core::reference_matrix(u, false);
+    EXPECT_LT(max_abs_diff(core::reference_matrix(u, false, /*reverse=*/true), h.t()), 1e-13);
+    EXPECT_LT(max_abs_diff(core::materialize(core::make_reflector(u, false), /*transpose=*/true), h.t()), 1e-13);
+}
+
+TEST(Householder, ApplyToRowsAndWeightMatchDenseProducts) {
+    auto u = random_u(18, 4, 5);
+    auto h = explicit_product(u);
+    auto refl = core::make_reflector(u, false);
+    torch::manual_seed(6);
+    auto x = torch::randn({3, 7, 18}, torch::kDouble);  // any leading shape
+    auto w = torch::randn({9, 18}, torch::kDouble);
+    EXPECT_LT(max_abs_diff(core::apply_to_rows(x, refl), torch::matmul(x, h.t())), 1e-12);
+    EXPECT_LT(max_abs_diff(core::apply_to_rows(x, refl, true), torch::matmul(x, h)), 1e-12);
+    EXPECT_LT(max_abs_diff(core::apply_to_weight(w, refl), torch::mm(w, h)), 1e-12);
+    EXPECT_LT(max_abs_diff(core::apply_to_weight(w, refl, true), torch::mm(w, h.t())), 1e-12);
+}
+
+TEST(Householder, GramSchmidtGivesOrthonormalQAndIMinus2QQt) {
+    auto u = random_u(15, 5, 7);
+    auto q = core::gram_schmidt(u);
+    EXPECT_LT(max_abs_diff(torch::mm(q.t(), q), torch::eye(5, torch::kDouble)), 1e-13);
+    // Same span as an independent QR: QQᵀ is the projector on span(U).
+    auto qr = std::get<0>(torch::linalg_qr(u));
+    EXPECT_LT(max_abs_diff(torch::mm(q, q.t()), torch::mm(qr, qr.t())), 1e-12);
+    auto expected = torch::eye(15, torch::kDouble) - 2 * torch::mm(q, q.t());
+    EXPECT_LT(max_abs_diff(core::reference_matrix(u, true), expected), 1e-13);
+    EXPECT_LT(max_abs_diff(core::materialize(core::make_reflector(u, true)), expected), 1e-13);
+    // The Gram-Schmidt H is symmetric, so its own transpose.
+    EXPECT_LT(max_abs_diff(core::reference_matrix(u, true, true), expected), 1e-13);
+}
+
+TEST(Householder, PenaltyZeroForOrthonormalAndPositiveOtherwise) {
+    auto q = std::get<0>(torch::linalg_qr(random_u(20, 6, 8)));
+    EXPECT_LT(core::orthogonality_penalty(q * 3.0).item<double>(), 1e-24);  // scale is normalised away
+    auto u = random_u(20, 6, 9);
+    auto un = core::normalize_columns(u);
+    auto diff = torch::eye(6, torch::kDouble) - torch::mm(un.t(), un);
+    const double sq = (diff * diff).sum().item<double>();
+    EXPECT_GT(sq, 0.01);
+    EXPECT_NEAR(core::orthogonality_penalty(u, core::PenaltyForm::Squared).item<double>(), sq, 1e-12);
+    EXPECT_NEAR(core::orthogonality_penalty(u, core::PenaltyForm::Frobenius).item<double>(), std::sqrt(sq), 1e-12);
+    EXPECT_EQ(core::parse_penalty_form("frobenius"), core::PenaltyForm::Frobenius);
+    EXPECT_THROW(core::parse_penalty_form("cubed"), std::exception);
+}
+
+TEST(Householder, PenaltyGradientMatchesFiniteDifferences) {
+    auto u = random_u(7, 3, 11).set_requires_grad(true);
+    for (auto form : {core::PenaltyForm::Squared, core::PenaltyForm::Frobenius}) {
+        auto g = torch::autograd::grad({core::orthogonality_penalty(u, form)}, {u})[0];
+        auto num = torch::zeros_like(u);
+        const double eps = 1e-6;
+        torch::NoGradGuard ng;
+        for (int64_t i = 0; i < u.numel(); ++i) {
+            auto up = u.detach().clone(), dn = u.detach().clone();
+            up.view({-1})[i] += eps;
+            dn.view({-1})[i] -= eps;
+            num.view({-1})[i] =
+                (core::orthogonality_penalty(up, form) - core::orthogonality_penalty(dn, form)) / (2 * eps);
+        }
+        EXPECT_LT(max_abs_diff(g, num), 1e-8) << core::penalty_form_name(form);
+    }
+}
+
+TEST(Householder, RejectsNonMatrix) {
+    EXPECT_THROW(core::make_reflector(torch::randn({5}), false), std::exception);
+}

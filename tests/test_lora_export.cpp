@@ -1,0 +1,99 @@
+// Exact LoRA export of HRA: the exported LoRA layer reproduces the HRA layer,
+// in memory and through PEFT folders on disk.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "adapters/hra.h"
+#include "adapters/lora.h"
+#include "adapters/lora_export.h"
+#include "adapters/peft_model.h"
+#include "common/error.h"
+#include "io/atomic_file.h"
+#include "io/peft_folder.h"
+#include "io/safetensors.h"
+#include "test_models.h"
+#include "test_util.h"
+
+using namespace hra;
+using hra::test::max_abs_diff;
+
+TEST(LoraExport, FactorsReproduceWH) {
+    for (bool gs : {false, true}) {
+        torch::manual_seed(0);
+        auto u = torch::randn({12, 4}, torch::kDouble);
+        auto w = torch::randn({7, 12}, torch::kDouble);
+        auto f = hra_to_lora(u, gs, w);
+        EXPECT_EQ(f.A.sizes(), (std::vector<int64_t>{4, 12}));
+        EXPECT_EQ(f.B.sizes(), (std::vector<int64_t>{7, 4}));
+        auto wh = torch::mm(w, core::reference_matrix(u, gs));
+        EXPECT_LT(max_abs_diff(w + torch::mm(f.B, f.A), wh), 1e-12) << gs;
+    }
+    EXPECT_THROW(hra_to_lora(torch::randn({5, 2}), false, torch::randn({3, 6})), Error);
+}
+
+TEST(LoraExport, ExportedAdapterServesTheSameOutputs) {
+    for (bool conv : {false, true}) {
+        test::TempDir dir;
+        torch::manual_seed(1);
+        std::shared_ptr<test::TestModel> base = conv ? std::shared_ptr<test::TestModel>(std::make_shared<test::ConvNet>())
+                                                     : std::make_shared<test::Mlp>();
+        base->to(torch::kDouble);
+        PeftModel pm(base);
+        AdapterConfig c;
+        c.r = 4;
+        c.init_weights = false;
+        c.apply_GS = conv;
+        c.target_modules = ModuleSelector::of(conv ? std::vector<std::string>{"conv", "lin0"}
+                                                   : std::vector<std::string>{"lin0", "lin1"});
+        pm.add_adapter("default", c);
+        auto x = base->example_input().to(torch::kDouble);
+        auto y_hra = base->forward(x).detach();
+
+        // In memory -> LoRA adapter on a fresh copy of the base model.
+        auto [lc, tensors] = export_lora(pm, "default");
+        EXPECT_EQ(lc.method, Method::Lora);
+        EXPECT_EQ(lc.lora_alpha, 4);
+        io::write_peft_folder(dir / "mem", adapter_config_json(lc), tensors);
+
+        // Through files: the HRA folder plus the base weights.
+        pm.save_adapter(dir / "hra");
+        {
+            io::NamedTensors weights;
+            for (auto& [k, l] : pm.adaptable_layers()) weights.emplace_back(k + ".weight", l->weight);
+            io::save_safetensors(dir / "base.safetensors", weights);
+        }
+        EXPECT_EQ(export_lora_folder(dir / "hra", dir / "base.safetensors", dir / "files"), 2);
+
+        for (const char* sub : {"mem", "files"}) {
+            torch::manual_seed(1);
+            std::shared_ptr<test::TestModel> fresh =
+                conv ? std::shared_ptr<test::TestModel>(std::make_shared<test::ConvNet>()) : std::make_shared<test::Mlp>();
+            fresh->to(torch::kDouble);
+            PeftModel lora(fresh);
+            lora.load_adapter(dir / sub);
+            EXPECT_EQ(lora.config("default").method, Method::Lora);
+            torch::NoGradGuard ng;
+            EXPECT_LT(max_abs_diff(fresh->forward(x), y_hra), 1e-10) << sub << " conv=" << conv;
+        }
+    }
+}
+
+TEST(LoraExport, MissingBaseWeightIsAnError) {
+    test::TempDir dir;
+    torch::manual_seed(2);
+    auto base = std::make_shared<test::Mlp>();
+    PeftModel pm(base);
+    AdapterConfig c;
+    c.r = 2;
+    c.target_modules = ModuleSelector::of({"lin0"});
+    pm.add_adapter("default", c);
+    pm.save_adapter(dir / "hra");
+    io::save_safetensors(dir / "base.safetensors", {{"other.weight", torch::ones({2, 2})}});
+    try {
+        export_lora_folder(dir / "hra", dir / "base.safetensors", dir / "out");
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("lin0.weight"), std::string::npos) << e.what();
+    }
+}

@@ -1,0 +1,51 @@
+// Helpers shared by the tests.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include <torch/torch.h>
+
+namespace hra::test {
+
+// max|a − b| / max|b| (the relative error the PEFT parity checks use).
+inline double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
+    auto ad = a.detach().to(torch::kDouble), bd = b.detach().to(torch::kDouble);
+    const double scale = bd.abs().max().item<double>();
+    const double diff = (ad - bd).abs().max().item<double>();
+    return scale > 0 ? diff / scale : diff;
+}
+
+inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+    return (a.detach().to(torch::kDouble) - b.detach().to(torch::kDouble)).abs().max().item<double>();
+}
+
+// A fresh empty folder under the system temp dir, removed by the destructor.
+class TempDir {
+public:
+    TempDir() {
+        std::string pattern = (std::filesystem::temp_directory_path() / "hra-test-XXXXXX").string();
+        char* made = mkdtemp(pattern.data());
+        if (!made) throw std::runtime_error("mkdtemp failed");
+        path_ = made;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const std::string& path() const { return path_; }
+    std::string operator/(const std::string& name) const { return (std::filesystem::path(path_) / name).string(); }
+
+private:
+    std::string path_;
+};
+
+// The repo's test fixtures folder (compiled in), or an override from the environment.
+inline std::string fixture_dir(const char* env_var, const std::string& repo_subdir) {
+    if (const char* env = std::getenv(env_var); env && *env) return env;
+    return std::string(HRA_TEST_FIXTURES) + "/" + repo_subdir;
+}
+
+}  // namespace hra::test

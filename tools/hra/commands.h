@@ -1,0 +1,21 @@
+// The hra command line: one file per subcommand, registered here.
+#pragma once
+
+#include <functional>
+
+namespace CLI {
+class App;
+}
+
+namespace hra::cli {
+
+// Each subcommand adds itself to the app and returns itself with the function
+// that runs it once parsed.
+struct Command {
+    CLI::App* app;
+    std::function<int()> run;
+};
+Command add_inspect(CLI::App& app);
+Command add_export_lora(CLI::App& app);
+
+}  // namespace hra::cli

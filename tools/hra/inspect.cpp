@@ -1,0 +1,52 @@
+// hra inspect DIR: what a PEFT adapter folder holds.
+#include <cstdio>
+#include <map>
+
+#include <CLI/CLI.hpp>
+#include <torch/torch.h>
+
+#include "adapters/config.h"
+#include "commands.h"
+#include "io/peft_folder.h"
+
+namespace hra::cli {
+
+Command add_inspect(CLI::App& app) {
+    auto* cmd = app.add_subcommand("inspect", "describe a PEFT adapter folder (HRA or LoRA)");
+    auto dir = std::make_shared<std::string>();
+    cmd->add_option("dir", *dir, "adapter folder (adapter_config.json + adapter_model.safetensors)")->required();
+    return {cmd, [dir]() {
+        io::PeftFolder folder = io::read_peft_folder(*dir);
+        AdapterConfig c = parse_adapter_config(folder.config_text, folder.config_path);
+        std::printf("adapter:   %s\n", dir->c_str());
+        std::printf("peft_type: %s   r: %lld", c.peft_type(), static_cast<long long>(c.r));
+        if (c.method == Method::Hra) {
+            std::printf("   apply_GS: %s   init_weights: %s\n", c.apply_GS ? "true" : "false",
+                        c.init_weights ? "true" : "false");
+        } else {
+            std::printf("   lora_alpha: %g   lora_dropout: %g   use_rslora: %s\n", c.lora_alpha, c.lora_dropout,
+                        c.use_rslora ? "true" : "false");
+        }
+        std::printf("targets:   %s\n", c.target_modules.describe().c_str());
+        std::printf("bias:      %s\n", c.bias.c_str());
+        int64_t total = 0;
+        std::map<std::string, int> shapes;
+        for (const auto& name : folder.weights->names()) {
+            const auto& info = folder.weights->info(name);
+            int64_t n = 1;
+            std::string shape = info.dtype + "[";
+            for (size_t i = 0; i < info.shape.size(); ++i) {
+                n *= info.shape[i];
+                shape += (i ? ", " : "") + std::to_string(info.shape[i]);
+            }
+            total += n;
+            const auto dot = name.rfind('.');
+            shapes[(dot == std::string::npos ? name : name.substr(dot + 1)) + " " + shape + "]"]++;
+        }
+        std::printf("tensors:   %zu (%lld parameters)\n", folder.weights->names().size(), static_cast<long long>(total));
+        for (const auto& [shape, count] : shapes) std::printf("  %4d x %s\n", count, shape.c_str());
+        return 0;
+    }};
+}
+
+}  // namespace hra::cli

@@ -1,0 +1,43 @@
+// hra: Householder Reflection Adaptation toolkit, command-line entry point.
+#include <cstdio>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "commands.h"
+#include "common/error.h"
+#include "common/runtime.h"
+
+int main(int argc, char** argv) {
+    CLI::App app{"hra: fine-tune with Householder Reflection Adaptation (and LoRA), PEFT-compatible"};
+    app.require_subcommand(1);
+    int threads = 0;
+    app.add_option("--threads", threads, "intra-op threads (default: OMP_NUM_THREADS, else all online CPUs)")
+        ->envname("HRA_THREADS")
+        ->check(CLI::NonNegativeNumber);
+    bool quiet = false;
+    app.add_flag("-q,--quiet", quiet, "do not print the runtime summary");
+
+    const std::vector<hra::cli::Command> commands = {
+        hra::cli::add_inspect(app),
+        hra::cli::add_export_lora(app),
+    };
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    try {
+        hra::init_runtime(threads, quiet);
+        for (const auto& c : commands)
+            if (c.app->parsed()) return c.run();
+        return 2;
+    } catch (const hra::Error& e) {
+        std::fprintf(stderr, "hra: error: %s\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "hra: error: %s\n", e.what());
+        return 1;
+    }
+}
