@@ -1,6 +1,7 @@
 #include "core/householder.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include "common/error.h"
 
@@ -57,13 +58,48 @@ Reflector make_reflector(const at::Tensor& u, bool gs) {
     return {v, wy_t(v)};
 }
 
+namespace {
+
+// rows' = rows − rows·V·M·Vᵀ for rows [n, d], V [d, r], M [r, r], with a
+// hand-written backward: the same six skinny products autograd would run, but
+// with the additions fused into them (addmm), so that forward and backward
+// each create one n×d tensor instead of three. Gradients (G = ∂L/∂rows',
+// P = rows·V, S = G·V):
+//   ∂rows = G − (S·Mᵀ)·Vᵀ,  ∂V = −rowsᵀ·(S·Mᵀ) − Gᵀ·(P·M),  ∂M = −Pᵀ·S.
+struct WyRows : public torch::autograd::Function<WyRows> {
+    static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& rows, const at::Tensor& v,
+                              const at::Tensor& m) {
+        auto p = at::mm(rows, v);
+        auto pm = at::mm(p, m);
+        ctx->save_for_backward({rows, v, m, p, pm});
+        return at::addmm(rows, pm, v.t(), /*beta=*/1, /*alpha=*/-1);
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grads) {
+        const auto saved = ctx->get_saved_variables();
+        const auto &rows = saved[0], &v = saved[1], &m = saved[2], &p = saved[3], &pm = saved[4];
+        const at::Tensor& g = grads[0];
+        auto s = at::mm(g, v);
+        auto smt = at::mm(s, m.t());
+        at::Tensor grows, gv, gm;
+        if (ctx->needs_input_grad(0)) grows = at::addmm(g, smt, v.t(), 1, -1);
+        if (ctx->needs_input_grad(1)) gv = at::mm(rows.t(), smt).addmm_(g.t(), pm).neg_();
+        if (ctx->needs_input_grad(2)) gm = at::mm(p.t(), s).neg_();
+        return {grows, gv, gm};
+    }
+};
+
+}  // namespace
+
 at::Tensor apply_to_rows(const at::Tensor& rows, const Reflector& h, bool transpose) {
     auto v = h.v.to(rows.scalar_type());
     auto t = h.t.to(rows.scalar_type());
-    // rows·Hᵀ = rows - (rows·V)·Tᵀ·Vᵀ ; rows·H = rows - (rows·V)·T·Vᵀ
-    auto p = at::matmul(rows, v);
-    p = at::matmul(p, transpose ? t : t.t());
-    return rows - at::matmul(p, v.t());
+    // rows·Hᵀ = rows − rows·V·Tᵀ·Vᵀ ; rows·H = rows − rows·V·T·Vᵀ
+    const int64_t d = rows.size(-1);
+    auto flat = rows.reshape({-1, d});
+    auto out = WyRows::apply(flat, v, transpose ? t : t.t());
+    return out.view(rows.sizes());
 }
 
 at::Tensor apply_to_weight(const at::Tensor& w, const Reflector& h, bool transpose) {
