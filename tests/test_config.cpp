@@ -171,3 +171,33 @@ TEST(Config, LoraKeysAndDefaults) {
     EXPECT_THROW(parse_adapter_config(R"({"peft_type":"LORA","fan_in_fan_out":true})", "x"), Error);
     EXPECT_NO_THROW(parse_adapter_config(R"({"peft_type":"LORA","rank_pattern":{},"use_dora":false})", "x"));
 }
+
+// Configs PEFT itself wrote (tests/fixtures/peft-configs, from the PEFT repository).
+TEST(Config, ReadsFilesWrittenByPeft) {
+    const std::string dir = std::string(HRA_TEST_FIXTURES) + "/peft-configs/";
+    auto hra_cfg = read_adapter_config(dir + "hra-flux2-klein-default.json");
+    EXPECT_EQ(hra_cfg.method, Method::Hra);
+    EXPECT_EQ(hra_cfg.r, 32);
+    EXPECT_FALSE(hra_cfg.apply_GS);
+    EXPECT_TRUE(hra_cfg.init_weights);
+    EXPECT_EQ(hra_cfg.target_modules.names.size(), 11u);  // 12 entries, "to_add_out" twice (PEFT wrote a set)
+    EXPECT_EQ(nlohmann::json::parse(adapter_config_json(hra_cfg))["peft_version"], "0.18.2.dev0@UNKNOWN");
+
+    auto lora = read_adapter_config(dir + "lora-llama-3.2-3B-rank10-target-mlp.json");
+    EXPECT_EQ(lora.method, Method::Lora);
+    EXPECT_EQ(lora.r, 10);
+    EXPECT_EQ(lora.lora_alpha, 20);
+    EXPECT_EQ(lora.lora_options().r, 10);
+    EXPECT_EQ(*lora.task_type, "CAUSAL_LM");
+    auto written = nlohmann::json::parse(adapter_config_json(lora));
+    EXPECT_EQ(written["megatron_core"], "megatron.core");  // unknown keys survive
+    EXPECT_EQ(written["loftq_config"], nlohmann::json::object());
+
+    try {
+        read_adapter_config(dir + "lora-llama-3.2-3B-rank32-dora.json");
+        FAIL() << "DoRA must be refused";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.key(), "use_dora");
+        EXPECT_NE(std::string(e.what()).find("lora-llama-3.2-3B-rank32-dora.json"), std::string::npos);
+    }
+}

@@ -254,13 +254,7 @@ INSTANTIATE_TEST_SUITE_P(Adapters, Conformance,
 // ---------------------------------------------------------------- beyond the shared suite
 
 TEST(PeftModel, TrainableSummaryMatchesPeftFormat) {
-    torch::manual_seed(0);
-    auto base = std::make_shared<test::Mlp>();
-    PeftModel pm(base);
-    AdapterConfig c;
-    c.r = 8;
-    c.target_modules = ModuleSelector::of({"lin0"});
-    pm.add_adapter("default", c);
+    auto [base, pm] = test::mlp_with_hra(8, {"lin0"}, /*identity_init=*/true);
     // lin0 10->20 (220) + lin1 20->2 (42) + hra_u 10x8 (80) = 342 parameters.
     EXPECT_EQ(pm.trainable_summary(), "trainable params: 80 || all params: 342 || trainable%: 23.3918");
 }
@@ -304,14 +298,7 @@ TEST(PeftModel, ModulesToSaveAndBiasAll) {
 }
 
 TEST(PeftModel, OrthogonalityPenaltySumsActiveHraLayers) {
-    torch::manual_seed(0);
-    auto base = std::make_shared<test::Mlp>();
-    PeftModel pm(base);
-    AdapterConfig c;
-    c.r = 4;
-    c.init_weights = false;
-    c.target_modules = ModuleSelector::of({"lin0", "lin1"});
-    pm.add_adapter("default", c);
+    auto [base, pm] = test::mlp_with_hra(4, {"lin0", "lin1"});
     double expected = 0;
     for (auto& [k, l] : pm.adaptable_layers())
         expected += core::orthogonality_penalty(std::dynamic_pointer_cast<HraAdapterImpl>(l->adapter("default"))->hra_u)
@@ -329,15 +316,7 @@ TEST(PeftModel, OrthogonalityPenaltySumsActiveHraLayers) {
 namespace {
 
 std::string saved_adapter(const test::TempDir& dir) {
-    torch::manual_seed(0);
-    auto base = std::make_shared<test::Mlp>();
-    PeftModel pm(base);
-    AdapterConfig c;
-    c.r = 4;
-    c.init_weights = false;
-    c.target_modules = ModuleSelector::of({"lin0"});
-    pm.add_adapter("default", c);
-    pm.save_adapter(dir.path());
+    test::mlp_with_hra(4, {"lin0"}).peft.save_adapter(dir.path());
     return dir.path();
 }
 
@@ -395,4 +374,26 @@ TEST(AdapterFiles, BadConfigs) {
     io::write_file_atomically(cpath, good);
     std::filesystem::rename(dir / "adapter_model.safetensors", dir / "adapter_model.bin");
     expect_load_error(dir.path(), "pickle");
+}
+
+TEST(PeftModel, LoraDropoutOnlyWhileTraining) {
+    torch::manual_seed(0);
+    auto base = std::make_shared<test::Mlp>();
+    PeftModel pm(base);
+    AdapterConfig c;
+    c.method = Method::Lora;
+    c.r = 4;
+    c.lora_dropout = 0.5;
+    c.init_lora_weights = false;
+    c.target_modules = ModuleSelector::of({"lin0"});
+    pm.add_adapter("default", c);
+    auto x = base->example_input();
+    torch::NoGradGuard ng;
+    base->train();
+    EXPECT_GT(max_abs_diff(base->forward(x), base->forward(x)), 1e-6);  // a fresh mask each call
+    base->eval();
+    auto y = base->forward(x);
+    EXPECT_TRUE(torch::equal(base->forward(x), y));
+    pm.merge();
+    EXPECT_LT(max_abs_diff(base->forward(x), y), 1e-5);
 }

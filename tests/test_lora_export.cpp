@@ -81,14 +81,7 @@ TEST(LoraExport, ExportedAdapterServesTheSameOutputs) {
 
 TEST(LoraExport, MissingBaseWeightIsAnError) {
     test::TempDir dir;
-    torch::manual_seed(2);
-    auto base = std::make_shared<test::Mlp>();
-    PeftModel pm(base);
-    AdapterConfig c;
-    c.r = 2;
-    c.target_modules = ModuleSelector::of({"lin0"});
-    pm.add_adapter("default", c);
-    pm.save_adapter(dir / "hra");
+    test::mlp_with_hra(2, {"lin0"}).peft.save_adapter(dir / "hra");
     io::save_safetensors(dir / "base.safetensors", {{"other.weight", torch::ones({2, 2})}});
     try {
         export_lora_folder(dir / "hra", dir / "base.safetensors", dir / "out");

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "adapters/layers.h"
+#include "adapters/peft_model.h"
 
 namespace hra::test {
 
@@ -45,5 +46,24 @@ struct ConvNet : TestModel {
         return torch::randn({4, 5, 3, 3});
     }
 };
+
+// An Mlp (seeded) with HRA adapter "default" on `targets`; random (not
+// identity) init unless `identity_init`.
+struct AdaptedMlp {
+    std::shared_ptr<Mlp> model;
+    PeftModel peft;
+};
+inline AdaptedMlp mlp_with_hra(int64_t r, std::vector<std::string> targets, bool identity_init = false,
+                               uint64_t seed = 0) {
+    torch::manual_seed(seed);
+    auto model = std::make_shared<Mlp>();
+    AdaptedMlp out{model, PeftModel(model)};
+    AdapterConfig c;
+    c.r = r;
+    c.init_weights = identity_init;
+    c.target_modules = ModuleSelector::of(std::move(targets));
+    out.peft.add_adapter("default", c);
+    return out;
+}
 
 }  // namespace hra::test

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
 
 #include "commands.h"
 #include "common/error.h"
@@ -35,6 +36,11 @@ int main(int argc, char** argv) {
         return 2;
     } catch (const hra::Error& e) {
         std::fprintf(stderr, "hra: error: %s\n", e.what());
+        return 1;
+    } catch (const c10::Error& e) {
+        // libtorch's messages carry a backtrace; keep the first line.
+        std::string msg = e.what_without_backtrace();
+        std::fprintf(stderr, "hra: error: %s\n", msg.substr(0, msg.find('\n')).c_str());
         return 1;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "hra: error: %s\n", e.what());
