@@ -221,6 +221,7 @@ std::vector<std::string> PeftModel::add_adapter(const std::string& name, const A
             adapter->train(layer->is_training());
             layer->set_qualified_name(key);
             layer->add_adapter(name, adapter);
+            if (!enabled_) layer->enable_adapters(false);
             done.push_back(layer);
         }
     } catch (...) {

@@ -66,8 +66,8 @@ RuntimeInfo init_runtime(int requested, bool quiet) {
 
     using ConfigFn = char* (*)();
     if (auto fn = reinterpret_cast<ConfigFn>(dlsym(RTLD_DEFAULT, "openblas_get_config"))) {
-        const char* config = fn();
-        info.blas = std::string("OpenBLAS ") + (config ? config : "");
+        const std::string config = fn() ? fn() : "";
+        info.blas = config.rfind("OpenBLAS", 0) == 0 ? config : "OpenBLAS " + config;
         while (!info.blas.empty() && info.blas.back() == ' ') info.blas.pop_back();
     } else {
         info.gemm_gflops = time_gemm_512();
