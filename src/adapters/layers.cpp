@@ -52,6 +52,14 @@ torch::Tensor AdapterImpl::output_delta(const torch::Tensor&) const {
 
 // ---------------------------------------------------------------- AdaptableLayer
 
+namespace {
+thread_local bool skip_init = false;
+}
+
+SkipInitGuard::SkipInitGuard() : previous_(skip_init) { skip_init = true; }
+SkipInitGuard::~SkipInitGuard() { skip_init = previous_; }
+bool SkipInitGuard::active() { return skip_init; }
+
 AdaptableLayer::AdaptableLayer(LayerShape shape) : shape_(shape) {}
 
 void AdaptableLayer::init_parameters(bool with_bias) {
@@ -59,11 +67,12 @@ void AdaptableLayer::init_parameters(bool with_bias) {
     if (shape_.kind == LayerShape::Kind::Conv2d)
         wshape = {shape_.out, shape_.in / shape_.groups, shape_.kernel[0], shape_.kernel[1]};
     weight = register_parameter("weight", torch::empty(wshape), /*requires_grad=*/true);
+    if (with_bias) bias = register_parameter("bias", torch::empty({shape_.out}), true);
+    if (SkipInitGuard::active()) return;
     // torch.nn's default initialisation, so that randomly initialised models match.
     torch::NoGradGuard no_grad;
     torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
     if (with_bias) {
-        bias = register_parameter("bias", torch::empty({shape_.out}), true);
         const double bound = 1.0 / std::sqrt(static_cast<double>(shape_.flat_in()));
         bias.uniform_(-bound, bound);
     }
@@ -301,6 +310,11 @@ static LayerShape linear_shape(int64_t in, int64_t out) {
 LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias)
     : AdaptableLayer(linear_shape(in_features, out_features)) {
     init_parameters(with_bias);
+}
+
+LinearImpl::LinearImpl(const torch::Tensor& shared_weight)
+    : AdaptableLayer(linear_shape(shared_weight.size(1), shared_weight.size(0))) {
+    weight = register_parameter("weight", shared_weight, shared_weight.requires_grad());
 }
 
 torch::Tensor LinearImpl::base_forward(const torch::Tensor& x, const torch::Tensor& w_flat,

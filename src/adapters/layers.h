@@ -22,6 +22,20 @@
 
 namespace hra {
 
+// While alive, new layers on this thread allocate their parameters without
+// initialising them (for models whose weights are loaded right after).
+class SkipInitGuard {
+public:
+    SkipInitGuard();
+    ~SkipInitGuard();
+    SkipInitGuard(const SkipInitGuard&) = delete;
+    SkipInitGuard& operator=(const SkipInitGuard&) = delete;
+    static bool active();
+
+private:
+    bool previous_;
+};
+
 class AdaptableLayer : public torch::nn::Module {
 public:
     torch::Tensor weight;  // Linear [out, in]; Conv2d [out, in, kh, kw]
@@ -102,6 +116,8 @@ private:
 class LinearImpl : public AdaptableLayer {
 public:
     LinearImpl(int64_t in_features, int64_t out_features, bool with_bias = true);
+    // A layer whose weight is `shared_weight` itself (tied embeddings), no bias.
+    explicit LinearImpl(const torch::Tensor& shared_weight);
 
     torch::Tensor base_forward(const torch::Tensor& x, const torch::Tensor& w_flat,
                                const torch::Tensor& b) const override;

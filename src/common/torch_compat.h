@@ -1,0 +1,28 @@
+// The one place that knows libtorch 1.13 from 2.x. Debian's libtorch is 1.13
+// (CPU); CUDA builds use libtorch 2.x through -DCMAKE_PREFIX_PATH.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+#if TORCH_VERSION_MAJOR >= 2
+#define HRA_TORCH_HAS_SDPA 1
+#else
+#define HRA_TORCH_HAS_SDPA 0
+#endif
+
+namespace hra::compat {
+
+// Whether the fused scaled-dot-product attention op exists in this libtorch.
+constexpr bool has_fused_attention() { return HRA_TORCH_HAS_SDPA != 0; }
+
+#if HRA_TORCH_HAS_SDPA
+// softmax(q·kᵀ/√d + mask)·v with libtorch's fused kernel; q, k, v [B, H, T, D]
+// (k and v already repeated to H heads), mask additive, broadcastable.
+inline at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const at::Tensor& mask) {
+    return at::scaled_dot_product_attention(q, k, v, mask, 0.0, /*is_causal=*/false);
+}
+#endif
+
+}  // namespace hra::compat
