@@ -11,6 +11,10 @@ packages=(
     libgtest-dev          # unit tests
     libbenchmark-dev      # benchmarks
     libcli11-dev          # command-line parsing
+    libsentencepiece-dev  # SentencePiece tokenizer.model files
+    libpcre2-dev          # pre-tokenizer regexes of tokenizer.json (UTF + Unicode properties)
+    libicu-dev            # Unicode normalisation (NFC, ...) asked for by tokenizer.json
+    pkg-config
 )
 
 missing=()

@@ -1,0 +1,128 @@
+#include "text/llama2c_tokenizer.h"
+
+#include <cstdio>
+#include <cstring>
+#include <unordered_map>
+
+#include "common/error.h"
+#include "io/atomic_file.h"
+#include "text/unicode.h"
+
+namespace hra {
+
+Llama2cVocab read_llama2c_vocab(const std::string& path, int64_t vocab_size) {
+    const std::string data = io::read_file(path);
+    if (data.size() < 4) throw Error("file too small for a llama2.c tokenizer", {path});
+    size_t pos = 4;
+    Llama2cVocab v;
+    int32_t max_len = 0;
+    std::memcpy(&max_len, data.data(), 4);
+    if (max_len <= 0 || max_len > 1024) throw Error("implausible max_token_length " + std::to_string(max_len), {path});
+    v.max_token_length = max_len;
+    while (pos < data.size() && (vocab_size == 0 || static_cast<int64_t>(v.pieces.size()) < vocab_size)) {
+        const size_t index = v.pieces.size();
+        if (pos + 8 > data.size()) throw Error("file ends inside entry " + std::to_string(index), {path});
+        float score;
+        int32_t len;
+        std::memcpy(&score, data.data() + pos, 4);
+        std::memcpy(&len, data.data() + pos + 4, 4);
+        pos += 8;
+        if (len < 0 || static_cast<size_t>(len) > data.size() - pos)
+            throw Error("entry " + std::to_string(index) + " has an impossible length " + std::to_string(len), {path});
+        v.pieces.push_back(data.substr(pos, static_cast<size_t>(len)));
+        v.scores.push_back(score);
+        pos += static_cast<size_t>(len);
+    }
+    if (vocab_size > 0 && static_cast<int64_t>(v.pieces.size()) < vocab_size)
+        throw Error("holds " + std::to_string(v.pieces.size()) + " tokens, the model needs " + std::to_string(vocab_size),
+                    {path});
+    if (v.pieces.size() < 3) throw Error("too few tokens", {path});
+    return v;
+}
+
+namespace {
+
+class Llama2cTokenizer : public Tokenizer {
+public:
+    explicit Llama2cTokenizer(Llama2cVocab v) : v_(std::move(v)) {
+        for (size_t i = 0; i < v_.pieces.size(); ++i) lookup_.emplace(v_.pieces[i], static_cast<int64_t>(i));
+    }
+
+    std::vector<int64_t> encode(const std::string& text, bool add_special) const override {
+        text::require_utf8(text, "text to encode");
+        std::vector<int64_t> ids;
+        if (add_special) ids.push_back(1);
+        if (text.empty()) return ids;
+        if (auto sp = find(" ")) ids.push_back(*sp);  // run.c's dummy prefix
+        for (const auto& ch : text::utf8_chars(text)) {
+            if (auto id = find(ch)) {
+                ids.push_back(*id);
+            } else {
+                for (unsigned char b : ch) ids.push_back(static_cast<int64_t>(b) + 3);  // byte fallback
+            }
+        }
+        const size_t first = add_special ? 1 : 0;
+        while (true) {
+            float best = -1e10f;
+            int64_t best_id = -1;
+            size_t at = 0;
+            for (size_t i = first; i + 1 < ids.size(); ++i) {
+                auto id = find(v_.pieces[ids[i]] + v_.pieces[ids[i + 1]]);
+                if (id && v_.scores[*id] > best) best = v_.scores[*id], best_id = *id, at = i;
+            }
+            if (best_id < 0) break;
+            ids[at] = best_id;
+            ids.erase(ids.begin() + static_cast<long>(at) + 1);
+        }
+        return ids;
+    }
+
+    std::string decode(const std::vector<int64_t>& ids, bool skip_special) const override {
+        std::string out;
+        int64_t prev = -1;
+        for (int64_t id : ids) {
+            if (id < 0 || id >= vocab_size()) throw Error("token id " + std::to_string(id) + " outside the vocabulary");
+            if (skip_special && is_special(id)) {
+                prev = id;
+                continue;
+            }
+            std::string piece = v_.pieces[id];
+            if (prev == 1 && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);  // as run.c
+            unsigned int byte;
+            char tail;
+            if (piece.size() == 6 && std::sscanf(piece.c_str(), "<0x%02X%c", &byte, &tail) == 2 && tail == '>')
+                piece = std::string(1, static_cast<char>(byte));
+            out += piece;
+            prev = id;
+        }
+        return text::sanitize_utf8(out);
+    }
+
+    int64_t vocab_size() const override { return static_cast<int64_t>(v_.pieces.size()); }
+    std::optional<int64_t> bos_id() const override { return 1; }
+    std::optional<int64_t> eos_id() const override { return 2; }
+    std::string token(int64_t id) const override {
+        if (id < 0 || id >= vocab_size()) throw Error("token id " + std::to_string(id) + " outside the vocabulary");
+        return v_.pieces[id];
+    }
+    std::optional<int64_t> token_id(const std::string& t) const override { return find(t); }
+    bool is_special(int64_t id) const override { return id >= 0 && id <= 2; }
+    std::string kind() const override { return "llama2.c"; }
+
+private:
+    std::optional<int64_t> find(const std::string& s) const {
+        auto it = lookup_.find(s);
+        if (it == lookup_.end()) return std::nullopt;
+        return it->second;
+    }
+    Llama2cVocab v_;
+    std::unordered_map<std::string, int64_t> lookup_;
+};
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_llama2c_tokenizer(Llama2cVocab vocab) {
+    return std::make_unique<Llama2cTokenizer>(std::move(vocab));
+}
+
+}  // namespace hra
