@@ -56,7 +56,7 @@ const Api& api() {
     static std::once_flag once;
     std::call_once(once, [] {
         const std::string path = module_path();
-        void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+        void* h = dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
         if (!h) {
             failure = std::string("cannot load the SentencePiece module ") + path + ": " + dlerror();
             return;

@@ -1,5 +1,5 @@
 // SentencePiece tokenizer.model through Debian's libsentencepiece (loaded as
-// the libhra_spm.so module, see spm_plugin.cpp).
+// the libhra_spm.so module in its own link-map namespace, see spm_plugin.cpp).
 #pragma once
 
 #include <memory>

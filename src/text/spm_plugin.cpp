@@ -1,11 +1,15 @@
 // A small C interface over Debian's libsentencepiece, built as its own module
-// (libhra_spm.so) and loaded with dlopen(RTLD_LOCAL | RTLD_DEEPBIND).
+// (libhra_spm.so) and loaded with dlmopen(LM_ID_NEWLM) into a separate
+// link-map namespace.
 //
-// Why: Debian's libsentencepiece carries its own copy of protobuf-lite and
-// exports those symbols, while libtorch loads the system libprotobuf. Linked
-// into one program, the two copies interpose each other and the process
-// crashes during start-up. Loaded this way, sentencepiece binds to its own
-// copy and nothing else sees it.
+// Why: Debian's libsentencepiece carries its own protobuf-lite 3.14 and
+// exports those symbols, while libtorch loads the system libprotobuf 3.21.
+// Linked into one program the two interpose each other and the process
+// crashes during start-up; dlopen(RTLD_LOCAL) makes sentencepiece bind to the
+// 3.21 copy (a fatal version check), and RTLD_DEEPBIND breaks libstdc++'s
+// streams. In its own namespace sentencepiece gets its own libstdc++ and
+// protobuf. Only C types cross the boundary, and memory is freed by the side
+// that allocated it (hra_spm_free).
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>

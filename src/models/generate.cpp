@@ -1,0 +1,140 @@
+#include "models/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include <torch/torch.h>
+
+#include "common/error.h"
+
+namespace hra {
+
+Sampler::Sampler(const SamplingOptions& options) : options_(options), state_(options.seed ^ 0x9E3779B97F4A7C15ull) {
+    if (options.temperature < 0) throw Error("temperature must be >= 0");
+    if (options.top_p <= 0 || options.top_p > 1) throw Error("top_p must be in (0, 1]");
+    if (options.top_k < 0) throw Error("top_k must be >= 0");
+}
+
+// splitmix64: reproducible across platforms and libtorch versions.
+double Sampler::uniform() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+int64_t Sampler::next(const torch::Tensor& logits) {
+    auto l = logits.detach().to(torch::kCPU, torch::kDouble).contiguous();
+    if (options_.temperature == 0) return l.argmax().item<int64_t>();
+    const int64_t n = l.numel();
+    const double* v = l.data_ptr<double>();
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return v[a] > v[b]; });
+    size_t keep = order.size();
+    if (options_.top_k > 0) keep = std::min(keep, static_cast<size_t>(options_.top_k));
+    std::vector<double> p(keep);
+    const double top = v[order[0]] / options_.temperature;
+    double sum = 0;
+    for (size_t i = 0; i < keep; ++i) sum += p[i] = std::exp(v[order[i]] / options_.temperature - top);
+    if (options_.top_p < 1) {
+        // Smallest prefix whose probability reaches top_p (at least one token).
+        double acc = 0;
+        size_t k = 0;
+        while (k < keep) {
+            acc += p[k] / sum;
+            ++k;
+            if (acc >= options_.top_p) break;
+        }
+        keep = k;
+        sum = std::accumulate(p.begin(), p.begin() + static_cast<long>(keep), 0.0);
+    }
+    double r = uniform() * sum;
+    for (size_t i = 0; i < keep; ++i) {
+        r -= p[i];
+        if (r <= 0) return order[i];
+    }
+    return order[keep - 1];
+}
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Length of the longest suffix of `text` that begins some stop string.
+size_t held_back(const std::string& text, const std::vector<std::string>& stops) {
+    size_t hold = 0;
+    for (const auto& s : stops)
+        for (size_t len = std::min(s.size() - 1, text.size()); len > hold; --len)
+            if (text.compare(text.size() - len, len, s, 0, len) == 0) {
+                hold = len;
+                break;
+            }
+    return hold;
+}
+
+}  // namespace
+
+GenerationResult generate(LlamaForCausalLMImpl& model, const Tokenizer& tokenizer,
+                          const std::vector<int64_t>& prompt_ids, const SamplingOptions& options,
+                          const std::function<void(const std::string&)>& on_text) {
+    if (prompt_ids.empty()) throw Error("the prompt has no tokens (add BOS or some text)");
+    for (const auto& s : options.stop)
+        if (s.empty()) throw Error("stop strings must not be empty");
+    torch::NoGradGuard no_grad;
+    const auto device = model.model->embed_tokens->weight.device();
+    GenerationResult res;
+    res.prompt_tokens = static_cast<int64_t>(prompt_ids.size());
+    Sampler sampler(options);
+    KVCache cache;
+    TextStream stream(tokenizer, prompt_ids);
+    size_t emitted = 0;  // bytes of stream.text() passed to on_text
+
+    auto t0 = std::chrono::steady_clock::now();
+    LlamaInputs in;
+    in.input_ids = torch::tensor(prompt_ids, torch::kLong).unsqueeze(0).to(device);
+    in.cache = &cache;
+    in.last_position_only = true;
+    auto logits = model.forward(in).logits.view({-1});
+    res.prompt_seconds = seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    res.finish_reason = "length";
+    for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+        const int64_t id = sampler.next(logits);
+        res.tokens.push_back(id);
+        if (std::find(options.eos_ids.begin(), options.eos_ids.end(), id) != options.eos_ids.end()) {
+            res.finish_reason = "eos";
+            break;
+        }
+        stream.push(id);
+        const std::string& text = stream.text();
+        // Stop strings: cut the text before the first one found.
+        size_t cut = std::string::npos;
+        for (const auto& s : options.stop) cut = std::min(cut, text.find(s, emitted > s.size() ? emitted - s.size() : 0));
+        if (cut != std::string::npos) {
+            if (on_text && cut > emitted) on_text(text.substr(emitted, cut - emitted));
+            res.text = text.substr(0, cut);
+            res.finish_reason = "stop";
+            res.decode_seconds = seconds_since(t0);
+            return res;
+        }
+        const size_t ready = text.size() - held_back(text, options.stop);
+        if (on_text && ready > emitted) on_text(text.substr(emitted, ready - emitted));
+        emitted = std::max(emitted, ready);
+        if (step + 1 == options.max_new_tokens) break;
+        in.input_ids = torch::tensor(std::vector<int64_t>{id}, torch::kLong).unsqueeze(0).to(device);
+        logits = model.forward(in).logits.view({-1});
+    }
+    stream.flush();
+    res.text = stream.text();
+    if (on_text && res.text.size() > emitted) on_text(res.text.substr(emitted));
+    res.decode_seconds = seconds_since(t0);
+    return res;
+}
+
+}  // namespace hra

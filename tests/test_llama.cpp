@@ -1,0 +1,259 @@
+// LLaMA-family models beyond the transformers parity test: the real
+// stories260K weights (llama2.c golden values, through the converted HF
+// folder, v0 and v1), incremental decoding vs full recomputation, loading
+// errors, sampling and stop strings.
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "common/error.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+#include "models/generate.h"
+#include "models/llama2c.h"
+#include "models/loader.h"
+#include "text/llama2c_tokenizer.h"
+#include "text/sp_tokenizer.h"
+#include "text/tokenizer.h"
+#include "text/vocab_json.h"
+#include "text/hf_tokenizer.h"
+#include "test_util.h"
+
+using namespace hra;
+using hra::test::max_abs_diff;
+using hra::test::rel_err;
+
+namespace {
+
+std::string fixture(const std::string& name) { return std::string(HRA_TEST_FIXTURES) + "/" + name; }
+
+const std::vector<int64_t> kGoldenPrompt = {1, 403, 407, 261, 378};
+const std::vector<int64_t> kGoldenContinuation = {432, 383, 286, 261, 376, 298, 315, 421, 395, 317,
+                                                  426, 338, 401, 396, 267, 337, 410, 408, 419, 292,
+                                                  411, 322, 265, 282, 295, 433, 426, 385, 328, 432};
+
+class Stories260K : public ::testing::TestWithParam<std::string> {};
+
+}  // namespace
+
+TEST_P(Stories260K, ConvertedFolderReproducesLlama2cGoldenValues) {
+    test::TempDir dir;
+    const std::string out = dir / "hf";
+    convert_llama2c(fixture("stories260K/" + GetParam()), fixture("stories260K/tok512.bin"), out, false);
+    for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"})
+        EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(out) / f)) << f;
+    auto model = load_llama(out);
+    auto tok = load_tokenizer(out);
+    EXPECT_EQ(tok->kind(), "tokenizer.json (BPE)");
+    EXPECT_EQ(tok->encode("Once upon a time", true), kGoldenPrompt);
+
+    torch::NoGradGuard ng;
+    auto logits = model.model->forward(torch::tensor({1}, torch::kLong).unsqueeze(0)).view({-1});
+    EXPECT_EQ(logits.argmax().item<int64_t>(), 403);
+    EXPECT_NEAR(logits.max().item<double>(), 17.02352, 1e-4);
+    const double first[] = {-6.22291, 8.40434, -6.22374, -6.22254, -6.22195};
+    for (int i = 0; i < 5; ++i) EXPECT_NEAR(logits[i].item<double>(), first[i], 1e-4) << i;
+    EXPECT_NEAR(logits.sum().item<double>(), -1070.172, 5e-3);
+
+    SamplingOptions greedy;
+    greedy.max_new_tokens = 30;
+    auto res = generate(*model.model, *tok, kGoldenPrompt, greedy);
+    EXPECT_EQ(res.tokens, kGoldenContinuation);
+    EXPECT_EQ(res.text, ", there was a little girl named Lily. She loved to play outside in the park. One day,");
+    EXPECT_EQ(res.finish_reason, "length");
+}
+
+INSTANTIATE_TEST_SUITE_P(Versions, Stories260K, ::testing::Values("stories260K.bin", "stories260K_v1.bin"),
+                         [](const auto& info) { return info.param == "stories260K.bin" ? "v0" : "v1"; });
+
+TEST(Llama2cConversion, TokenizerJsonAgreesWithRunCEncoder) {
+    test::TempDir dir;
+    convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "hf", false);
+    auto hf = load_tokenizer(dir / "hf");
+    auto bin = make_llama2c_tokenizer(read_llama2c_vocab(fixture("stories260K/tok512.bin"), 512));
+    for (const std::string text : {"Lily and Ben went to the park. They saw a big dog!", "The cat sat on the mat.\n\nThe end.",
+                                   "Tom's mom said: \"No, you can't.\"", "caf\xC3\xA9 \xE2\x98\x83 42", "  two spaces"}) {
+        EXPECT_EQ(hf->encode(text, true), bin->encode(text, true)) << text;
+        EXPECT_EQ(hf->decode(hf->encode(text, true)), text) << text;
+    }
+    // An existing non-empty output is refused, and replaced when asked.
+    EXPECT_THROW(convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "hf", false),
+                 Error);
+    EXPECT_NO_THROW(convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "hf", true));
+}
+
+TEST(Llama2cConversion, BadCheckpointsAreNamed) {
+    test::TempDir dir;
+    const std::string data = io::read_file(fixture("stories260K/stories260K.bin"));
+    io::write_file_atomically(dir / "short.bin", data.substr(0, data.size() - 4));
+    try {
+        read_llama2c(dir / "short.bin");
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("does not match its header"), std::string::npos) << e.what();
+        EXPECT_EQ(e.file(), dir / "short.bin");
+    }
+    std::string v2 = io::read_file(fixture("stories260K/stories260K_v1.bin"));
+    v2[4] = 2;  // version 2 (int8)
+    io::write_file_atomically(dir / "v2.bin", v2);
+    EXPECT_THROW(read_llama2c(dir / "v2.bin"), Error);
+    io::write_file_atomically(dir / "tiny.bin", "abc");
+    EXPECT_THROW(read_llama2c(dir / "tiny.bin"), Error);
+    // Nothing is left behind by a failed conversion.
+    EXPECT_THROW(convert_llama2c(dir / "short.bin", fixture("stories260K/tok512.bin"), dir / "out", false), Error);
+    EXPECT_FALSE(std::filesystem::exists(dir / "out"));
+}
+
+TEST(SentencePieceToTokenizerJson, AgreesWithLibsentencepiece) {
+    // Train a small BPE model with the library itself, write it as a Llama-2
+    // style tokenizer.json, and check both give the same ids.
+    test::TempDir dir;
+    std::string corpus;
+    for (const char* f : {"stories260K/README.md", "llama-family/llama-tiny/README.md", "peft-hra/README.md",
+                          "tokenizers/README.md"})
+        corpus += io::read_file(fixture(f)) + "\n";
+    io::write_file_atomically(dir / "corpus.txt", corpus);
+    train_sentencepiece("--input=" + (dir / "corpus.txt") + " --model_prefix=" + (dir / "m") +
+                        " --vocab_size=400 --model_type=bpe --byte_fallback=true --character_coverage=1.0"
+                        // Llama 2's settings: no Unicode normalisation, whitespace kept as is.
+                        " --normalization_rule_name=identity --remove_extra_whitespaces=false --minloglevel=2");
+    auto sp = make_sentencepiece_tokenizer(dir / "m.model");
+    EXPECT_EQ(sp->vocab_size(), 400);
+    EXPECT_EQ(sp->kind(), "sentencepiece");
+    auto v = read_sentencepiece_vocab(dir / "m.model");
+    ScoredVocab sv{v.pieces, v.scores, v.types, 0, *sp->bos_id(), *sp->eos_id()};
+    auto hf = make_hf_tokenizer(llama_tokenizer_json(sv), "converted");
+    for (const std::string text : {"The model is a real pretrained model.", "Relative error per tensor, max |ours - ref|",
+                                   "RoPE tables for positions 0..8", "Unicode \xC3\xA9\xE2\x98\x83 falls back to bytes",
+                                   "multiple   spaces\nand lines"}) {
+        EXPECT_EQ(hf->encode(text, true), sp->encode(text, true)) << text;
+        EXPECT_EQ(hf->decode(sp->encode(text, true)), sp->decode(sp->encode(text, true))) << text;
+    }
+    EXPECT_TRUE(sp->is_special(*sp->bos_id()));
+    EXPECT_EQ(sp->encode("hi", false).size() + 1, sp->encode("hi", true).size());
+}
+
+TEST(LlamaModel, IncrementalDecodingEqualsFullRecomputation) {
+    auto m = load_llama(fixture("llama-family/llama-tiny"));
+    torch::NoGradGuard ng;
+    torch::manual_seed(0);
+    auto ids = torch::randint(3, 97, {1, 12}, torch::kLong);
+    auto full = m.model->forward(ids).view({12, -1});
+    KVCache cache;
+    LlamaInputs in;
+    in.cache = &cache;
+    in.input_ids = ids.narrow(1, 0, 5);  // prefill 5, then one at a time
+    std::vector<torch::Tensor> rows = {m.model->forward(in).logits.view({5, -1})};
+    for (int64_t i = 5; i < 12; ++i) {
+        in.input_ids = ids.narrow(1, i, 1);
+        rows.push_back(m.model->forward(in).logits.view({1, -1}));
+    }
+    EXPECT_LT(rel_err(torch::cat(rows), full), 1e-5);
+    EXPECT_EQ(cache.length(), 12);
+}
+
+TEST(LlamaModel, LeftPaddedBatchMatchesSingleSequences) {
+    auto m = load_llama(fixture("llama-family/qwen2-tiny"));
+    torch::NoGradGuard ng;
+    auto a = torch::tensor({5, 9, 11, 17, 23}, torch::kLong), b = torch::tensor({7, 13, 19}, torch::kLong);
+    LlamaInputs in;
+    in.input_ids = torch::stack({a, torch::cat({torch::zeros({2}, torch::kLong), b})});
+    in.attention_mask = torch::tensor({1, 1, 1, 1, 1, 0, 0, 1, 1, 1}, torch::kLong).view({2, 5});
+    in.position_ids = torch::tensor({0, 1, 2, 3, 4, 0, 0, 0, 1, 2}, torch::kLong).view({2, 5});
+    auto batch = m.model->forward(in).logits;
+    EXPECT_LT(rel_err(batch[0], m.model->forward(a.unsqueeze(0))[0]), 1e-5);
+    EXPECT_LT(rel_err(batch[1].narrow(0, 2, 3), m.model->forward(b.unsqueeze(0))[0]), 1e-5);
+}
+
+TEST(LlamaModel, LoadingErrorsNameTheKeys) {
+    test::TempDir dir;
+    const std::string src = fixture("llama-family/mistral-tiny");
+    auto copy = [&](const std::string& name) {
+        std::filesystem::create_directories(dir / name);
+        for (const char* f : {"config.json", "model.safetensors"})
+            std::filesystem::copy_file(std::filesystem::path(src) / f, std::filesystem::path(dir / name) / f);
+        return dir / name;
+    };
+    auto expect_error = [&](const std::string& path, const std::string& fragment) {
+        try {
+            load_llama(path);
+            FAIL() << "expected: " << fragment;
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+        }
+    };
+    auto weights = io::SafetensorsFile::open(src + "/model.safetensors").load_all();
+    {
+        const auto d = copy("missing");
+        auto w = weights;
+        w.erase("model.norm.weight");
+        io::save_safetensors(d + "/model.safetensors", io::NamedTensors(w.begin(), w.end()));
+        expect_error(d, "missing keys: model.norm.weight");
+    }
+    {
+        const auto d = copy("extra");
+        auto w = weights;
+        w["model.layers.9.mlp.up_proj.weight"] = torch::zeros({2, 2});
+        w["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch::zeros({8});  // old checkpoints: ignored
+        io::save_safetensors(d + "/model.safetensors", io::NamedTensors(w.begin(), w.end()));
+        expect_error(d, "unexpected keys: model.layers.9.mlp.up_proj.weight");
+    }
+    {
+        const auto d = copy("shape");
+        auto w = weights;
+        w["model.norm.weight"] = torch::zeros({31});
+        io::save_safetensors(d + "/model.safetensors", io::NamedTensors(w.begin(), w.end()));
+        expect_error(d, "wrong shapes: model.norm.weight [31]");
+    }
+    {
+        const auto d = copy("type");
+        auto cfg = nlohmann::json::parse(io::read_file(d + "/config.json"));
+        cfg["model_type"] = "gpt2";
+        io::write_file_atomically(d + "/config.json", cfg.dump());
+        expect_error(d, "unsupported model_type 'gpt2'");
+    }
+    expect_error(dir / "nowhere", "missing config.json");
+}
+
+TEST(Generation, SamplingStopStringsAndEos) {
+    test::TempDir dir;
+    convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "hf", false);
+    auto m = load_llama(dir / "hf");
+    auto tok = load_tokenizer(dir / "hf");
+    SamplingOptions o;
+    o.max_new_tokens = 30;
+    o.stop = {"Lily"};
+    std::string streamed;
+    auto r = generate(*m.model, *tok, kGoldenPrompt, o, [&](const std::string& s) { streamed += s; });
+    EXPECT_EQ(r.finish_reason, "stop");
+    EXPECT_EQ(r.text, ", there was a little girl named ");
+    EXPECT_EQ(streamed, r.text);
+
+    o.stop.clear();
+    o.eos_ids = {426};  // first generated at step 11: ends it, and is not part of the text
+    r = generate(*m.model, *tok, kGoldenPrompt, o);
+    EXPECT_EQ(r.finish_reason, "eos");
+    EXPECT_EQ(r.tokens.size(), 11u);
+    EXPECT_EQ(r.tokens.back(), 426);
+    auto runc = make_llama2c_tokenizer(read_llama2c_vocab(fixture("stories260K/tok512.bin"), 512));
+    EXPECT_EQ(r.text, runc->decode(std::vector<int64_t>(kGoldenContinuation.begin(), kGoldenContinuation.begin() + 10)));
+
+    // Sampling: a seed reproduces its run; top_k = 1 is greedy.
+    SamplingOptions s;
+    s.max_new_tokens = 20;
+    s.temperature = 1.0;
+    s.seed = 7;
+    auto s1 = generate(*m.model, *tok, kGoldenPrompt, s), s2 = generate(*m.model, *tok, kGoldenPrompt, s);
+    EXPECT_EQ(s1.tokens, s2.tokens);
+    s.seed = 8;
+    EXPECT_NE(generate(*m.model, *tok, kGoldenPrompt, s).tokens, s1.tokens);
+    s.top_k = 1;
+    EXPECT_EQ(generate(*m.model, *tok, kGoldenPrompt, s).tokens,
+              std::vector<int64_t>(kGoldenContinuation.begin(), kGoldenContinuation.begin() + 20));
+    s.top_k = 0;
+    s.top_p = 1e-6;  // nucleus of one token
+    EXPECT_EQ(generate(*m.model, *tok, kGoldenPrompt, s).tokens,
+              std::vector<int64_t>(kGoldenContinuation.begin(), kGoldenContinuation.begin() + 20));
+}
