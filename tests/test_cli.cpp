@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "adapters/peft_model.h"
+#include "models/loader.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "test_models.h"
@@ -70,4 +71,55 @@ TEST(Cli, ErrorsAreOneLineAndNonZero) {
 
     r = run_hra("--threads 0x export-lora", dir);  // bad usage: CLI11's message, non-zero
     EXPECT_NE(r.code, 0);
+}
+
+TEST(Cli, ConvertGenerateMergeExport) {
+    test::TempDir dir;
+    const std::string fx = HRA_TEST_FIXTURES;
+    auto r = run_hra("-q convert llama2c --model " + fx + "/stories260K/stories260K_v1.bin --tokenizer " + fx +
+                         "/stories260K/tok512.bin --out " + (dir / "s260"),
+                     dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    r = run_hra("-q generate --model " + (dir / "s260") + " --prompt 'Once upon a time' --max-new-tokens 30", dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    // stdout holds the generated text only; timings go to stderr.
+    EXPECT_EQ(r.out, ", there was a little girl named Lily. She loved to play outside in the park. One day,\n");
+    EXPECT_NE(r.err.find("tok/s"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("finish: length"), std::string::npos) << r.err;
+    r = run_hra("-q generate --model " + (dir / "s260") + " --prompt 'Once upon a time' --stop Lily", dir);
+    EXPECT_EQ(r.out, ", there was a little girl named \n");
+
+    // An adapter for the converted model: merge it, export it as LoRA; outputs refuse to be overwritten.
+    {
+        auto m = load_llama(dir / "s260");
+        InjectOptions inject;
+        inject.model_type = "llama";
+        PeftModel pm(m.model.ptr(), inject);
+        AdapterConfig c;
+        c.r = 2;
+        c.init_weights = false;
+        pm.add_adapter("default", c);
+        pm.save_adapter(dir / "adapter");
+    }
+    r = run_hra("-q merge --model " + (dir / "s260") + " --adapter " + (dir / "adapter") + " --out " + (dir / "merged"), dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(std::filesystem::exists(dir / "merged/tokenizer.json"));
+    r = run_hra("-q merge --model " + (dir / "s260") + " --adapter " + (dir / "adapter") + " --out " + (dir / "merged"), dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
+    r = run_hra("-q merge --force --model " + (dir / "s260") + " --adapter " + (dir / "adapter") + " --out " + (dir / "merged"), dir);
+    EXPECT_EQ(r.code, 0) << r.err;
+    r = run_hra("-q export-lora --model " + (dir / "s260") + " --adapter " + (dir / "adapter") + " --out " + (dir / "lora"), dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    // The merged model and the base model with the LoRA export generate the same text.
+    auto a = run_hra("-q generate --model " + (dir / "merged") + " --prompt 'Once upon a time' --max-new-tokens 20", dir);
+    auto b = run_hra("-q generate --model " + (dir / "s260") + " --adapter " + (dir / "lora") +
+                         " --prompt 'Once upon a time' --max-new-tokens 20",
+                     dir);
+    auto c = run_hra("-q generate --model " + (dir / "s260") + " --adapter " + (dir / "adapter") +
+                         " --prompt 'Once upon a time' --max-new-tokens 20",
+                     dir);
+    EXPECT_EQ(a.code, 0);
+    EXPECT_EQ(a.out, b.out);
+    EXPECT_EQ(a.out, c.out);
 }

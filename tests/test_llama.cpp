@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "models/generate.h"
 #include "models/llama2c.h"
+#include "models/pipeline.h"
 #include "models/loader.h"
 #include "text/llama2c_tokenizer.h"
 #include "text/sp_tokenizer.h"
@@ -256,4 +257,76 @@ TEST(Generation, SamplingStopStringsAndEos) {
     s.top_p = 1e-6;  // nucleus of one token
     EXPECT_EQ(generate(*m.model, *tok, kGoldenPrompt, s).tokens,
               std::vector<int64_t>(kGoldenContinuation.begin(), kGoldenContinuation.begin() + 20));
+}
+
+// The sample printed in karpathy/llama2.c doc/stories260K.md (commit
+// 350e04fe35433e6d2941dce5a1f53308f87058eb, MIT): run.c, temperature 0, 256 steps.
+TEST(Stories260KSample, EmptyPromptReproducesTheLlama2cDocSample) {
+    test::TempDir dir;
+    convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "hf", false);
+    auto m = load_llama(dir / "hf");
+    auto tok = load_tokenizer(dir / "hf");
+    SamplingOptions o;
+    o.max_new_tokens = 256;
+    auto r = generate(*m.model, *tok, tok->encode("", true), o);
+    EXPECT_EQ(r.text,
+              "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she "
+              "saw a big, red ball. She wanted to play with it, but it was too high.\n"
+              "Lily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know what to do. She said, \"I "
+              "want to play with your ball, but I can't find it.\"\n"
+              "Lily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn't know what to do.\"\n"
+              "Lily didn't want to help her mom, so she said, \"I'm sorry, mom. I didn't know what to do.\" Her mom "
+              "said, \"Don't worry, Lily. We can help you.");
+}
+
+namespace {
+
+// A random HRA adapter (q_proj, v_proj; not the identity) for a model folder.
+std::string random_hra_adapter(const std::string& model_dir, const std::string& out) {
+    auto m = load_llama(model_dir);
+    InjectOptions inject;
+    inject.model_type = m.config.model_type;
+    PeftModel pm(m.model.ptr(), inject);
+    AdapterConfig c;
+    c.r = 4;
+    c.init_weights = false;
+    torch::manual_seed(11);
+    pm.add_adapter("default", c);
+    pm.save_adapter(out);
+    return out;
+}
+
+}  // namespace
+
+TEST(MergeModel, MergedFolderGivesTheAdaptedLogits) {
+    test::TempDir dir;
+    const std::string model = fixture("llama-family/qwen2-tiny");  // float32 weights
+    const std::string adapter = random_hra_adapter(model, dir / "adapter");
+    auto adapted = load_with_adapters(model, {adapter});
+    auto base = load_llama(model);
+    torch::NoGradGuard ng;
+    auto ids = torch::tensor({5, 9, 11, 17, 23, 40, 2}, torch::kLong).unsqueeze(0);
+    auto expected = adapted.base.model->forward(ids);
+    EXPECT_GT(rel_err(base.model->forward(ids), expected), 1e-3);  // the adapter matters
+
+    merge_model(model, {adapter}, dir / "merged", false);
+    for (const char* f : {"config.json", "generation_config.json", "model.safetensors"})
+        EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(dir / "merged") / f)) << f;
+    auto merged = load_llama(dir / "merged");
+    EXPECT_LT(rel_err(merged.model->forward(ids), expected), 1e-4);
+    EXPECT_EQ(io::SafetensorsFile::open(dir / "merged/model.safetensors").info("model.norm.weight").dtype, "F32");
+    // Tied embeddings stay tied: no lm_head.weight written.
+    EXPECT_FALSE(io::SafetensorsFile::open(dir / "merged/model.safetensors").contains("lm_head.weight"));
+    EXPECT_THROW(merge_model(model, {adapter}, dir / "merged", false), Error);  // non-empty output
+
+    // Sharded output, and a bf16 model stays bf16.
+    const std::string llama = fixture("llama-family/llama-tiny");
+    const std::string adapter2 = random_hra_adapter(llama, dir / "adapter2");
+    merge_model(llama, {adapter2}, dir / "merged2", false, /*max_shard_bytes=*/40000);
+    EXPECT_TRUE(std::filesystem::exists(dir / "merged2/model.safetensors.index.json"));
+    auto m2 = load_llama(dir / "merged2");
+    auto a2 = load_with_adapters(llama, {adapter2});
+    EXPECT_LT(rel_err(m2.model->forward(ids.clamp_max(96)), a2.base.model->forward(ids.clamp_max(96))), 5e-2);
+    auto store = io::WeightStore::open(dir / "merged2");
+    EXPECT_EQ(store.get("model.norm.weight").scalar_type(), torch::kBFloat16);
 }

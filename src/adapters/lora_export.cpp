@@ -6,6 +6,7 @@
 #include "adapters/peft_model.h"
 #include "common/error.h"
 #include "core/householder.h"
+#include "io/output_folder.h"
 #include "io/peft_folder.h"
 #include "io/weights.h"
 
@@ -88,7 +89,9 @@ std::pair<AdapterConfig, io::NamedTensors> export_lora(const PeftModel& model, c
     return {lc, out};
 }
 
-int export_lora_folder(const std::string& hra_dir, const std::string& base_weights, const std::string& out_dir) {
+int export_lora_folder(const std::string& hra_dir, const std::string& base_weights, const std::string& out_dir,
+                       bool overwrite) {
+    io::OutputFolder out_folder(out_dir, overwrite);
     io::PeftFolder folder = io::read_peft_folder(hra_dir);
     AdapterConfig hc = parse_adapter_config(folder.config_text, folder.config_path);
     if (hc.method != Method::Hra)
@@ -129,7 +132,8 @@ int export_lora_folder(const std::string& hra_dir, const std::string& base_weigh
     }
     if (modules.empty()) throw Error("no '*.hra_u' tensors in the adapter", {folder.weights_path});
     lc.target_modules = ModuleSelector::of(modules);
-    io::write_peft_folder(out_dir, adapter_config_json(lc), out);
+    io::write_peft_folder(out_folder.temp_path(), adapter_config_json(lc), out);
+    out_folder.commit();
     return static_cast<int>(modules.size());
 }
 

@@ -33,6 +33,8 @@ std::pair<AdapterConfig, io::NamedTensors> export_lora(const PeftModel& model, c
 
 // File to file: an HRA PEFT folder plus the base weights (a .safetensors file
 // or a model folder) to a LoRA PEFT folder. Returns the number of layers.
-int export_lora_folder(const std::string& hra_dir, const std::string& base_weights, const std::string& out_dir);
+// An existing non-empty out_dir is refused unless overwrite.
+int export_lora_folder(const std::string& hra_dir, const std::string& base_weights, const std::string& out_dir,
+                       bool overwrite = false);
 
 }  // namespace hra

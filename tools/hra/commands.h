@@ -17,5 +17,8 @@ struct Command {
 };
 Command add_inspect(CLI::App& app);
 Command add_export_lora(CLI::App& app);
+Command add_convert(CLI::App& app);
+Command add_generate(CLI::App& app);
+Command add_merge(CLI::App& app);
 
 }  // namespace hra::cli

@@ -20,8 +20,11 @@ int main(int argc, char** argv) {
     app.add_flag("-q,--quiet", quiet, "do not print the runtime summary");
 
     const std::vector<hra::cli::Command> commands = {
-        hra::cli::add_inspect(app),
+        hra::cli::add_generate(app),
+        hra::cli::add_merge(app),
         hra::cli::add_export_lora(app),
+        hra::cli::add_convert(app),
+        hra::cli::add_inspect(app),
     };
 
     try {
