@@ -37,6 +37,16 @@ const std::vector<int64_t> kGoldenContinuation = {432, 383, 286, 261, 376, 298, 
 
 class Stories260K : public ::testing::TestWithParam<std::string> {};
 
+// stories260K converted into an HF folder under `dir`, loaded with its tokenizer.json.
+struct Stories {
+    LoadedModel model;
+    std::unique_ptr<Tokenizer> tokenizer;
+};
+Stories converted_stories(const test::TempDir& dir) {
+    convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "hf", false);
+    return {load_llama(dir / "hf"), load_tokenizer(dir / "hf")};
+}
+
 }  // namespace
 
 TEST_P(Stories260K, ConvertedFolderReproducesLlama2cGoldenValues) {
@@ -216,13 +226,20 @@ TEST(LlamaModel, LoadingErrorsNameTheKeys) {
         expect_error(d, "unsupported model_type 'gpt2'");
     }
     expect_error(dir / "nowhere", "missing config.json");
+    {
+        // A tied model whose file also holds lm_head.weight loads (the key is ignored).
+        std::filesystem::create_directories(dir / "tied");
+        std::filesystem::copy_file(fixture("llama-family/qwen2-tiny/config.json"), dir / "tied/config.json");
+        auto w = io::SafetensorsFile::open(fixture("llama-family/qwen2-tiny/model.safetensors")).load_all();
+        w["lm_head.weight"] = w.at("model.embed_tokens.weight").clone();
+        io::save_safetensors(dir / "tied/model.safetensors", io::NamedTensors(w.begin(), w.end()));
+        EXPECT_NO_THROW(load_llama(dir / "tied"));
+    }
 }
 
 TEST(Generation, SamplingStopStringsAndEos) {
     test::TempDir dir;
-    convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "hf", false);
-    auto m = load_llama(dir / "hf");
-    auto tok = load_tokenizer(dir / "hf");
+    auto [m, tok] = converted_stories(dir);
     SamplingOptions o;
     o.max_new_tokens = 30;
     o.stop = {"Lily"};
@@ -263,9 +280,7 @@ TEST(Generation, SamplingStopStringsAndEos) {
 // 350e04fe35433e6d2941dce5a1f53308f87058eb, MIT): run.c, temperature 0, 256 steps.
 TEST(Stories260KSample, EmptyPromptReproducesTheLlama2cDocSample) {
     test::TempDir dir;
-    convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "hf", false);
-    auto m = load_llama(dir / "hf");
-    auto tok = load_tokenizer(dir / "hf");
+    auto [m, tok] = converted_stories(dir);
     SamplingOptions o;
     o.max_new_tokens = 256;
     auto r = generate(*m.model, *tok, tok->encode("", true), o);

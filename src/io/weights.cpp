@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "io/json_file.h"
 
 namespace hra::io {
 
@@ -33,12 +34,7 @@ WeightStore WeightStore::open(const std::string& path) {
     const std::string index_path = (dir / "model.safetensors.index.json").string();
     if (!fs::is_regular_file(index_path))
         throw Error("no model.safetensors or model.safetensors.index.json in the folder", {path});
-    nlohmann::json index;
-    try {
-        index = nlohmann::json::parse(read_file(index_path));
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(std::string("invalid JSON: ") + e.what(), {index_path});
-    }
+    const nlohmann::json index = read_json_file(index_path);
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
         throw Error("missing 'weight_map' object", {index_path, "weight_map"});
     std::map<std::string, size_t> shard_of;

@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "io/json_file.h"
 #include "io/output_folder.h"
 #include "io/weights.h"
 
@@ -35,12 +36,7 @@ std::vector<int64_t> eos_ids_of(const std::string& model_dir, const LlamaConfig&
     std::vector<int64_t> ids = config.eos_token_ids;
     const fs::path gen = fs::path(model_dir) / "generation_config.json";
     if (fs::is_regular_file(gen)) {
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(io::read_file(gen.string()));
-        } catch (const nlohmann::json::exception& e) {
-            throw Error(std::string("invalid JSON: ") + e.what(), {gen.string()});
-        }
+        const nlohmann::json j = io::read_json_file(gen.string());
         auto add = [&](const nlohmann::json& v) {
             if (v.is_number_integer() && std::find(ids.begin(), ids.end(), v.get<int64_t>()) == ids.end())
                 ids.push_back(v.get<int64_t>());

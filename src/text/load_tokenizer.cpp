@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "io/json_file.h"
 #include "text/hf_tokenizer.h"
 #include "text/llama2c_tokenizer.h"
 #include "text/sp_tokenizer.h"
@@ -32,12 +33,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
         HfTokenizerOptions opt;
         const fs::path cfg = d / "tokenizer_config.json";
         if (fs::is_regular_file(cfg)) {
-            nlohmann::json j;
-            try {
-                j = nlohmann::json::parse(io::read_file(cfg.string()));
-            } catch (const nlohmann::json::exception& e) {
-                throw Error(std::string("invalid JSON: ") + e.what(), {cfg.string()});
-            }
+            const nlohmann::json j = io::read_json_file(cfg.string());
             opt.bos_token = token_name(j, "bos_token");
             opt.eos_token = token_name(j, "eos_token");
             const std::string cls = j.value("tokenizer_class", std::string());
