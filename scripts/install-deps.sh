@@ -14,6 +14,8 @@ packages=(
     libsentencepiece-dev  # SentencePiece tokenizer.model files
     libpcre2-dev          # pre-tokenizer regexes of tokenizer.json (UTF + Unicode properties)
     libicu-dev            # Unicode normalisation (NFC, ...) asked for by tokenizer.json
+    libginac-dev          # symbolic equality of MATH answers (Python-syntax subset)
+    libyaml-cpp-dev       # YAML config files for train / eval
     pkg-config
 )
 
