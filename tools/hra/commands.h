@@ -20,5 +20,7 @@ Command add_export_lora(CLI::App& app);
 Command add_convert(CLI::App& app);
 Command add_generate(CLI::App& app);
 Command add_merge(CLI::App& app);
+Command add_train(CLI::App& app);
+Command add_eval(CLI::App& app);
 
 }  // namespace hra::cli

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
     app.add_flag("-q,--quiet", quiet, "do not print the runtime summary");
 
     const std::vector<hra::cli::Command> commands = {
+        hra::cli::add_train(app),
+        hra::cli::add_eval(app),
         hra::cli::add_generate(app),
         hra::cli::add_merge(app),
         hra::cli::add_export_lora(app),

@@ -1,0 +1,53 @@
+// Evaluation runs: scoring predictions made elsewhere, generating and scoring
+// GSM8K / MATH with the seed's prompt, and loss / perplexity on a dataset.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "eval/gsm8k.h"
+
+namespace hra {
+
+class Tokenizer;
+class LlamaForCausalLMImpl;
+struct DataOptions;
+
+namespace eval {
+
+// The seed's evaluation prompt ("... ### Response: Let's think step by step.").
+std::string seed_eval_prompt(const std::string& question);
+
+struct ScoreOptions {
+    std::string task;  // gsm8k or math
+    Protocol protocol = Protocol::Strict;
+    std::string completion_field = "completion";
+    std::string answer_field = "answer";
+    std::string output;  // scored predictions JSONL (optional)
+};
+
+// Scores a predictions JSONL file: {"task", "protocol", "n", "correct", "accuracy"}.
+nlohmann::json score_predictions(const std::string& path, const ScoreOptions& options);
+
+struct GenerateEvalOptions {
+    std::string task;  // gsm8k or math
+    Protocol protocol = Protocol::Strict;
+    std::string data;
+    std::string question_field, answer_field;  // default per task and file
+    std::optional<int64_t> limit;
+    int64_t max_new_tokens = 512;
+    std::string output;  // predictions JSONL: prompt, completion, extracted, reference, correct
+    bool quiet = false;
+};
+
+nlohmann::json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tokenizer,
+                                  const GenerateEvalOptions& options);
+
+// Mean loss over the target tokens of a dataset, and exp(loss).
+nlohmann::json perplexity(LlamaForCausalLMImpl& model, const Tokenizer& tokenizer, const std::string& data,
+                          const DataOptions& options, int64_t batch_size);
+
+}  // namespace eval
+}  // namespace hra

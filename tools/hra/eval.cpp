@@ -1,0 +1,87 @@
+// hra eval: score predictions made elsewhere, or generate and score GSM8K /
+// MATH with a model, or measure loss and perplexity on a dataset. Prints one
+// JSON line. Every option can also come from --config FILE (YAML or JSON).
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "common/error.h"
+#include "config_file.h"
+#include "data/dataset.h"
+#include "eval/runner.h"
+#include "models/pipeline.h"
+#include "text/tokenizer.h"
+
+namespace hra::cli {
+
+Command add_eval(CLI::App& app) {
+    auto* cmd = app.add_subcommand("eval", "score GSM8K / MATH answers, or a model's loss and perplexity");
+    cmd->config_formatter(yaml_config_formatter());
+    cmd->set_config("--config", "", "YAML or JSON file whose keys are these option names");
+    struct Opts {
+        std::string task, protocol = "strict", predictions, model, data, output, dtype = "float32";
+        std::vector<std::string> adapters;
+        std::string completion_field = "completion", answer_field = "answer", question_field;
+        int64_t limit = 0, max_new_tokens = 512, batch_size = 8;
+        DataOptions data_options;
+    };
+    auto o = std::make_shared<Opts>();
+    cmd->add_option("--task", o->task, "gsm8k, math or perplexity")->required()->check(CLI::IsMember({"gsm8k", "math", "perplexity"}));
+    cmd->add_option("--protocol", o->protocol, "answer scoring: strict or seed (the HRA paper's graders, bug for bug)")
+        ->default_val("strict")->check(CLI::IsMember({"seed", "strict"}));
+    cmd->add_option("--predictions", o->predictions, "JSONL of completions to score (no model needed)");
+    cmd->add_option("--completion-field", o->completion_field, "predictions: the completion field")->default_val("completion");
+    cmd->add_option("--answer-field", o->answer_field, "the reference field (GSM8K: '#### N' text or a number; MATH: the solution)")
+        ->default_val("answer");
+    cmd->add_option("--question-field", o->question_field, "with --model: the question field (default question / instruction / problem)");
+    cmd->add_option("--model", o->model, "model folder, to generate and score");
+    cmd->add_option("--adapter", o->adapters, "PEFT adapter folder; repeatable");
+    cmd->add_option("--data", o->data, "with --model: the evaluation records (JSONL)");
+    cmd->add_option("--limit", o->limit, "first N records only (0: all)")->default_val(0);
+    cmd->add_option("--max-new-tokens", o->max_new_tokens, "generation length")->default_val(512);
+    cmd->add_option("--batch-size", o->batch_size, "perplexity: examples per batch")->default_val(8);
+    cmd->add_option("--format", o->data_options.format, "perplexity: data format (auto, metamath, gsm8k, alpaca, text, chat)")->default_val("auto");
+    cmd->add_option("--max-length", o->data_options.max_length, "perplexity: tokens per example")->default_val(512);
+    cmd->add_option("--dtype", o->dtype, "compute dtype")->default_val("float32");
+    cmd->add_option("--output", o->output, "write the scored predictions (JSONL) here");
+    return {cmd, [o]() {
+                nlohmann::json result;
+                const auto protocol = eval::parse_protocol(o->protocol);
+                if (!o->predictions.empty()) {
+                    if (o->task == "perplexity") throw Error("--predictions needs --task gsm8k or math");
+                    eval::ScoreOptions s;
+                    s.task = o->task;
+                    s.protocol = protocol;
+                    s.completion_field = o->completion_field;
+                    s.answer_field = o->answer_field;
+                    s.output = o->output;
+                    result = eval::score_predictions(o->predictions, s);
+                } else {
+                    if (o->model.empty() || o->data.empty()) throw Error("give --predictions, or --model and --data");
+                    LoadOptions lo;
+                    lo.dtype = parse_dtype(o->dtype);
+                    auto m = load_with_adapters(o->model, o->adapters, lo);
+                    auto tok = load_tokenizer(o->model);
+                    if (o->task == "perplexity") {
+                        result = eval::perplexity(*m.base.model, *tok, o->data, o->data_options, o->batch_size);
+                    } else {
+                        eval::GenerateEvalOptions g;
+                        g.task = o->task;
+                        g.protocol = protocol;
+                        g.data = o->data;
+                        g.question_field = o->question_field;
+                        g.answer_field = o->answer_field == "answer" ? "" : o->answer_field;
+                        if (o->limit > 0) g.limit = o->limit;
+                        g.max_new_tokens = o->max_new_tokens;
+                        g.output = o->output;
+                        result = eval::generate_and_score(*m.base.model, *tok, g);
+                    }
+                }
+                std::printf("%s\n", result.dump().c_str());
+                return 0;
+            }};
+}
+
+}  // namespace hra::cli
