@@ -110,8 +110,8 @@ int main(int argc, char** argv) {
     std::printf("runtime: %s\n", hra::describe(info).c_str());
     char tmpl[] = "/tmp/hra-bench-XXXXXX";
     const std::string tmp = mkdtemp(tmpl);
-    const std::string fixtures = HRA_TEST_FIXTURES;
-    hra::convert_llama2c(fixtures + "/stories260K/stories260K.bin", fixtures + "/stories260K/tok512.bin",
+    const std::string data = HRA_DATA_DIR;
+    hra::convert_llama2c(data + "/stories260K/stories260K.bin", data + "/stories260K/tok512.bin",
                          tmp + "/stories260K", false);
     g_models["stories260K"] = {"stories260K", hra::load_llama(tmp + "/stories260K")};
     g_models["llama100M"] = {"llama100M", hra::load_llama(write_random_llama(tmp + "/llama100M"))};

@@ -75,9 +75,8 @@ TEST(Cli, ErrorsAreOneLineAndNonZero) {
 
 TEST(Cli, ConvertGenerateMergeExport) {
     test::TempDir dir;
-    const std::string fx = HRA_TEST_FIXTURES;
-    auto r = run_hra("-q convert llama2c --model " + fx + "/stories260K/stories260K_v1.bin --tokenizer " + fx +
-                         "/stories260K/tok512.bin --out " + (dir / "s260"),
+    auto r = run_hra("-q convert llama2c --model " + test::data_file("stories260K/stories260K_v1.bin") + " --tokenizer " +
+                         test::data_file("stories260K/tok512.bin") + " --out " + (dir / "s260"),
                      dir);
     ASSERT_EQ(r.code, 0) << r.err;
     r = run_hra("-q generate --model " + (dir / "s260") + " --prompt 'Once upon a time' --max-new-tokens 30", dir);

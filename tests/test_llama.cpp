@@ -43,7 +43,7 @@ struct Stories {
     std::unique_ptr<Tokenizer> tokenizer;
 };
 Stories converted_stories(const test::TempDir& dir) {
-    convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "hf", false);
+    convert_llama2c(test::data_file("stories260K/stories260K.bin"), test::data_file("stories260K/tok512.bin"), dir / "hf", false);
     return {load_llama(dir / "hf"), load_tokenizer(dir / "hf")};
 }
 
@@ -52,7 +52,7 @@ Stories converted_stories(const test::TempDir& dir) {
 TEST_P(Stories260K, ConvertedFolderReproducesLlama2cGoldenValues) {
     test::TempDir dir;
     const std::string out = dir / "hf";
-    convert_llama2c(fixture("stories260K/" + GetParam()), fixture("stories260K/tok512.bin"), out, false);
+    convert_llama2c(test::data_file("stories260K/" + GetParam()), test::data_file("stories260K/tok512.bin"), out, false);
     for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"})
         EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(out) / f)) << f;
     auto model = load_llama(out);
@@ -81,23 +81,23 @@ INSTANTIATE_TEST_SUITE_P(Versions, Stories260K, ::testing::Values("stories260K.b
 
 TEST(Llama2cConversion, TokenizerJsonAgreesWithRunCEncoder) {
     test::TempDir dir;
-    convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "hf", false);
+    convert_llama2c(test::data_file("stories260K/stories260K.bin"), test::data_file("stories260K/tok512.bin"), dir / "hf", false);
     auto hf = load_tokenizer(dir / "hf");
-    auto bin = make_llama2c_tokenizer(read_llama2c_vocab(fixture("stories260K/tok512.bin"), 512));
+    auto bin = make_llama2c_tokenizer(read_llama2c_vocab(test::data_file("stories260K/tok512.bin"), 512));
     for (const std::string text : {"Lily and Ben went to the park. They saw a big dog!", "The cat sat on the mat.\n\nThe end.",
                                    "Tom's mom said: \"No, you can't.\"", "caf\xC3\xA9 \xE2\x98\x83 42", "  two spaces"}) {
         EXPECT_EQ(hf->encode(text, true), bin->encode(text, true)) << text;
         EXPECT_EQ(hf->decode(hf->encode(text, true)), text) << text;
     }
     // An existing non-empty output is refused, and replaced when asked.
-    EXPECT_THROW(convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "hf", false),
+    EXPECT_THROW(convert_llama2c(test::data_file("stories260K/stories260K.bin"), test::data_file("stories260K/tok512.bin"), dir / "hf", false),
                  Error);
-    EXPECT_NO_THROW(convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "hf", true));
+    EXPECT_NO_THROW(convert_llama2c(test::data_file("stories260K/stories260K.bin"), test::data_file("stories260K/tok512.bin"), dir / "hf", true));
 }
 
 TEST(Llama2cConversion, BadCheckpointsAreNamed) {
     test::TempDir dir;
-    const std::string data = io::read_file(fixture("stories260K/stories260K.bin"));
+    const std::string data = io::read_file(test::data_file("stories260K/stories260K.bin"));
     io::write_file_atomically(dir / "short.bin", data.substr(0, data.size() - 4));
     try {
         read_llama2c(dir / "short.bin");
@@ -106,14 +106,14 @@ TEST(Llama2cConversion, BadCheckpointsAreNamed) {
         EXPECT_NE(std::string(e.what()).find("does not match its header"), std::string::npos) << e.what();
         EXPECT_EQ(e.file(), dir / "short.bin");
     }
-    std::string v2 = io::read_file(fixture("stories260K/stories260K_v1.bin"));
+    std::string v2 = io::read_file(test::data_file("stories260K/stories260K_v1.bin"));
     v2[4] = 2;  // version 2 (int8)
     io::write_file_atomically(dir / "v2.bin", v2);
     EXPECT_THROW(read_llama2c(dir / "v2.bin"), Error);
     io::write_file_atomically(dir / "tiny.bin", "abc");
     EXPECT_THROW(read_llama2c(dir / "tiny.bin"), Error);
     // Nothing is left behind by a failed conversion.
-    EXPECT_THROW(convert_llama2c(dir / "short.bin", fixture("stories260K/tok512.bin"), dir / "out", false), Error);
+    EXPECT_THROW(convert_llama2c(dir / "short.bin", test::data_file("stories260K/tok512.bin"), dir / "out", false), Error);
     EXPECT_FALSE(std::filesystem::exists(dir / "out"));
 }
 
@@ -122,7 +122,7 @@ TEST(SentencePieceToTokenizerJson, AgreesWithLibsentencepiece) {
     // style tokenizer.json, and check both give the same ids.
     test::TempDir dir;
     std::string corpus;
-    for (const char* f : {"stories260K/README.md", "llama-family/llama-tiny/README.md", "peft-hra/README.md",
+    for (const char* f : {"gsm8k/README.md", "llama-family/llama-tiny/README.md", "peft-hra/README.md",
                           "tokenizers/README.md"})
         corpus += io::read_file(fixture(f)) + "\n";
     io::write_file_atomically(dir / "corpus.txt", corpus);
@@ -255,7 +255,7 @@ TEST(Generation, SamplingStopStringsAndEos) {
     EXPECT_EQ(r.finish_reason, "eos");
     EXPECT_EQ(r.tokens.size(), 11u);
     EXPECT_EQ(r.tokens.back(), 426);
-    auto runc = make_llama2c_tokenizer(read_llama2c_vocab(fixture("stories260K/tok512.bin"), 512));
+    auto runc = make_llama2c_tokenizer(read_llama2c_vocab(test::data_file("stories260K/tok512.bin"), 512));
     EXPECT_EQ(r.text, runc->decode(std::vector<int64_t>(kGoldenContinuation.begin(), kGoldenContinuation.begin() + 10)));
 
     // Sampling: a seed reproduces its run; top_k = 1 is greedy.

@@ -62,7 +62,7 @@ TEST(TokenizerJsonErrors, UnsupportedPartsAreNamed) {
 }
 
 TEST(Llama2cTokenizer, Stories260KGoldenIds) {
-    auto tok = make_llama2c_tokenizer(read_llama2c_vocab(fixture("stories260K/tok512.bin"), 512));
+    auto tok = make_llama2c_tokenizer(read_llama2c_vocab(test::data_file("stories260K/tok512.bin"), 512));
     // Golden values from the stories260K README (llama2.c's run.c encoder).
     EXPECT_EQ(tok->encode("Once upon a time", true), (std::vector<int64_t>{1, 403, 407, 261, 378}));
     const std::vector<int64_t> continuation = {432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267,
@@ -73,7 +73,7 @@ TEST(Llama2cTokenizer, Stories260KGoldenIds) {
     // Characters missing from the vocabulary fall back to bytes (id = byte + 3) and decode back.
     auto ids = tok->encode("caf\xC3\xA9", false);
     EXPECT_EQ(tok->decode(ids), " caf\xC3\xA9");
-    EXPECT_THROW(read_llama2c_vocab(fixture("stories260K/tok512.bin"), 600), Error);
+    EXPECT_THROW(read_llama2c_vocab(test::data_file("stories260K/tok512.bin"), 600), Error);
 }
 
 TEST(SentencePiece, WrapsTheLibrary) {

@@ -75,7 +75,7 @@ TEST(Schedules, FollowHuggingFace) {
 class DataTest : public ::testing::Test {
 protected:
     void SetUp() override {
-        convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "s260", false);
+        convert_llama2c(test::data_file("stories260K/stories260K.bin"), test::data_file("stories260K/tok512.bin"), dir / "s260", false);
         tok = load_tokenizer(dir / "s260");
     }
     std::string write(const std::string& name, const std::string& content) {
@@ -199,7 +199,7 @@ std::vector<double> losses(const TrainResult& r) {
 class TrainerTest : public ::testing::Test {
 protected:
     void SetUp() override {
-        convert_llama2c(fixture("stories260K/stories260K.bin"), fixture("stories260K/tok512.bin"), dir / "s260", false);
+        convert_llama2c(test::data_file("stories260K/stories260K.bin"), test::data_file("stories260K/tok512.bin"), dir / "s260", false);
         std::string lines, all = io::read_file(fixture("gsm8k/test.jsonl"));
         size_t pos = 0;
         for (int i = 0; i < 80; ++i) {

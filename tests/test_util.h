@@ -48,4 +48,7 @@ inline std::string fixture_dir(const char* env_var, const std::string& repo_subd
     return std::string(HRA_TEST_FIXTURES) + "/" + repo_subdir;
 }
 
+// A file of the repository's bundled data folder (data/).
+inline std::string data_file(const std::string& name) { return std::string(HRA_DATA_DIR) + "/" + name; }
+
 }  // namespace hra::test
