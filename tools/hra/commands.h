@@ -22,5 +22,6 @@ Command add_generate(CLI::App& app);
 Command add_merge(CLI::App& app);
 Command add_train(CLI::App& app);
 Command add_eval(CLI::App& app);
+Command add_demo(CLI::App& app);
 
 }  // namespace hra::cli

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     app.add_flag("-q,--quiet", quiet, "do not print the runtime summary");
 
     const std::vector<hra::cli::Command> commands = {
+        hra::cli::add_demo(app),
         hra::cli::add_train(app),
         hra::cli::add_eval(app),
         hra::cli::add_generate(app),

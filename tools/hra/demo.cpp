@@ -1,0 +1,30 @@
+// hra demo: the bundled end-to-end demo (no downloads).
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+
+#include "commands.h"
+#include "demo/demo.h"
+
+namespace hra::cli {
+
+Command add_demo(CLI::App& app) {
+    auto* cmd = app.add_subcommand("demo", "fine-tune the bundled stories260K with HRA and LoRA on a small task, before/after");
+    auto o = std::make_shared<DemoOptions>();
+    o->data_dir = HRA_DATA_DIR;
+    cmd->add_option("--out", o->out, "run folder (replaced if it holds an earlier demo)")->default_val("demo-run");
+    cmd->add_option("--data-dir", o->data_dir, "bundled data folder")->default_val(o->data_dir);
+    cmd->add_option("--steps", o->steps, "optimizer steps per run")->default_val(o->steps);
+    cmd->add_option("--batch-size", o->batch_size, "examples per step")->default_val(o->batch_size);
+    cmd->add_option("--hra-lrs", o->hra_lrs, "HRA learning rates to try");
+    cmd->add_option("--lora-lrs", o->lora_lrs, "LoRA learning rates to try");
+    cmd->add_option("--test-examples", o->test_examples, "held-out questions")->default_val(o->test_examples);
+    cmd->add_option("--seed", o->seed, "seed")->default_val(o->seed);
+    return {cmd, [o]() {
+                auto r = run_demo(*o);
+                std::printf("%s", r.table.c_str());
+                return 0;
+            }};
+}
+
+}  // namespace hra::cli
