@@ -9,6 +9,7 @@
 
 #include "adapters/peft_model.h"
 #include "models/loader.h"
+#include <nlohmann/json.hpp>
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "test_models.h"
@@ -121,4 +122,79 @@ TEST(Cli, ConvertGenerateMergeExport) {
     EXPECT_EQ(a.code, 0);
     EXPECT_EQ(a.out, b.out);
     EXPECT_EQ(a.out, c.out);
+}
+
+TEST(Cli, EvalScoresPredictionsAsOneJsonLine) {
+    test::TempDir dir;
+    io::write_file_atomically(dir / "p.jsonl",
+                              R"({"completion": "so 9 * 2 = 18. The answer is: 18", "answer": "She makes 18.\n#### 18"})" "\n"
+                              R"({"completion": "The answer is: 1,450,000", "answer": "#### 1,450,000"})" "\n"
+                              R"({"completion": "I do not know", "answer": "7"})" "\n");
+    auto r = run_hra("-q eval --task gsm8k --predictions " + (dir / "p.jsonl") + " --output " + (dir / "scored.jsonl"), dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["task"], "gsm8k");
+    EXPECT_EQ(j["protocol"], "strict");
+    EXPECT_EQ(j["n"], 3);
+    EXPECT_EQ(j["correct"], 2);
+    EXPECT_NEAR(j["accuracy"].get<double>(), 2.0 / 3, 1e-12);
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1);
+    r = run_hra("-q eval --task gsm8k --protocol seed --predictions " + (dir / "p.jsonl"), dir);
+    EXPECT_EQ(nlohmann::json::parse(r.out)["correct"], 1);  // the seed reads 1,450,000 as 1450
+    // Field names can be mapped; a missing field names the file and line.
+    io::write_file_atomically(dir / "q.jsonl", R"({"output": "The answer is: \\frac{1}{2}", "solution": "\\boxed{0.5}"})" "\n"
+                                               R"({"output": "x"})" "\n");
+    r = run_hra("-q eval --task math --predictions " + (dir / "q.jsonl") + " --completion-field output --answer-field solution", dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find(dir / "q.jsonl:2"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("solution"), std::string::npos) << r.err;
+}
+
+TEST(Cli, TrainTakesAYamlOrJsonConfigThatFlagsOverride) {
+    test::TempDir dir;
+    auto r = run_hra("-q convert llama2c --model " + test::data_file("stories260K/stories260K.bin") + " --tokenizer " +
+                         test::data_file("stories260K/tok512.bin") + " --out " + (dir / "s260"),
+                     dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::string data;
+    for (int i = 0; i < 20; ++i) data += R"({"query": "Tom has )" + std::to_string(i) + R"( balls.", "response": " Yes."})" "\n";
+    io::write_file_atomically(dir / "d.jsonl", data);
+    io::write_file_atomically(dir / "cfg.yaml", "model: " + (dir / "s260") + "\ndata: " + (dir / "d.jsonl") +
+                                                    "\nmax_steps: 3\nbatch-size: 4\nlr: 0.002\nmethod: lora\nr: 2\n"
+                                                    "target-modules: [q_proj, v_proj]\northo_form: frobenius\n");
+    r = run_hra("-q train --config " + (dir / "cfg.yaml") + " --out " + (dir / "run") + " --max-steps 2", dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto cfg = nlohmann::json::parse(io::read_file(dir / "run/config.json"));
+    EXPECT_EQ(cfg["max_steps"], 2);  // the flag wins over the file
+    EXPECT_EQ(cfg["batch_size"], 4);
+    EXPECT_DOUBLE_EQ(cfg["lr"].get<double>(), 0.002);
+    EXPECT_EQ(cfg["adapter"]["peft_type"], "LORA");
+    EXPECT_EQ(cfg["adapter"]["target_modules"], nlohmann::json({"q_proj", "v_proj"}));
+    EXPECT_TRUE(std::filesystem::exists(dir / "run/checkpoint-2/adapter_model.safetensors"));
+    EXPECT_TRUE(std::filesystem::exists(dir / "run/loss.svg"));
+    io::write_file_atomically(dir / "cfg.json", R"({"model": ")" + (dir / "s260") + R"(", "data": ")" + (dir / "d.jsonl") +
+                                                    R"(", "max_steps": 1, "batch_size": 2})");
+    r = run_hra("-q train --config " + (dir / "cfg.json") + " --out " + (dir / "run2"), dir);
+    EXPECT_EQ(r.code, 0) << r.err;
+    // --help lists every option with its default.
+    r = run_hra("train --help", dir);
+    EXPECT_NE(r.out.find("--ortho-lambda"), std::string::npos);
+    EXPECT_NE(r.out.find("--lr FLOAT=0.0001"), std::string::npos) << r.out;  // the default is shown
+    // A run folder that is not empty is refused without --resume or --force.
+    r = run_hra("-q train --config " + (dir / "cfg.json") + " --out " + (dir / "run2"), dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("--resume"), std::string::npos) << r.err;
+}
+
+TEST(Cli, DemoRunsAndReportsBaselines) {
+    test::TempDir dir;
+    auto r = run_hra("-q demo --out " + (dir / "demo") + " --steps 20 --hra-lrs 0.01 --lora-lrs 0.005 --test-examples 200", dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    for (const char* row : {"chance", "majority answer", "base model (before)", "HRA r=8", "LoRA r=4"})
+        EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
+    EXPECT_TRUE(std::filesystem::exists(dir / "demo/loss.svg"));
+    auto summary = nlohmann::json::parse(io::read_file(dir / "demo/demo.json"));
+    EXPECT_EQ(summary["best"].size(), 2u);
+    EXPECT_EQ(summary["best"][0]["parameters"], 22240);  // HRA r=8 on all seven projections of 5 layers
+    EXPECT_EQ(summary["best"][1]["parameters"], 23120);  // LoRA r=4
 }

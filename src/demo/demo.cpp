@@ -154,7 +154,6 @@ DemoResult run_demo(const DemoOptions& o) {
             row.lr = lr;
             row.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             auto m = load_with_adapters(model_dir, {tr.adapter_dir});
-            row.parameters = m.peft->trainable_parameter_count();
             for (const auto& [k, l] : m.peft->adaptable_layers())
                 for (const auto& a : l->adapter_names())
                     for (const auto& p : l->adapter(a)->parameters()) row.parameters += p.numel();

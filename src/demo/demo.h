@@ -16,10 +16,10 @@ struct DemoOptions {
     int64_t train_examples = 2000;
     int64_t val_examples = 200;
     int64_t test_examples = 300;
-    int64_t steps = 300;
+    int64_t steps = 400;
     int64_t batch_size = 16;
-    std::vector<double> hra_lrs = {3e-3, 1e-2, 3e-2};
-    std::vector<double> lora_lrs = {1e-3, 3e-3, 1e-2};
+    std::vector<double> hra_lrs = {1e-2, 2e-2, 3e-2};
+    std::vector<double> lora_lrs = {2e-3, 5e-3, 1e-2};
     int64_t hra_r = 8, lora_r = 4;
     uint64_t seed = 0;
     bool quiet = false;

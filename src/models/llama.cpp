@@ -161,11 +161,16 @@ torch::Tensor LlamaForCausalLMImpl::inv_freq(c10::ScalarType dtype, const torch:
 }
 
 LlamaOutputs LlamaForCausalLMImpl::forward(const LlamaInputs& in) {
-    const auto& ids = in.input_ids;
-    if (ids.dim() != 2) throw Error("input_ids must be [batch, tokens], got " + c10::str(ids.sizes()));
-    const int64_t b = ids.size(0), t = ids.size(1);
+    torch::Tensor h;
+    if (in.inputs_embeds.defined()) {
+        if (in.inputs_embeds.dim() != 3) throw Error("inputs_embeds must be [batch, tokens, hidden]");
+        h = in.inputs_embeds;
+    } else {
+        if (in.input_ids.dim() != 2) throw Error("input_ids must be [batch, tokens], got " + c10::str(in.input_ids.sizes()));
+        h = model->embed_tokens(in.input_ids);
+    }
+    const int64_t b = h.size(0), t = h.size(1);
     const int64_t past = in.cache ? in.cache->length() : 0, total = past + t;
-    auto h = model->embed_tokens(ids);
     const auto dtype = h.scalar_type();
     const auto device = h.device();
 

@@ -108,6 +108,7 @@ TORCH_MODULE(LlamaModel);
 
 struct LlamaInputs {
     torch::Tensor input_ids;       // [B, T] int64
+    torch::Tensor inputs_embeds;   // [B, T, hidden]: used instead of embedding input_ids when defined
     torch::Tensor attention_mask;  // [B, past + T], 1 = token, 0 = padding; undefined = all tokens
     torch::Tensor position_ids;    // [B, T]; undefined = past + 0..T-1
     KVCache* cache = nullptr;      // incremental decoding when given

@@ -1,52 +1,69 @@
 #include "config_file.h"
 
-#include <sstream>
+#include <set>
 
 #include <yaml-cpp/yaml.h>
 
+#include "common/error.h"
+
 namespace hra::cli {
 
-namespace {
+void add_config_option(CLI::App* sub) {
+    static std::string ignored;
+    sub->add_option("--config", ignored, "YAML or JSON file whose keys are these option names (flags win)");
+}
 
-class YamlConfig : public CLI::Config {
-public:
-    std::string to_config(const CLI::App*, bool, bool, std::string) const override { return ""; }
-
-    std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
-        std::stringstream ss;
-        ss << input.rdbuf();
-        YAML::Node root;
-        try {
-            root = YAML::Load(ss.str());
-        } catch (const YAML::Exception& e) {
-            throw CLI::ConversionError(std::string("config file: ") + e.what());
-        }
-        std::vector<CLI::ConfigItem> items;
-        if (root.IsNull()) return items;
-        if (!root.IsMap()) throw CLI::ConversionError("config file: expected a mapping of option names to values");
-        for (const auto& kv : root) {
-            CLI::ConfigItem item;
-            item.name = kv.first.as<std::string>();
-            for (auto& c : item.name)
-                if (c == '_') c = '-';
-            const YAML::Node& v = kv.second;
-            if (v.IsSequence()) {
-                for (const auto& e : v) item.inputs.push_back(e.as<std::string>());
-            } else if (v.IsScalar()) {
-                item.inputs.push_back(v.as<std::string>());
-            } else if (v.IsNull()) {
-                continue;
-            } else {
-                throw CLI::ConversionError("config file: '" + item.name + "' must be a value or a list");
-            }
-            items.push_back(std::move(item));
-        }
-        return items;
+std::vector<std::string> expand_config(CLI::App* sub, const std::vector<std::string>& args) {
+    std::string path;
+    std::set<std::string> given;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (a.rfind("--", 0) != 0) continue;
+        const size_t eq = a.find('=');
+        const std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+        given.insert(name);
+        if (name == "config") path = eq != std::string::npos ? a.substr(eq + 1) : (i + 1 < args.size() ? args[i + 1] : "");
     }
-};
-
-}  // namespace
-
-std::shared_ptr<CLI::Config> yaml_config_formatter() { return std::make_shared<YamlConfig>(); }
+    if (path.empty()) return args;
+    YAML::Node root;
+    try {
+        root = YAML::LoadFile(path);
+    } catch (const YAML::BadFile&) {
+        throw Error("cannot read the config file", {path});
+    } catch (const YAML::Exception& e) {
+        throw Error(std::string("invalid YAML/JSON: ") + e.what(), {path, "", static_cast<long>(e.mark.line + 1)});
+    }
+    std::vector<std::string> out = args;
+    if (root.IsNull()) return out;
+    if (!root.IsMap()) throw Error("expected a mapping of option names to values", {path});
+    for (const auto& kv : root) {
+        std::string key = kv.first.as<std::string>();
+        for (auto& c : key)
+            if (c == '_') c = '-';
+        const CLI::Option* opt = sub->get_option_no_throw("--" + key);
+        if (!opt || key == "config") throw Error("unknown option in the config file", {path, kv.first.as<std::string>()});
+        // Every alias of the option counts as given.
+        bool on_command_line = false;
+        for (const auto& n : opt->get_lnames()) on_command_line = on_command_line || given.count(n);
+        if (on_command_line) continue;
+        const YAML::Node& v = kv.second;
+        if (v.IsNull()) continue;
+        std::vector<std::string> values;
+        if (v.IsSequence()) {
+            for (const auto& e : v) values.push_back(e.as<std::string>());
+        } else if (v.IsScalar()) {
+            values.push_back(v.as<std::string>());
+        } else {
+            throw Error("must be a value or a list", {path, key});
+        }
+        if (opt->get_expected_min() == 0) {  // a flag
+            if (values.size() == 1 && (values[0] == "true" || values[0] == "True" || values[0] == "1")) out.push_back("--" + key);
+            continue;
+        }
+        out.push_back("--" + key);
+        out.insert(out.end(), values.begin(), values.end());
+    }
+    return out;
+}
 
 }  // namespace hra::cli

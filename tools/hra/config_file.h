@@ -1,14 +1,21 @@
 // Config files for hra's subcommands: YAML (yaml-cpp) or JSON (a subset of
-// YAML), keys are the long option names ("max-steps" or "max_steps"), values
-// scalars or lists. Flags on the command line override the file.
+// YAML) whose keys are the long option names ("max-steps" or "max_steps") and
+// whose values are scalars or lists. Options given on the command line win.
 #pragma once
 
-#include <memory>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
 namespace hra::cli {
 
-std::shared_ptr<CLI::Config> yaml_config_formatter();
+// Adds --config to a subcommand (for --help; the file is read by expand_config).
+void add_config_option(CLI::App* sub);
+
+// argv after the subcommand name: when it holds --config FILE, returns the
+// arguments with the file's settings added for every option not given on the
+// command line. hra::Error for a bad file or an unknown key.
+std::vector<std::string> expand_config(CLI::App* sub, const std::vector<std::string>& args);
 
 }  // namespace hra::cli

@@ -18,8 +18,7 @@ namespace hra::cli {
 
 Command add_eval(CLI::App& app) {
     auto* cmd = app.add_subcommand("eval", "score GSM8K / MATH answers, or a model's loss and perplexity");
-    cmd->config_formatter(yaml_config_formatter());
-    cmd->set_config("--config", "", "YAML or JSON file whose keys are these option names");
+    add_config_option(cmd);
     struct Opts {
         std::string task, protocol = "strict", predictions, model, data, output, dtype = "float32";
         std::vector<std::string> adapters;

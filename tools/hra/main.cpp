@@ -1,11 +1,13 @@
 // hra: Householder Reflection Adaptation toolkit, command-line entry point.
 #include <cstdio>
+#include <algorithm>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
 
 #include "commands.h"
+#include "config_file.h"
 #include "common/error.h"
 #include "common/runtime.h"
 
@@ -30,8 +32,27 @@ int main(int argc, char** argv) {
         hra::cli::add_inspect(app),
     };
 
+    // Settings from `--config FILE` of a subcommand join the command line.
+    std::vector<std::string> args(argv + 1, argv + argc);
     try {
-        app.parse(argc, argv);
+        for (size_t i = 0; i < args.size(); ++i) {
+            CLI::App* sub = nullptr;
+            for (const auto& c : commands)
+                if (c.app->get_name() == args[i]) sub = c.app;
+            if (!sub) continue;
+            std::vector<std::string> rest(args.begin() + static_cast<long>(i) + 1, args.end());
+            rest = hra::cli::expand_config(sub, rest);
+            args.resize(i + 1);
+            args.insert(args.end(), rest.begin(), rest.end());
+            break;
+        }
+    } catch (const hra::Error& e) {
+        std::fprintf(stderr, "hra: error: %s\n", e.what());
+        return 1;
+    }
+    std::reverse(args.begin(), args.end());  // CLI11 takes the arguments reversed
+    try {
+        app.parse(args);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
     }

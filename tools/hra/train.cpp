@@ -31,8 +31,7 @@ void add_adapter_options(CLI::App* cmd, AdapterConfig& a, std::shared_ptr<std::s
 
 Command add_train(CLI::App& app) {
     auto* cmd = app.add_subcommand("train", "fine-tune HRA or LoRA adapters on a dataset");
-    cmd->config_formatter(yaml_config_formatter());
-    cmd->set_config("--config", "", "YAML or JSON file whose keys are these option names");
+    add_config_option(cmd);
     auto o = std::make_shared<TrainOptions>();
     auto method = std::make_shared<std::string>("hra");
     auto targets = std::make_shared<std::vector<std::string>>();
