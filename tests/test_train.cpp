@@ -2,6 +2,7 @@
 // schedules against Hugging Face's formulas, dataset formats and bad records,
 // and the trainer's resume / SIGINT / NaN guarantees on stories260K.
 #include <filesystem>
+#include <cmath>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -15,6 +16,8 @@
 #include "models/llama2c.h"
 #include "models/loader.h"
 #include "text/tokenizer.h"
+#include "eval/runner.h"
+#include "io/safetensors.h"
 #include "train/optim.h"
 #include "train/trainer.h"
 #include "test_util.h"
@@ -275,4 +278,47 @@ TEST_F(TrainerTest, NanLossStopsAndLeavesTheLastCheckpointUntouched) {
     o.inject_nan_at_step = 0;
     o.resume = true;
     EXPECT_EQ(train(o).steps, 6);
+}
+
+TEST_F(TrainerTest, Bf16BaseKeepsFloat32AdaptersAndOptimizerState) {
+    auto o = quick_options(dir, "bf16");
+    o.dtype = "bfloat16";
+    o.adapter.method = Method::Hra;
+    o.max_steps = 4;
+    o.save_every = 0;
+    auto r = train(o);
+    EXPECT_EQ(r.steps, 4);
+    auto f = io::SafetensorsFile::open(dir / "bf16/checkpoint-4/adapter_model.safetensors");
+    for (const auto& name : f.names()) EXPECT_EQ(f.info(name).dtype, "F32") << name;
+    auto opt = io::SafetensorsFile::open(dir / "bf16/checkpoint-4/optimizer.safetensors");
+    EXPECT_EQ(opt.info("exp_avg.0").dtype, "F32");
+    for (const auto& s : r.history) EXPECT_TRUE(std::isfinite(s.loss));
+}
+
+TEST_F(TrainerTest, EvaluationRunsWriteScoredPredictions) {
+    auto m = load_llama(dir / "s260");
+    auto tok = load_tokenizer(dir / "s260");
+    eval::GenerateEvalOptions g;
+    g.task = "gsm8k";
+    g.data = dir / "g.jsonl";
+    g.limit = 3;
+    g.max_new_tokens = 8;
+    g.output = dir / "preds.jsonl";
+    g.quiet = true;
+    auto summary = eval::generate_and_score(*m.model, *tok, g);
+    EXPECT_EQ(summary["n"], 3);
+    EXPECT_EQ(summary["task"], "gsm8k");
+    std::ifstream in(dir / "preds.jsonl");
+    int lines = 0;
+    for (std::string line; std::getline(in, line); ++lines) {
+        auto j = nlohmann::json::parse(line);
+        for (const char* k : {"prompt", "completion", "extracted", "reference", "correct"}) EXPECT_TRUE(j.contains(k)) << k;
+        EXPECT_NE(j["prompt"].get<std::string>().find("### Response: Let's think step by step."), std::string::npos);
+    }
+    EXPECT_EQ(lines, 3);
+    DataOptions d;
+    d.max_length = 256;
+    auto ppl = eval::perplexity(*m.model, *tok, dir / "g.jsonl", d, 8);
+    EXPECT_GT(ppl["tokens"].get<int64_t>(), 100);
+    EXPECT_NEAR(ppl["perplexity"].get<double>(), std::exp(ppl["loss"].get<double>()), 1e-9);
 }
