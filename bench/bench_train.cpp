@@ -158,6 +158,7 @@ int main(int argc, char** argv) {
                                          [model, meth](benchmark::State& s) { train_step(s, model, meth); })
                 ->Unit(benchmark::kMillisecond)
                 ->UseRealTime()
+                ->MinWarmUpTime(model == "stories260K" ? 0.3 : 2.0)
                 ->MinTime(model == "stories260K" ? 1.0 : 4.0);
         }
     benchmark::Initialize(&argc, argv);
