@@ -1,12 +1,14 @@
 #include "io/weights.h"
 
 #include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
+#include "io/torch_bin.h"
 
 namespace hra::io {
 
@@ -19,7 +21,23 @@ WeightStore WeightStore::open(const std::string& path) {
         w.files_.push_back(std::make_shared<SafetensorsFile>(SafetensorsFile::open(file)));
         return w.files_.size() - 1;
     };
+    auto add_bin = [&](const std::string& file) {
+        for (auto& [k, t] : read_torch_state_dict(file)) {
+            w.loaded_[k] = t;
+            w.index_[k] = kInMemory;
+        }
+    };
+    auto is_zip = [](const std::string& file) {
+        std::ifstream f(file, std::ios::binary);
+        char magic[2] = {};
+        f.read(magic, 2);
+        return magic[0] == 'P' && magic[1] == 'K';
+    };
     if (fs::is_regular_file(path)) {
+        if (is_zip(path)) {
+            add_bin(path);
+            return w;
+        }
         size_t i = add_file(path);
         for (const auto& k : w.files_[i]->names()) w.index_[k] = i;
         return w;
@@ -31,9 +49,17 @@ WeightStore WeightStore::open(const std::string& path) {
         for (const auto& k : w.files_[i]->names()) w.index_[k] = i;
         return w;
     }
-    const std::string index_path = (dir / "model.safetensors.index.json").string();
-    if (!fs::is_regular_file(index_path))
-        throw Error("no model.safetensors or model.safetensors.index.json in the folder", {path});
+    std::string index_path = (dir / "model.safetensors.index.json").string();
+    const bool torch_files = !fs::is_regular_file(index_path);
+    if (torch_files) {
+        if (fs::is_regular_file(dir / "pytorch_model.bin")) {
+            add_bin((dir / "pytorch_model.bin").string());
+            return w;
+        }
+        index_path = (dir / "pytorch_model.bin.index.json").string();
+        if (!fs::is_regular_file(index_path))
+            throw Error("no model.safetensors, pytorch_model.bin or an index of shards in the folder", {path});
+    }
     const nlohmann::json index = read_json_file(index_path);
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
         throw Error("missing 'weight_map' object", {index_path, "weight_map"});
@@ -44,11 +70,23 @@ WeightStore WeightStore::open(const std::string& path) {
         if (shard.find('/') != std::string::npos || shard == ".." || shard.empty())
             throw Error("shard name must be a file in the same folder: '" + shard + "'", {index_path, it.key()});
         auto found = shard_of.find(shard);
+        if (torch_files) {
+            if (found == shard_of.end()) {
+                shard_of[shard] = kInMemory;
+                add_bin((dir / shard).string());
+            }
+            if (!w.loaded_.count(it.key()))
+                throw Error("index maps this tensor to " + shard + ", which does not hold it", {index_path, it.key()});
+            continue;
+        }
         size_t i = found != shard_of.end() ? found->second : (shard_of[shard] = add_file((dir / shard).string()));
         if (!w.files_[i]->contains(it.key()))
             throw Error("index maps this tensor to " + shard + ", which does not hold it", {index_path, it.key()});
         w.index_[it.key()] = i;
     }
+    if (torch_files)  // keep only what the index names
+        for (auto it = w.index_.begin(); it != w.index_.end();)
+            it = index["weight_map"].contains(it->first) ? std::next(it) : w.index_.erase(it);
     return w;
 }
 
@@ -57,6 +95,7 @@ bool WeightStore::contains(const std::string& key) const { return index_.count(k
 at::Tensor WeightStore::get(const std::string& key) const {
     auto it = index_.find(key);
     if (it == index_.end()) throw Error("no such tensor in the model weights", {path_, key});
+    if (it->second == kInMemory) return loaded_.at(key);
     return files_[it->second]->tensor(key);
 }
 

@@ -1,5 +1,7 @@
-// Read access to the weights of a model: one safetensors file, or a Hugging
-// Face folder with model.safetensors or a sharded model.safetensors.index.json.
+// Read access to the weights of a model: one safetensors or pytorch_model.bin
+// file, or a Hugging Face folder with model.safetensors, a sharded
+// model.safetensors.index.json, pytorch_model.bin or a sharded
+// pytorch_model.bin.index.json (in that order of preference, as transformers).
 #pragma once
 
 #include <map>
@@ -13,8 +15,8 @@ namespace hra::io {
 
 class WeightStore {
 public:
-    // `path`: a .safetensors file or a folder holding model.safetensors or
-    // model.safetensors.index.json. hra::Error when none is there or a file is bad.
+    // `path`: a .safetensors or .bin file, or a folder holding one of the files
+    // above. hra::Error when none is there or a file is bad.
     static WeightStore open(const std::string& path);
 
     bool contains(const std::string& key) const;
@@ -25,7 +27,9 @@ public:
 private:
     std::string path_;
     std::vector<std::shared_ptr<SafetensorsFile>> files_;
-    std::map<std::string, size_t> index_;  // key -> file
+    std::map<std::string, size_t> index_;  // key -> file (kInMemory: in loaded_)
+    std::map<std::string, at::Tensor> loaded_;  // tensors read from torch.save files
+    static constexpr size_t kInMemory = static_cast<size_t>(-1);
 };
 
 }  // namespace hra::io

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <map>
+#include <functional>
 #include <set>
 
 #include <torch/torch.h>
@@ -35,14 +36,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// Base-model parameters by HF name (adapter parameters live under ".adapters.").
-std::map<std::string, torch::Tensor> base_parameters(const LlamaForCausalLMImpl& model) {
-    std::map<std::string, torch::Tensor> out;
-    for (auto& [name, p] : unique_named_parameters(model))
-        if (name.find(".adapters.") == std::string::npos) out.emplace(name, p);
-    return out;
-}
-
 std::string list(const std::vector<std::string>& names, size_t most = 6) {
     std::string s;
     for (size_t i = 0; i < names.size() && i < most; ++i) s += (i ? ", " : "") + names[i];
@@ -52,18 +45,18 @@ std::string list(const std::vector<std::string>& names, size_t most = 6) {
 
 }  // namespace
 
-void load_llama_weights(LlamaForCausalLMImpl& model, const io::WeightStore& store) {
-    auto params = base_parameters(model);
-    const bool tied = model.config().tie_word_embeddings;
+StrictLoadReport load_named_weights(const std::map<std::string, torch::Tensor>& params, const io::WeightStore& store,
+                                    const std::function<bool(const std::string&)>& ignore,
+                                    const std::function<bool(const std::string&)>& may_be_missing) {
+    StrictLoadReport report;
     std::vector<std::string> unexpected, mismatched, missing;
     std::set<std::string> loaded;
     torch::NoGradGuard no_grad;
     for (const auto& key : store.keys()) {
-        if (ends_with(key, "rotary_emb.inv_freq")) continue;
-        if (tied && key == "lm_head.weight") continue;
         auto it = params.find(key);
         if (it == params.end()) {
-            unexpected.push_back(key);
+            if (ignore && ignore(key)) report.ignored.push_back(key);
+            else unexpected.push_back(key);
             continue;
         }
         auto t = store.get(key);
@@ -78,9 +71,12 @@ void load_llama_weights(LlamaForCausalLMImpl& model, const io::WeightStore& stor
         it->second.copy_(t.to(it->second.scalar_type()));
         loaded.insert(key);
     }
-    for (const auto& [name, p] : params)
-        if (!loaded.count(name)) missing.push_back(name);
-    if (unexpected.empty() && mismatched.empty() && missing.empty()) return;
+    for (const auto& [name, p] : params) {
+        if (loaded.count(name)) continue;
+        if (may_be_missing && may_be_missing(name)) report.not_in_file.push_back(name);
+        else missing.push_back(name);
+    }
+    if (unexpected.empty() && mismatched.empty() && missing.empty()) return report;
     std::string msg = "weights do not fit the model config:";
     std::string first;
     if (!missing.empty()) msg += " missing keys: " + list(missing) + ";", first = missing[0];
@@ -88,6 +84,20 @@ void load_llama_weights(LlamaForCausalLMImpl& model, const io::WeightStore& stor
     if (!mismatched.empty()) msg += " wrong shapes: " + list(mismatched) + ";";
     msg.pop_back();
     throw Error(msg, {store.path(), first});
+}
+
+std::map<std::string, torch::Tensor> base_parameters(const torch::nn::Module& model) {
+    std::map<std::string, torch::Tensor> out;
+    for (auto& [name, p] : unique_named_parameters(model))
+        if (name.find(".adapters.") == std::string::npos) out.emplace(name, p);
+    return out;
+}
+
+void load_llama_weights(LlamaForCausalLMImpl& model, const io::WeightStore& store) {
+    const bool tied = model.config().tie_word_embeddings;
+    load_named_weights(base_parameters(model), store, [&](const std::string& key) {
+        return ends_with(key, "rotary_emb.inv_freq") || (tied && key == "lm_head.weight");
+    });
 }
 
 LoadedModel load_llama(const std::string& dir, const LoadOptions& options) {

@@ -3,7 +3,10 @@
 // state dict under HF names for writing merged models.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "io/safetensors.h"
 #include "io/weights.h"
@@ -29,6 +32,22 @@ struct LoadedModel {
 
 // config.json + weights (model.safetensors or sharded with an index).
 LoadedModel load_llama(const std::string& dir, const LoadOptions& options = {});
+
+// Parameters by HF name, adapter parameters (".adapters.") left out.
+std::map<std::string, torch::Tensor> base_parameters(const torch::nn::Module& model);
+
+struct StrictLoadReport {
+    std::vector<std::string> ignored;      // keys in the file that `ignore` accepted
+    std::vector<std::string> not_in_file;  // parameters that `may_be_missing` accepted (left as they were)
+};
+
+// Copies every tensor of `store` into the parameter of the same name (cast to
+// its dtype). Keys without a parameter, parameters without a key and shape or
+// dtype mismatches are one hra::Error naming them, except for the keys and
+// parameters the two predicates accept.
+StrictLoadReport load_named_weights(const std::map<std::string, torch::Tensor>& params, const io::WeightStore& store,
+                                    const std::function<bool(const std::string&)>& ignore = {},
+                                    const std::function<bool(const std::string&)>& may_be_missing = {});
 
 // Copies `store`'s tensors into the model (cast to each parameter's dtype).
 // Ignored: a tied lm_head.weight, *.rotary_emb.inv_freq buffers.
