@@ -1,0 +1,176 @@
+// DeBERTa beyond the parity test: pytorch_model.bin files written by torch.save
+// (PyTorch 1.13, see fixtures/torch-bin/README.md), refusing malicious
+// pickles, config forms, missing head weights and loading errors.
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "common/error.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+#include "io/torch_bin.h"
+#include "io/weights.h"
+#include "models/deberta_config.h"
+#include "models/deberta_loader.h"
+#include "models/loader.h"
+#include "test_util.h"
+
+using namespace hra;
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string fixture(const std::string& rel) { return (fs::path(HRA_TEST_FIXTURES) / rel).string(); }
+
+std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+}  // namespace
+
+TEST(TorchBin, ViewsParametersAndDtypes) {
+    auto sd = io::read_torch_state_dict(fixture("torch-bin/views.bin"));
+    ASSERT_EQ(sd.size(), 6u);
+    auto base = torch::arange(12, torch::kFloat).reshape({3, 4});
+    EXPECT_TRUE(sd.at("a").equal(base));
+    EXPECT_TRUE(sd.at("a_t").equal(base.t()));
+    EXPECT_TRUE(sd.at("row").equal(base[1]));
+    EXPECT_EQ(sd.at("p").scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(sd.at("p").equal(torch::ones({2}, torch::kBFloat16)));
+    EXPECT_TRUE(sd.at("i").equal(torch::tensor({1, -2}, torch::kLong)));
+    EXPECT_EQ(sd.at("h").scalar_type(), torch::kHalf);
+    EXPECT_EQ(sd.at("h").item<float>(), 0.5f);
+}
+
+TEST(TorchBin, RefusesForeignGlobalsWithoutRunningThem) {
+    const std::string marker = "/tmp/hra-pwned";
+    fs::remove(marker);
+    const auto msg = error_of([&] { io::read_torch_state_dict(fixture("torch-bin/evil.bin")); });
+    EXPECT_NE(msg.find("refused pickle global 'posix.system'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("evil.bin"), std::string::npos) << msg;
+    EXPECT_FALSE(fs::exists(marker));
+}
+
+TEST(TorchBin, LegacyAndCorruptFilesAreNamedErrors) {
+    const auto legacy = error_of([&] { io::read_torch_state_dict(fixture("torch-bin/legacy.bin")); });
+    EXPECT_NE(legacy.find("legacy torch.save"), std::string::npos) << legacy;
+    // Every truncation and a sweep of byte flips either loads or raises hra::Error.
+    const std::string bytes = io::read_file(fixture("torch-bin/views.bin"));
+    test::TempDir tmp;
+    const std::string path = tmp / "m.bin";
+    int errors = 0, loaded = 0;
+    auto attempt = [&](const std::string& data) {
+        {
+            std::ofstream(path, std::ios::binary) << data;
+        }
+        try {
+            io::read_torch_state_dict(path);
+            ++loaded;
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+            ++errors;
+        }
+    };
+    for (size_t n = 0; n < bytes.size(); n += 7) attempt(bytes.substr(0, n));
+    for (size_t i = 0; i < bytes.size(); i += 3) {
+        std::string flipped = bytes;
+        flipped[i] = static_cast<char>(flipped[i] ^ 0x5a);
+        attempt(flipped);
+    }
+    EXPECT_GT(errors, 100);
+    EXPECT_GT(loaded, 0);  // flips in unused bytes (zip comments, padding) are harmless
+}
+
+TEST(DebertaLoading, PytorchModelBinEqualsSafetensors) {
+    DebertaLoadOptions opt;
+    opt.dtype = torch::kDouble;
+    auto ref = load_deberta(fixture("deberta-v3-tiny"), opt);
+    auto bin = load_deberta(fixture("torch-bin/deberta-bin"), opt);  // extra position_ids and lm_predictions.* ignored
+    auto sharded = load_deberta(fixture("torch-bin/deberta-sharded"), opt);  // float32 shards with an index
+    auto a = base_parameters(*ref.model), b = base_parameters(*bin.model), c = base_parameters(*sharded.model);
+    ASSERT_EQ(a.size(), b.size());
+    for (auto& [name, p] : a) {
+        EXPECT_TRUE(p.equal(b.at(name))) << name;
+        EXPECT_TRUE(p.to(torch::kFloat).to(torch::kDouble).equal(c.at(name))) << name;
+    }
+    EXPECT_TRUE(bin.initialized.empty());
+}
+
+TEST(DebertaLoading, MissingHeadIsSeededAndOtherKeysAreErrors) {
+    test::TempDir dir;
+    fs::copy_file(fixture("deberta-v3-tiny/config.json"), dir / "config.json");
+    auto all = io::SafetensorsFile::open(fixture("deberta-v3-tiny/model.safetensors"));
+    io::NamedTensors backbone;
+    for (const auto& name : all.names())
+        if (name.rfind("deberta.", 0) == 0) backbone.emplace_back(name, all.tensor(name));
+    io::save_safetensors(dir / "model.safetensors", backbone);
+    DebertaLoadOptions opt;
+    opt.num_labels = 1;
+    opt.init_seed = 7;
+    auto m1 = load_deberta(dir.path(), opt);
+    auto m2 = load_deberta(dir.path(), opt);
+    EXPECT_EQ(m1.initialized.size(), 4u);
+    EXPECT_EQ(m1.model->classifier->weight.sizes(), (std::vector<int64_t>{1, 32}));
+    EXPECT_TRUE(m1.model->classifier->bias.eq(0).all().item<bool>());
+    EXPECT_TRUE(m1.model->pooler_dense->weight.equal(m2.model->pooler_dense->weight));
+    const double sd = m1.model->pooler_dense->weight.std().item<double>();
+    EXPECT_NEAR(sd, 0.02, 0.004);  // initializer_range, 1024 draws
+
+    // An unexpected key and a wrong shape are errors naming the keys.
+    backbone.emplace_back("deberta.encoder.layer.9.extra", torch::zeros({2}));
+    io::save_safetensors(dir / "model.safetensors", backbone);
+    auto msg = error_of([&] { load_deberta(dir.path(), opt); });
+    EXPECT_NE(msg.find("unexpected keys: deberta.encoder.layer.9.extra"), std::string::npos) << msg;
+    backbone.pop_back();
+    backbone[0].second = torch::zeros({3});
+    io::save_safetensors(dir / "model.safetensors", backbone);
+    msg = error_of([&] { load_deberta(dir.path(), opt); });
+    EXPECT_NE(msg.find("wrong shapes"), std::string::npos) << msg;
+}
+
+TEST(DebertaConfig, DebertaV3BaseForms) {
+    // microsoft/deberta-v3-base's own config.json keys and forms.
+    const std::string text = R"({"model_type": "deberta-v2", "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1, "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
+        "max_position_embeddings": 512, "relative_attention": true, "position_buckets": 256, "norm_rel_ebd": "layer_norm",
+        "share_att_key": true, "pos_att_type": "p2c|c2p", "layer_norm_eps": 1e-7, "max_relative_positions": -1,
+        "position_biased_input": false, "num_attention_heads": 12, "num_hidden_layers": 12, "type_vocab_size": 0,
+        "vocab_size": 128100})";
+    auto c = parse_deberta_config(text, "config.json");
+    EXPECT_TRUE(c.c2p && c.p2c && c.share_att_key && c.norm_rel_ebd_layer_norm && c.relative_attention);
+    EXPECT_EQ(c.max_relative_positions, 512);
+    EXPECT_EQ(c.att_span(), 256);
+    EXPECT_EQ(c.pooler_hidden_size, 768);
+    EXPECT_EQ(c.pooler_dropout, 0.0);
+    EXPECT_EQ(c.embedding_size, 768);
+    EXPECT_EQ(c.attention_head_size, 64);
+    EXPECT_NE(error_of([] { parse_deberta_config(R"({"model_type": "bert"})", "x.json"); }).find("model_type"),
+              std::string::npos);
+    EXPECT_NE(error_of([] { parse_deberta_config(R"({"model_type": "deberta-v2", "pos_att_type": "c2q"})", "x.json"); })
+                  .find("c2q"),
+              std::string::npos);
+}
+
+TEST(DebertaModel, LogBucketsFollowTheFormula) {
+    // The README of the fixture: with 16 buckets and 64 positions, distances up
+    // to 8 are kept, 9 -> 9, 10 -> 9, 11 -> 10. Beyond that, HF's formula
+    // ceil(log(d/8) / log(63/8) * 7) + 8, evaluated here in double.
+    auto rel = deberta_relative_positions(40, 40, 16, 64);
+    for (int d = 0; d < 40; ++d) {
+        int64_t expect = d;
+        if (d > 8) expect = static_cast<int64_t>(std::ceil(std::log(d / 8.0) / std::log(63.0 / 8.0) * 7)) + 8;
+        EXPECT_EQ(rel[d][0].item<int64_t>(), expect) << d;
+        EXPECT_EQ(rel[0][d].item<int64_t>(), -expect) << d;
+    }
+    EXPECT_EQ(rel[9][0].item<int64_t>(), 9);
+    EXPECT_EQ(rel[10][0].item<int64_t>(), 9);
+    EXPECT_EQ(rel[11][0].item<int64_t>(), 10);
+}
