@@ -19,17 +19,7 @@ using namespace hra;
 
 namespace {
 
-struct Result {
-    int code;
-    std::string out, err;
-};
-
-Result run_hra(const std::string& args, const test::TempDir& dir) {
-    const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
-    const std::string cmd = std::string(HRA_EXE) + " " + args + " >" + out + " 2>" + err;
-    const int status = std::system(cmd.c_str());
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, io::read_file(out), io::read_file(err)};
-}
+using test::run_hra;
 
 }  // namespace
 

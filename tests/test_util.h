@@ -1,7 +1,12 @@
 // Helpers shared by the tests.
 #pragma once
 
+#include <sys/wait.h>
+
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include <torch/torch.h>
@@ -50,5 +55,27 @@ inline std::string fixture_dir(const char* env_var, const std::string& repo_subd
 
 // A file of the repository's bundled data folder (data/).
 inline std::string data_file(const std::string& name) { return std::string(HRA_DATA_DIR) + "/" + name; }
+
+#ifdef HRA_EXE
+struct Result {
+    int code;
+    std::string out, err;
+};
+
+inline std::string slurp(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+// Runs the hra executable with `args`; stdout and stderr go through files in `dir`.
+inline Result run_hra(const std::string& args, const TempDir& dir) {
+    const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
+    const std::string cmd = std::string(HRA_EXE) + " " + args + " >" + out + " 2>" + err;
+    const int status = std::system(cmd.c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
+#endif
 
 }  // namespace hra::test

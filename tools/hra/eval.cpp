@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "config_file.h"
 #include "data/dataset.h"
+#include "eval/glue.h"
 #include "eval/runner.h"
 #include "models/pipeline.h"
 #include "text/tokenizer.h"
@@ -27,7 +28,11 @@ Command add_eval(CLI::App& app) {
         DataOptions data_options;
     };
     auto o = std::make_shared<Opts>();
-    cmd->add_option("--task", o->task, "gsm8k, math or perplexity")->required()->check(CLI::IsMember({"gsm8k", "math", "perplexity"}));
+    std::vector<std::string> tasks = {"gsm8k", "math", "perplexity"};
+    for (const auto& t : glue::task_names()) tasks.push_back("glue-" + t);
+    cmd->add_option("--task", o->task, "gsm8k, math, perplexity or glue-{cola,sst2,mrpc,stsb,qqp,mnli,mnli-mm,qnli,rte,wnli}")
+        ->required()
+        ->check(CLI::IsMember(tasks));
     cmd->add_option("--protocol", o->protocol, "answer scoring: strict or seed (the HRA paper's graders, bug for bug)")
         ->default_val("strict")->check(CLI::IsMember({"seed", "strict"}));
     cmd->add_option("--predictions", o->predictions, "JSONL of completions to score (no model needed)");
@@ -48,7 +53,10 @@ Command add_eval(CLI::App& app) {
     return {cmd, [o]() {
                 nlohmann::json result;
                 const auto protocol = eval::parse_protocol(o->protocol);
-                if (!o->predictions.empty()) {
+                if (o->task.rfind("glue-", 0) == 0) {
+                    if (o->predictions.empty()) throw Error("glue tasks: give --predictions (or use hra train --task to fine-tune and evaluate)");
+                    result = glue::score_predictions_file(glue::task(o->task), o->predictions);
+                } else if (!o->predictions.empty()) {
                     if (o->task == "perplexity") throw Error("--predictions needs --task gsm8k or math");
                     eval::ScoreOptions s;
                     s.task = o->task;
