@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "demo/demo.h"
+#include "demo/nlu_demo.h"
 
 namespace hra::cli {
 
@@ -20,7 +21,22 @@ Command add_demo(CLI::App& app) {
     cmd->add_option("--lora-lrs", o->lora_lrs, "LoRA learning rates to try");
     cmd->add_option("--test-examples", o->test_examples, "held-out questions")->default_val(o->test_examples);
     cmd->add_option("--seed", o->seed, "seed")->default_val(o->seed);
-    return {cmd, [o]() {
+    auto nlu = std::make_shared<NluDemoOptions>();
+    auto want_nlu = std::make_shared<bool>(false);
+    cmd->add_flag("--nlu", *want_nlu,
+                  "the NLU demo instead: pretrain a tiny DeBERTa (MLM) on SST-2 text, then head-only vs HRA vs LoRA over 3 seeds");
+    cmd->add_option("--glue-dir", nlu->data_dir, "--nlu: the glue_data folder holding SST-2/train.tsv and dev.tsv");
+    cmd->add_option("--pretrain-minutes", nlu->pretrain_minutes, "--nlu: MLM pretraining time box")->default_val(nlu->pretrain_minutes);
+    cmd->add_option("--finetune-examples", nlu->finetune_examples, "--nlu: SST-2 training examples per run")
+        ->default_val(nlu->finetune_examples);
+    cmd->add_option("--finetune-epochs", nlu->finetune_epochs, "--nlu: epochs per run")->default_val(nlu->finetune_epochs);
+    return {cmd, [cmd, o, nlu, want_nlu]() {
+                if (*want_nlu) {
+                    if (cmd->count("--out")) nlu->out = o->out;
+                    auto r = run_nlu_demo(*nlu);
+                    std::printf("%s", r.table.c_str());
+                    return 0;
+                }
                 auto r = run_demo(*o);
                 std::printf("%s", r.table.c_str());
                 return 0;

@@ -12,6 +12,7 @@
 #include "data/dataset.h"
 #include "eval/glue.h"
 #include "eval/runner.h"
+#include "train/glue_trainer.h"
 #include "models/pipeline.h"
 #include "text/tokenizer.h"
 
@@ -21,7 +22,7 @@ Command add_eval(CLI::App& app) {
     auto* cmd = app.add_subcommand("eval", "score GSM8K / MATH answers, or a model's loss and perplexity");
     add_config_option(cmd);
     struct Opts {
-        std::string task, protocol = "strict", predictions, model, data, output, dtype = "float32";
+        std::string task, protocol = "strict", predictions, model, data, data_dir, output, dtype = "float32";
         std::vector<std::string> adapters;
         std::string completion_field = "completion", answer_field = "answer", question_field;
         int64_t limit = 0, max_new_tokens = 512, batch_size = 8;
@@ -42,7 +43,8 @@ Command add_eval(CLI::App& app) {
     cmd->add_option("--question-field", o->question_field, "with --model: the question field (default question / instruction / problem)");
     cmd->add_option("--model", o->model, "model folder, to generate and score");
     cmd->add_option("--adapter", o->adapters, "PEFT adapter folder; repeatable");
-    cmd->add_option("--data", o->data, "with --model: the evaluation records (JSONL)");
+    cmd->add_option("--data", o->data, "with --model: the evaluation records (JSONL; GLUE: a dev TSV)");
+    cmd->add_option("--data-dir", o->data_dir, "GLUE with --model: the glue_data folder");
     cmd->add_option("--limit", o->limit, "first N records only (0: all)")->default_val(0);
     cmd->add_option("--max-new-tokens", o->max_new_tokens, "generation length")->default_val(512);
     cmd->add_option("--batch-size", o->batch_size, "perplexity: examples per batch")->default_val(8);
@@ -50,12 +52,18 @@ Command add_eval(CLI::App& app) {
     cmd->add_option("--max-length", o->data_options.max_length, "perplexity: tokens per example")->default_val(512);
     cmd->add_option("--dtype", o->dtype, "compute dtype")->default_val("float32");
     cmd->add_option("--output", o->output, "write the scored predictions (JSONL) here");
-    return {cmd, [o]() {
+    return {cmd, [cmd, o]() {
                 nlohmann::json result;
                 const auto protocol = eval::parse_protocol(o->protocol);
                 if (o->task.rfind("glue-", 0) == 0) {
-                    if (o->predictions.empty()) throw Error("glue tasks: give --predictions (or use hra train --task to fine-tune and evaluate)");
-                    result = glue::score_predictions_file(glue::task(o->task), o->predictions);
+                    if (!o->predictions.empty()) {
+                        result = glue::score_predictions_file(glue::task(o->task), o->predictions);
+                    } else {
+                        if (o->model.empty()) throw Error("glue tasks: give --predictions, or --model (with --adapter) and --data-dir");
+                        const int64_t len = cmd->count("--max-length") ? o->data_options.max_length : 0;
+                        result = evaluate_glue(o->model, o->adapters, o->task, o->data_dir, o->data, len, o->limit, o->dtype,
+                                               o->output);
+                    }
                 } else if (!o->predictions.empty()) {
                     if (o->task == "perplexity") throw Error("--predictions needs --task gsm8k or math");
                     eval::ScoreOptions s;

@@ -5,7 +5,9 @@
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
+#include "common/error.h"
 #include "config_file.h"
+#include "train/glue_trainer.h"
 #include "train/trainer.h"
 
 namespace hra::cli {
@@ -15,7 +17,9 @@ namespace {
 void add_adapter_options(CLI::App* cmd, AdapterConfig& a, std::shared_ptr<std::string> method,
                          std::shared_ptr<std::vector<std::string>> targets, std::shared_ptr<std::string> target_regex,
                          std::shared_ptr<std::vector<std::string>> save) {
-    cmd->add_option("--method", *method, "adapter: hra or lora")->default_val("hra")->check(CLI::IsMember({"hra", "lora"}));
+    cmd->add_option("--method", *method, "adapter: hra or lora (GLUE tasks also: head, the pooler and classifier alone)")
+        ->default_val("hra")
+        ->check(CLI::IsMember({"hra", "lora", "head"}));
     cmd->add_option("--r", a.r, "rank: Householder vectors (HRA) or LoRA rank")->default_val(8);
     cmd->add_flag("--apply-GS,--apply-gs", a.apply_GS, "HRA: Gram-Schmidt orthogonalisation (lambda = infinity)");
     cmd->add_option("--init-weights", a.init_weights, "HRA: paired init so H = I at start")->default_val(true);
@@ -39,7 +43,22 @@ Command add_train(CLI::App& app) {
     auto save = std::make_shared<std::vector<std::string>>();
     auto& d = o->data_options;
     cmd->add_option("--model", o->model, "Hugging Face model folder")->required();
-    cmd->add_option("--data", o->data, "training records, JSON or JSONL")->required();
+    auto g = std::make_shared<GlueTrainOptions>();
+    std::vector<std::string> glue_tasks;
+    for (const auto& t : glue::task_names()) glue_tasks.push_back("glue-" + t);
+    cmd->add_option("--task", g->task, "GLUE fine-tuning of a DeBERTa-v2/v3 classifier: glue-{cola,sst2,mrpc,stsb,qqp,mnli,qnli,rte,wnli}")
+        ->check(CLI::IsMember(glue_tasks));
+    cmd->add_option("--data-dir", g->data_dir, "GLUE: the glue_data folder (<TASK>/train.tsv, dev.tsv)");
+    cmd->add_option("--train-file", g->train_file, "GLUE: training TSV (instead of --data-dir)");
+    cmd->add_option("--dev-file", g->dev_file, "GLUE: dev TSV (instead of --data-dir)");
+    cmd->add_option("--preset", g->preset, "GLUE hyperparameters: seed (the seed repo's scripts) or paper (Table 5)")
+        ->default_val("seed")
+        ->check(CLI::IsMember({"seed", "paper"}));
+    cmd->add_flag("--adapters-only", g->adapters_only, "GLUE: train the adapters alone (the seed's run.py); default also pooler and classifier");
+    cmd->add_option("--max-train-examples", g->max_train_examples, "GLUE: first N training examples (0: all)")->default_val(0);
+    cmd->add_option("--max-eval-examples", g->max_eval_examples, "GLUE: first N dev examples (0: all)")->default_val(0);
+    cmd->add_option("--eval-batch-size", g->eval_batch_size, "GLUE: dev batch size")->default_val(64);
+    cmd->add_option("--data", o->data, "training records, JSON or JSONL");
     cmd->add_option("--out", o->out, "run folder (checkpoints, metrics.jsonl, config.json, loss.svg)")->required();
     cmd->add_option("--val-data", o->val_data, "validation records (else --val-split of the training data)");
     cmd->add_option("--val-split", o->val_split, "validation share of the training data: fraction < 1 or a count")->default_val(0.0);
@@ -81,11 +100,39 @@ Command add_train(CLI::App& app) {
     cmd->add_flag("--force", o->overwrite, "start over in a non-empty run folder");
     cmd->add_option("--inject-sigint-at-step", o->inject_sigint_at_step, "testing: raise SIGINT after this step")->group("");
     cmd->add_option("--inject-nan-at-step", o->inject_nan_at_step, "testing: a NaN loss at this step")->group("");
-    return {cmd, [o, method, targets, target_regex, save]() {
+    return {cmd, [cmd, o, g, method, targets, target_regex, save]() {
                 o->adapter.method = *method == "lora" ? Method::Lora : Method::Hra;
                 if (!target_regex->empty()) o->adapter.target_modules = ModuleSelector::regex(*target_regex);
                 else if (!targets->empty()) o->adapter.target_modules = ModuleSelector::of(*targets);
                 if (!save->empty()) o->adapter.modules_to_save = *save;
+                if (!g->task.empty()) {
+                    // GLUE: the preset decides what the user did not give.
+                    auto given = [&](const char* flag) { return cmd->count(flag) > 0; };
+                    g->model = o->model;
+                    g->out = o->out;
+                    g->method = *method;
+                    g->adapter = o->adapter;
+                    if (given("--lr")) g->lr = o->lr;
+                    if (given("--epochs")) g->epochs = o->epochs;
+                    if (given("--warmup-steps")) g->warmup_steps = o->warmup_steps;
+                    if (given("--max-length")) g->max_length = o->data_options.max_length;
+                    if (given("--batch-size")) g->batch_size = o->batch_size;
+                    if (given("--weight-decay")) g->weight_decay = o->weight_decay;
+                    if (given("--adam-eps")) g->adam_eps = o->adam_eps;
+                    g->max_grad_norm = o->max_grad_norm;
+                    g->schedule = o->schedule;
+                    g->dtype = o->dtype;
+                    g->strategy = o->strategy;
+                    g->seed = o->seed;
+                    g->ortho_lambda = o->ortho_lambda;
+                    g->overwrite = o->overwrite;
+                    g->quiet = o->quiet;
+                    auto r = train_glue(*g);
+                    std::printf("%s\n", r.results.dump().c_str());
+                    return 0;
+                }
+                if (o->data.empty()) throw Error("train: give --data (or --task glue-* with --data-dir)");
+                if (*method == "head") throw Error("--method head is for GLUE tasks (--task glue-*)");
                 auto result = train(*o);
                 std::printf("%s\n", result.adapter_dir.c_str());
                 return result.interrupted ? 130 : 0;

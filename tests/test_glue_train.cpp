@@ -1,0 +1,196 @@
+// GLUE fine-tuning: the paper's adapter count on deberta-v3-base's shape, the
+// pair encoder's truncation, and short training runs of the tiny DeBERTa
+// fixture on the committed WNLI / STS-B samples (results, best checkpoint,
+// evaluation of the saved adapter).
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "adapters/peft_model.h"
+#include "common/error.h"
+#include "eval/glue.h"
+#include "io/atomic_file.h"
+#include "io/json_file.h"
+#include "io/safetensors.h"
+#include "models/deberta.h"
+#include "models/llama.h"
+#include "text/pair_encoder.h"
+#include "text/sp_tokenizer.h"
+#include "train/glue_trainer.h"
+#include "test_util.h"
+
+using namespace hra;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Words -> ids by a fixed table; [CLS] 1, [SEP] 2, [PAD] 0.
+class WordTokenizer : public Tokenizer {
+public:
+    std::vector<int64_t> encode(const std::string& text, bool) const override {
+        std::vector<int64_t> out;
+        std::istringstream in(text);
+        std::string w;
+        while (in >> w) out.push_back(10 + static_cast<int64_t>(w.size()));
+        return out;
+    }
+    std::string decode(const std::vector<int64_t>&, bool) const override { return ""; }
+    int64_t vocab_size() const override { return 100; }
+    std::optional<int64_t> bos_id() const override { return std::nullopt; }
+    std::optional<int64_t> eos_id() const override { return std::nullopt; }
+    std::string token(int64_t) const override { return ""; }
+    std::optional<int64_t> token_id(const std::string& t) const override {
+        if (t == "[PAD]") return 0;
+        if (t == "[CLS]") return 1;
+        if (t == "[SEP]") return 2;
+        return std::nullopt;
+    }
+    bool is_special(int64_t id) const override { return id < 3; }
+    std::string kind() const override { return "words"; }
+};
+
+// The tiny DeBERTa fixture's backbone with a SentencePiece vocabulary (< 128
+// pieces) trained on the WNLI sample, as a model folder without a head.
+const std::string& tiny_model() {
+    static test::TempDir dir;
+    static bool made = false;
+    if (!made) {
+        const std::string fixture = std::string(HRA_TEST_FIXTURES) + "/deberta-v3-tiny";
+        fs::copy_file(fixture + "/config.json", dir / "config.json");
+        auto all = io::SafetensorsFile::open(fixture + "/model.safetensors");
+        io::NamedTensors backbone;
+        for (const auto& name : all.names())
+            if (name.rfind("deberta.", 0) == 0) backbone.emplace_back(name, all.tensor(name).to(torch::kFloat));
+        io::save_safetensors(dir / "model.safetensors", backbone);
+        std::string text;
+        for (const auto& e : glue::read_tsv(glue::task("wnli"), test::data_file("glue/WNLI/train.tsv"))) text += e.a + "\n" + e.b + "\n";
+        io::write_file_atomically(dir / "text.txt", text);
+        train_sentencepiece("--input=" + (dir / "text.txt") + " --model_prefix=" + (dir / "spm") +
+                            " --vocab_size=100 --hard_vocab_limit=false --model_type=unigram --character_coverage=0.98"
+                            " --pad_id=0 --pad_piece=[PAD] --unk_id=3 --unk_piece=[UNK] --bos_id=-1 --eos_id=-1"
+                            " --control_symbols=[CLS],[SEP],[MASK] --minloglevel=2");
+        made = true;
+    }
+    return dir.path();
+}
+
+}  // namespace
+
+TEST(PairEncoder, SpecialTokensAndLongestFirstTruncation) {
+    PairEncoder enc(std::make_shared<WordTokenizer>());
+    // word ids are 10 + length: "a"=11, "bb"=12, "ccc"=13 ...
+    auto e = enc.encode("a bb ccc", "dddd", 64);
+    EXPECT_EQ(e.ids, (std::vector<int64_t>{1, 11, 12, 13, 2, 14, 2}));
+    EXPECT_EQ(e.token_type_ids, (std::vector<int64_t>{0, 0, 0, 0, 0, 1, 1}));
+    // 4 + 2 words, max 7: two tokens to drop, both from the longer first sequence.
+    e = enc.encode("a bb ccc dddd", "a bb", 7);
+    EXPECT_EQ(e.ids, (std::vector<int64_t>{1, 11, 12, 2, 11, 12, 2}));
+    // A tie drops from the second sequence (transformers' longest_first).
+    e = enc.encode("a bb", "ccc dddd", 6);
+    EXPECT_EQ(e.ids, (std::vector<int64_t>{1, 11, 12, 2, 13, 2}));
+    e = enc.encode("a bb ccc", "", 3);
+    EXPECT_EQ(e.ids, (std::vector<int64_t>{1, 11, 2}));
+    EXPECT_THROW(enc.encode("a", "b", 2), Error);
+}
+
+TEST(GlueTraining, PaperAdapterCountOnDebertaV3BaseShape) {
+    // deberta-v3-base's shape; the paper's count is 12 * (6 * 768 + 3072) * 8 = 663,552.
+    DebertaConfig c = parse_deberta_config(
+        R"({"model_type": "deberta-v2", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+            "intermediate_size": 3072, "vocab_size": 128100, "relative_attention": true, "position_buckets": 256,
+            "norm_rel_ebd": "layer_norm", "share_att_key": true, "pos_att_type": "p2c|c2p",
+            "position_biased_input": false, "max_relative_positions": -1, "num_labels": 2})",
+        "config.json");
+    std::shared_ptr<DebertaForSequenceClassificationImpl> model;
+    {
+        SkipInitGuard skip;  // shapes only
+        model = std::make_shared<DebertaForSequenceClassificationImpl>(c);
+    }
+    PeftModel peft(model, {"deberta-v2", {"classifier"}});
+    AdapterConfig cfg;
+    cfg.r = 8;
+    cfg.target_modules = ModuleSelector::regex(kGlueTargetRegex);
+    auto adapted = peft.add_adapter("default", cfg);
+    EXPECT_EQ(adapted.size(), 72u);  // 6 per layer
+    for (const auto& m : adapted) EXPECT_EQ(m.find("pooler"), std::string::npos) << m;
+    int64_t n = 0;
+    for (auto& [name, p] : unique_named_parameters(*model))
+        if (name.find(".adapters.") != std::string::npos) n += p.numel();
+    EXPECT_EQ(n, 663552);
+}
+
+TEST(GlueTraining, TrainsEvaluatesAndKeepsTheBestEpoch) {
+    test::TempDir out;
+    GlueTrainOptions o;
+    o.model = tiny_model();
+    o.task = "glue-wnli";
+    o.data_dir = test::data_file("glue");
+    o.out = out / "run";
+    o.method = "hra";
+    o.lr = 1e-2;
+    o.epochs = 3;
+    o.warmup_steps = 2;
+    o.max_length = 64;
+    o.batch_size = 16;
+    o.max_train_examples = 96;
+    o.quiet = true;
+    auto r = train_glue(o);
+    ASSERT_EQ(r.epochs.size(), 3u);
+    EXPECT_EQ(r.adapter_params, 2 * (5 * 32 + 64) * 8);  // q, k, v, attention output, intermediate (in 32), output (in 64)
+    EXPECT_EQ(r.trainable_params, r.adapter_params + (32 * 32 + 32) + (2 * 32 + 2));  // + pooler + classifier
+    EXPECT_LT(r.epochs.back().train_loss, r.epochs.front().train_loss);
+    for (const auto& e : r.epochs) EXPECT_EQ(e.metrics["n"].get<int64_t>(), 71);
+    double best = -1;
+    for (const auto& e : r.epochs) best = std::max(best, e.metrics["accuracy"].get<double>());
+    EXPECT_EQ(r.best_score, best);
+    auto results = io::read_json_file(out / "run/results.json");
+    EXPECT_EQ(results["best"]["accuracy"].get<double>(), best);
+    auto cfg = io::read_json_file(out / "run/best/adapter_config.json");
+    EXPECT_EQ(cfg["peft_type"], "HRA");
+    EXPECT_EQ(cfg["task_type"], "SEQ_CLS");
+    EXPECT_EQ(cfg["modules_to_save"], nlohmann::json({"pooler", "classifier"}));
+
+    // The saved adapter (with pooler and classifier) evaluates to the best epoch's metrics.
+    auto j = evaluate_glue(tiny_model(), {out / "run/best"}, "wnli", test::data_file("glue"), "", 64, 0, "float32",
+                           out / "pred.jsonl");
+    EXPECT_EQ(j["accuracy"].get<double>(), best);
+    EXPECT_EQ(glue::score_predictions_file(glue::task("wnli"), out / "pred.jsonl")["accuracy"].get<double>(), best);
+    // Without an adapter the head is random: refused.
+    EXPECT_THROW(evaluate_glue(tiny_model(), {}, "wnli", test::data_file("glue"), "", 64, 0, "float32", ""), Error);
+    // A non-empty run folder needs --force.
+    EXPECT_THROW(train_glue(o), Error);
+}
+
+TEST(GlueTraining, RegressionHeadOnlyAndAdaptersOnly) {
+    test::TempDir out;
+    GlueTrainOptions o;
+    o.model = tiny_model();
+    o.task = "stsb";
+    o.data_dir = test::data_file("glue");
+    o.out = out / "head";
+    o.method = "head";
+    o.lr = 1e-2;
+    o.epochs = 2;
+    o.max_length = 64;
+    o.max_train_examples = 64;
+    o.max_eval_examples = 50;
+    o.quiet = true;
+    auto r = train_glue(o);
+    EXPECT_EQ(r.main_metric, "corr_mean");
+    EXPECT_EQ(r.trainable_params, (32 * 32 + 32) + (32 + 1));
+    EXPECT_EQ(r.adapter_params, 0);
+    EXPECT_TRUE(r.epochs[0].metrics.contains("pearson"));
+    EXPECT_TRUE(fs::exists(out / "head/best/head.safetensors"));
+
+    o.out = out / "lora";
+    o.method = "lora";
+    o.adapters_only = true;
+    o.adapter.lora_alpha = 8;
+    r = train_glue(o);
+    EXPECT_EQ(r.trainable_params, r.adapter_params);  // the head stays frozen, as the seed's run.py
+    EXPECT_EQ(r.adapter_params, 2 * (4 * 8 * (32 + 32) + 2 * 8 * (32 + 64)));  // r (in + out) per layer
+}
