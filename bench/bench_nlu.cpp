@@ -5,8 +5,9 @@
 //   hra     HRA r=8 on the paper's targets (q/k/v, attention output,
 //           intermediate, output dense) plus pooler and classifier,
 //   lora    LoRA r=8 on the same targets plus pooler and classifier,
-// in one run, for deberta-v3-base's shape (batch 8 x 128 tokens, a few
-// steps) and the NLU demo's tiny model (batch 32 x 64 tokens).
+// in one run (medians of 3 repetitions), for deberta-v3-base's shape (batch 8 x 128 tokens, a few
+// steps; one step takes seconds on 2 cores) and the NLU demo's tiny model
+// (batch 32 x 64 tokens).
 #include <unistd.h>
 
 #include <cstdio>
@@ -98,7 +99,7 @@ public:
     explicit Reporter(bool color) : ConsoleReporter(color ? OO_ColorTabular : OO_Tabular) {}
     void ReportRuns(const std::vector<Run>& runs) override {
         for (const auto& r : runs) {
-            if (r.error_occurred) continue;
+            if (r.error_occurred || r.aggregate_name != "median") continue;
             auto name = r.run_name.function_name;
             g_rate[name.substr(name.find('/') + 1)] = r.counters.at("examples/s");
         }
@@ -119,8 +120,10 @@ int main(int argc, char** argv) {
                                          [&shape, meth](benchmark::State& s) { train_step(s, shape, meth); })
                 ->Unit(benchmark::kMillisecond)
                 ->UseRealTime()
-                ->MinWarmUpTime(base ? 1.0 : 0.5)
-                ->MinTime(base ? 5.0 : 2.0);
+                ->MinWarmUpTime(base ? 4.0 : 0.5)  // base: about one step of warm-up, then two measured
+                ->MinTime(base ? 8.0 : 2.0)
+                ->Repetitions(3)
+                ->ReportAggregatesOnly(true);
         }
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -194,3 +194,34 @@ TEST(GlueTraining, RegressionHeadOnlyAndAdaptersOnly) {
     EXPECT_EQ(r.trainable_params, r.adapter_params);  // the head stays frozen, as the seed's run.py
     EXPECT_EQ(r.adapter_params, 2 * (4 * 8 * (32 + 32) + 2 * 8 * (32 + 64)));  // r (in + out) per layer
 }
+
+TEST(GlueTraining, CommandLinePresetsAndFlags) {
+    test::TempDir dir;
+    // Flags given win over the preset; the rest comes from it (WNLI uses RTE's: warmup 50, length 320).
+    auto r = test::run_hra("-q train --task glue-wnli --model " + tiny_model() + " --data-dir " + test::data_file("glue") +
+                               " --out " + (dir / "run") + " --epochs 1 --lr 0.005 --max-train-examples 32 --batch-size 16",
+                           dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto results = nlohmann::json::parse(r.out);
+    EXPECT_EQ(results["config"]["epochs"], 1);
+    EXPECT_EQ(results["config"]["lr"], 0.005);
+    EXPECT_EQ(results["config"]["warmup_steps"], 50);
+    EXPECT_EQ(results["config"]["max_length"], 320);
+    EXPECT_EQ(results["config"]["batch_size"], 16);
+    EXPECT_EQ(results["config"]["weight_decay"], 0.01);
+    EXPECT_EQ(results["main_metric"], "accuracy");
+    r = test::run_hra("-q eval --task glue-wnli --model " + tiny_model() + " --adapter " + (dir / "run/best") +
+                          " --data-dir " + test::data_file("glue"),
+                      dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["accuracy"], results["best"]["accuracy"]);
+    // --method head outside GLUE, and a missing data folder, are named errors.
+    r = test::run_hra("-q train --method head --model " + tiny_model() + " --data x.jsonl --out " + (dir / "x"), dir);
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("--method head is for GLUE"), std::string::npos) << r.err;
+    r = test::run_hra("-q train --task glue-rte --model " + tiny_model() + " --data-dir " + (dir / "nope") + " --out " +
+                          (dir / "y"),
+                      dir);
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("nope/RTE/train.tsv"), std::string::npos) << r.err;
+}

@@ -54,7 +54,7 @@ GluePreset glue_preset(const glue::Task& t, const std::string& preset) {
 namespace {
 
 struct Encoded {
-    std::vector<std::vector<int64_t>> ids;
+    std::vector<std::vector<int64_t>> ids, types;
     std::vector<double> labels;
 };
 
@@ -62,27 +62,37 @@ Encoded encode_all(const PairEncoder& enc, const std::vector<glue::Example>& ex,
     Encoded out;
     out.ids.reserve(ex.size());
     for (const auto& e : ex) {
-        out.ids.push_back(enc.encode(e.a, e.b, max_length).ids);
+        auto x = enc.encode(e.a, e.b, max_length);
+        out.ids.push_back(std::move(x.ids));
+        out.types.push_back(std::move(x.token_type_ids));
         out.labels.push_back(e.label);
     }
     return out;
 }
 
-std::pair<torch::Tensor, torch::Tensor> collate(const Encoded& data, const std::vector<int64_t>& rows, int64_t pad) {
+// ids, attention mask and token types of `rows`, right-padded.
+struct Batch {
+    torch::Tensor ids, mask, types;
+};
+
+Batch collate(const Encoded& data, const std::vector<int64_t>& rows, int64_t pad) {
     size_t len = 0;
     for (auto r : rows) len = std::max(len, data.ids[static_cast<size_t>(r)].size());
     const int64_t b = static_cast<int64_t>(rows.size());
     auto ids = torch::full({b, static_cast<int64_t>(len)}, pad, torch::kLong);
     auto mask = torch::zeros({b, static_cast<int64_t>(len)}, torch::kLong);
-    auto ia = ids.accessor<int64_t, 2>(), ma = mask.accessor<int64_t, 2>();
+    auto types = torch::zeros({b, static_cast<int64_t>(len)}, torch::kLong);
+    auto ia = ids.accessor<int64_t, 2>(), ma = mask.accessor<int64_t, 2>(), ta = types.accessor<int64_t, 2>();
     for (int64_t i = 0; i < b; ++i) {
-        const auto& v = data.ids[static_cast<size_t>(rows[static_cast<size_t>(i)])];
+        const auto row = static_cast<size_t>(rows[static_cast<size_t>(i)]);
+        const auto& v = data.ids[row];
         for (size_t t = 0; t < v.size(); ++t) {
             ia[i][static_cast<int64_t>(t)] = v[t];
             ma[i][static_cast<int64_t>(t)] = 1;
+            ta[i][static_cast<int64_t>(t)] = data.types[row][t];
         }
     }
-    return {ids, mask};
+    return {ids, mask, types};
 }
 
 std::vector<double> predict_encoded(DebertaForSequenceClassificationImpl& model, const Encoded& data, int64_t pad,
@@ -95,8 +105,8 @@ std::vector<double> predict_encoded(DebertaForSequenceClassificationImpl& model,
     for (int64_t start = 0; start < n; start += batch_size) {
         std::vector<int64_t> rows;
         for (int64_t i = start; i < std::min(n, start + batch_size); ++i) rows.push_back(i);
-        auto [ids, mask] = collate(data, rows, pad);
-        auto logits = model.forward(ids, mask).logits.to(torch::kDouble);
+        auto batch = collate(data, rows, pad);
+        auto logits = model.forward(batch.ids, batch.mask, batch.types).logits.to(torch::kDouble);
         auto pred = logits.size(1) == 1 ? logits.view({-1}) : logits.argmax(1).to(torch::kDouble);
         auto acc = pred.accessor<double, 1>();
         for (int64_t i = 0; i < acc.size(0); ++i) out.push_back(acc[i]);
@@ -218,11 +228,11 @@ GlueTrainResult train_glue(const GlueTrainOptions& o) {
         double loss_sum = 0;
         for (int64_t start = 0; start < n; start += o.batch_size) {
             std::vector<int64_t> rows(order.begin() + start, order.begin() + std::min(n, start + o.batch_size));
-            auto [ids, mask] = collate(train_data, rows, encoder.pad_id());
+            auto batch = collate(train_data, rows, encoder.pad_id());
             std::vector<double> labels;
             for (auto r : rows) labels.push_back(train_data.labels[static_cast<size_t>(r)]);
             auto target = torch::tensor(labels, torch::kDouble);
-            auto out = model.forward(ids, mask);
+            auto out = model.forward(batch.ids, batch.mask, batch.types);
             auto loss = deberta_classification_loss(loaded.config, out.logits, target);
             if (o.ortho_lambda > 0 && peft) loss = loss + o.ortho_lambda * peft->orthogonality_penalty();
             const double v = loss.item<double>();
