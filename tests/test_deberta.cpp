@@ -124,6 +124,14 @@ TEST(DebertaLoading, MissingHeadIsSeededAndOtherKeysAreErrors) {
     const double sd = m1.model->pooler_dense->weight.std().item<double>();
     EXPECT_NEAR(sd, 0.02, 0.004);  // initializer_range, 1024 draws
 
+    // A checkpoint of the bare encoder (keys without "deberta.") loads the same backbone.
+    io::NamedTensors bare;
+    for (const auto& [name, t] : backbone) bare.emplace_back(name.substr(8), t);
+    io::save_safetensors(dir / "model.safetensors", bare);
+    auto m3 = load_deberta(dir.path(), opt);
+    auto pa = base_parameters(*m1.model), pb = base_parameters(*m3.model);
+    for (const auto& [name, t] : backbone) EXPECT_TRUE(pa.at(name).equal(pb.at(name))) << name;
+
     // An unexpected key and a wrong shape are errors naming the keys.
     backbone.emplace_back("deberta.encoder.layer.9.extra", torch::zeros({2}));
     io::save_safetensors(dir / "model.safetensors", backbone);
