@@ -22,6 +22,7 @@
 #include "models/llama2c.h"
 #include "models/loader.h"
 #include "train/optim.h"
+#include "train/trainer.h"
 
 namespace {
 
@@ -43,18 +44,6 @@ double hwm_mb() {
     return 0;
 }
 void reset_hwm() { std::ofstream("/proc/self/clear_refs") << "5"; }
-
-double measure_matmul_rate() {
-    auto a = torch::linspace(-1, 1, 1024 * 1024).view({1024, 1024}), b = a.t().contiguous();
-    auto c = torch::mm(a, b);
-    double best = 1e30;
-    for (int i = 0; i < 3; ++i) {
-        auto t0 = std::chrono::steady_clock::now();
-        c = torch::mm(a, b);
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    return 2.0 * 1024 * 1024 * 1024 / best;
-}
 
 hra::LlamaForCausalLM make_model(const std::string& name) {
     if (name == "stories260K") return hra::load_llama(g_tmp + "/stories260K").model;
@@ -149,7 +138,7 @@ int main(int argc, char** argv) {
     g_tmp = mkdtemp(tmpl);
     const std::string data = HRA_DATA_DIR;
     hra::convert_llama2c(data + "/stories260K/stories260K.bin", data + "/stories260K/tok512.bin", g_tmp + "/stories260K", false);
-    g_rate = measure_matmul_rate();
+    g_rate = hra::matmul_rate(torch::kFloat);
     std::printf("matmul rate: %.1f GFLOP/s (float32, 1024^3)\n", g_rate / 1e9);
     for (const char* m : {"stories260K", "llama50M"})
         for (const char* method : {"frozen", "hra", "lora"}) {

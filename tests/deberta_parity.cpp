@@ -26,16 +26,8 @@ namespace {
 using hra::io::SafetensorsFile;
 using hra::test::rel_err;
 
-struct Report {
-    int failures = 0;
-    void check(const std::string& what, double err, double tol) {
-        const bool ok = err <= tol;
-        std::printf("  %-4s %-44s max rel err %.2e (tol %.0e)\n", ok ? "OK" : "FAIL", what.c_str(), err, tol);
-        failures += ok ? 0 : 1;
-    }
-};
 
-void check_folder(const std::string& dir, c10::ScalarType dtype, double tol, Report& rep) {
+void check_folder(const std::string& dir, c10::ScalarType dtype, double tol, hra::test::ParityReport& rep) {
     const auto io = SafetensorsFile::open((std::filesystem::path(dir) / "io.safetensors").string());
     hra::DebertaLoadOptions opt;
     opt.dtype = dtype;
@@ -94,7 +86,8 @@ int main() {
         const char* env = std::getenv("HRA_DEBERTA_FIXTURE");
         const std::string dir = env && *env ? env : std::string(HRA_TEST_FIXTURES) + "/deberta-v3-tiny";
         std::printf("DeBERTa parity against %s\n", dir.c_str());
-        Report rep;
+        hra::test::ParityReport rep;
+        rep.width = 44;
         for (const std::string& sub : {dir, dir + "/regression"}) {
             check_folder(sub, torch::kDouble, 1e-12, rep);
             check_folder(sub, torch::kFloat, 1e-4, rep);

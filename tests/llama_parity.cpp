@@ -28,17 +28,9 @@ namespace {
 using hra::io::SafetensorsFile;
 using hra::test::rel_err;
 
-struct Report {
-    int failures = 0;
-    void check(const std::string& what, double err, double tol) {
-        const bool ok = err <= tol;
-        std::printf("  %-4s %-34s max rel err %.2e (tol %.0e)\n", ok ? "OK" : "FAIL", what.c_str(), err, tol);
-        failures += ok ? 0 : 1;
-    }
-};
 
 void check_model(const std::string& dir, const SafetensorsFile& io, c10::ScalarType dtype, const std::string& prefix,
-                 double tol, Report& rep) {
+                 double tol, hra::test::ParityReport& rep) {
     hra::LoadOptions opt;
     opt.dtype = dtype;
     auto loaded = hra::load_llama(dir, opt);
@@ -102,7 +94,7 @@ void check_model(const std::string& dir, const SafetensorsFile& io, c10::ScalarT
 }
 
 // rope.safetensors: tables of the library for other configs and long positions.
-void check_rope_file(const std::string& path, Report& rep) {
+void check_rope_file(const std::string& path, hra::test::ParityReport& rep) {
     auto f = SafetensorsFile::open(path);
     auto cases = nlohmann::json::parse(f.metadata().at("cases"));
     auto positions = f.tensor("positions");
@@ -143,7 +135,7 @@ int main() {
         std::printf("FAIL: no model folder (config.json + io.safetensors) in %s\n", root.c_str());
         return 1;
     }
-    Report rep;
+    hra::test::ParityReport rep;
     for (const auto& dir : dirs) {
         std::printf("%s\n", std::filesystem::path(dir).filename().c_str());
         try {

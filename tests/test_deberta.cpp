@@ -18,6 +18,7 @@
 #include "test_util.h"
 
 using namespace hra;
+using hra::test::error_of;
 
 namespace fs = std::filesystem;
 
@@ -25,14 +26,6 @@ namespace {
 
 std::string fixture(const std::string& rel) { return (fs::path(HRA_TEST_FIXTURES) / rel).string(); }
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
-}
 
 }  // namespace
 

@@ -4,12 +4,16 @@
 #include <sys/wait.h>
 
 #include <cstdlib>
+#include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 #include <string>
 
 #include <torch/torch.h>
+
+#include "common/error.h"
 
 namespace hra::test {
 
@@ -52,6 +56,27 @@ inline std::string fixture_dir(const char* env_var, const std::string& repo_subd
     if (const char* env = std::getenv(env_var); env && *env) return env;
     return std::string(HRA_TEST_FIXTURES) + "/" + repo_subdir;
 }
+
+// The message of the hra::Error that `f` throws; "" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+// Parity executables: one line per check with its largest relative error.
+struct ParityReport {
+    int width = 34;
+    int failures = 0;
+    void check(const std::string& what, double err, double tol) {
+        const bool ok = err <= tol;
+        std::printf("  %-4s %-*s max rel err %.2e (tol %.0e)\n", ok ? "OK" : "FAIL", width, what.c_str(), err, tol);
+        failures += ok ? 0 : 1;
+    }
+};
 
 // A file of the repository's bundled data folder (data/).
 inline std::string data_file(const std::string& name) { return std::string(HRA_DATA_DIR) + "/" + name; }

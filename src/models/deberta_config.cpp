@@ -6,24 +6,11 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "io/json_value.h"
 
 namespace hra {
 
 using json = nlohmann::json;
-
-namespace {
-
-template <class T>
-T get(const json& j, const char* key, T fallback, const std::string& source) {
-    if (!j.contains(key) || j[key].is_null()) return fallback;
-    try {
-        return j[key].get<T>();
-    } catch (const json::exception& e) {
-        throw Error(std::string("wrong type: ") + e.what(), {source, key});
-    }
-}
-
-}  // namespace
 
 DebertaConfig parse_deberta_config(const std::string& text, const std::string& source) {
     json j;
@@ -35,34 +22,34 @@ DebertaConfig parse_deberta_config(const std::string& text, const std::string& s
     if (!j.is_object()) throw Error("config is not a JSON object", {source});
     DebertaConfig c;
     c.source_json = text;
-    const std::string type = get<std::string>(j, "model_type", "", source);
+    const std::string type = io::json_value_or<std::string>(j, "model_type", "", source);
     if (type != "deberta-v2")
         throw Error("unsupported model_type '" + type + "' (expected deberta-v2, as microsoft/deberta-v3-* use)",
                     {source, "model_type"});
-    c.vocab_size = get<int64_t>(j, "vocab_size", c.vocab_size, source);
-    c.hidden_size = get<int64_t>(j, "hidden_size", c.hidden_size, source);
-    c.num_hidden_layers = get<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, source);
-    c.num_attention_heads = get<int64_t>(j, "num_attention_heads", c.num_attention_heads, source);
+    c.vocab_size = io::json_value_or<int64_t>(j, "vocab_size", c.vocab_size, source);
+    c.hidden_size = io::json_value_or<int64_t>(j, "hidden_size", c.hidden_size, source);
+    c.num_hidden_layers = io::json_value_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, source);
+    c.num_attention_heads = io::json_value_or<int64_t>(j, "num_attention_heads", c.num_attention_heads, source);
     if (c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.num_hidden_layers <= 0 || c.vocab_size <= 0)
         throw Error("sizes must be positive", {source});
     if (c.hidden_size % c.num_attention_heads != 0 && !j.contains("attention_head_size"))
         throw Error("hidden_size is not a multiple of num_attention_heads", {source, "num_attention_heads"});
-    c.attention_head_size = get<int64_t>(j, "attention_head_size", c.hidden_size / c.num_attention_heads, source);
-    c.intermediate_size = get<int64_t>(j, "intermediate_size", c.intermediate_size, source);
-    c.hidden_act = get<std::string>(j, "hidden_act", c.hidden_act, source);
+    c.attention_head_size = io::json_value_or<int64_t>(j, "attention_head_size", c.hidden_size / c.num_attention_heads, source);
+    c.intermediate_size = io::json_value_or<int64_t>(j, "intermediate_size", c.intermediate_size, source);
+    c.hidden_act = io::json_value_or<std::string>(j, "hidden_act", c.hidden_act, source);
     if (c.hidden_act != "gelu") throw Error("unsupported hidden_act '" + c.hidden_act + "' (expected gelu)", {source, "hidden_act"});
-    c.hidden_dropout_prob = get<double>(j, "hidden_dropout_prob", c.hidden_dropout_prob, source);
-    c.attention_probs_dropout_prob = get<double>(j, "attention_probs_dropout_prob", c.attention_probs_dropout_prob, source);
-    c.max_position_embeddings = get<int64_t>(j, "max_position_embeddings", c.max_position_embeddings, source);
-    c.type_vocab_size = get<int64_t>(j, "type_vocab_size", c.type_vocab_size, source);
-    c.initializer_range = get<double>(j, "initializer_range", c.initializer_range, source);
-    c.layer_norm_eps = get<double>(j, "layer_norm_eps", c.layer_norm_eps, source);
-    c.relative_attention = get<bool>(j, "relative_attention", false, source);
-    c.max_relative_positions = get<int64_t>(j, "max_relative_positions", -1, source);
+    c.hidden_dropout_prob = io::json_value_or<double>(j, "hidden_dropout_prob", c.hidden_dropout_prob, source);
+    c.attention_probs_dropout_prob = io::json_value_or<double>(j, "attention_probs_dropout_prob", c.attention_probs_dropout_prob, source);
+    c.max_position_embeddings = io::json_value_or<int64_t>(j, "max_position_embeddings", c.max_position_embeddings, source);
+    c.type_vocab_size = io::json_value_or<int64_t>(j, "type_vocab_size", c.type_vocab_size, source);
+    c.initializer_range = io::json_value_or<double>(j, "initializer_range", c.initializer_range, source);
+    c.layer_norm_eps = io::json_value_or<double>(j, "layer_norm_eps", c.layer_norm_eps, source);
+    c.relative_attention = io::json_value_or<bool>(j, "relative_attention", false, source);
+    c.max_relative_positions = io::json_value_or<int64_t>(j, "max_relative_positions", -1, source);
     if (c.max_relative_positions < 1) c.max_relative_positions = c.max_position_embeddings;
-    c.position_buckets = get<int64_t>(j, "position_buckets", -1, source);
-    c.pad_token_id = get<int64_t>(j, "pad_token_id", 0, source);
-    c.position_biased_input = get<bool>(j, "position_biased_input", true, source);
+    c.position_buckets = io::json_value_or<int64_t>(j, "position_buckets", -1, source);
+    c.pad_token_id = io::json_value_or<int64_t>(j, "pad_token_id", 0, source);
+    c.position_biased_input = io::json_value_or<bool>(j, "position_biased_input", true, source);
     if (j.contains("pos_att_type") && !j["pos_att_type"].is_null()) {
         std::vector<std::string> types;
         const auto& v = j["pos_att_type"];
@@ -80,7 +67,7 @@ DebertaConfig parse_deberta_config(const std::string& text, const std::string& s
                 pos = bar + 1;
             }
         } else {
-            types = get<std::vector<std::string>>(j, "pos_att_type", {}, source);
+            types = io::json_value_or<std::vector<std::string>>(j, "pos_att_type", {}, source);
         }
         for (const auto& t : types) {
             if (t == "c2p") c.c2p = true;
@@ -88,21 +75,21 @@ DebertaConfig parse_deberta_config(const std::string& text, const std::string& s
             else throw Error("unsupported pos_att_type '" + t + "' (expected c2p and/or p2c)", {source, "pos_att_type"});
         }
     }
-    c.share_att_key = get<bool>(j, "share_att_key", false, source);
+    c.share_att_key = io::json_value_or<bool>(j, "share_att_key", false, source);
     {
-        std::string n = get<std::string>(j, "norm_rel_ebd", "none", source);
+        std::string n = io::json_value_or<std::string>(j, "norm_rel_ebd", "none", source);
         for (auto& ch : n) ch = static_cast<char>(std::tolower(ch));
         c.norm_rel_ebd_layer_norm = n.find("layer_norm") != std::string::npos;
     }
-    if (get<int64_t>(j, "conv_kernel_size", 0, source) > 0)
+    if (io::json_value_or<int64_t>(j, "conv_kernel_size", 0, source) > 0)
         throw Error("convolution layers (conv_kernel_size, DeBERTa-v2 xlarge) are not supported", {source, "conv_kernel_size"});
-    c.embedding_size = get<int64_t>(j, "embedding_size", c.hidden_size, source);
-    c.pooler_hidden_size = get<int64_t>(j, "pooler_hidden_size", c.hidden_size, source);
-    c.pooler_hidden_act = get<std::string>(j, "pooler_hidden_act", "gelu", source);
+    c.embedding_size = io::json_value_or<int64_t>(j, "embedding_size", c.hidden_size, source);
+    c.pooler_hidden_size = io::json_value_or<int64_t>(j, "pooler_hidden_size", c.hidden_size, source);
+    c.pooler_hidden_act = io::json_value_or<std::string>(j, "pooler_hidden_act", "gelu", source);
     if (c.pooler_hidden_act != "gelu")
         throw Error("unsupported pooler_hidden_act '" + c.pooler_hidden_act + "'", {source, "pooler_hidden_act"});
-    c.pooler_dropout = get<double>(j, "pooler_dropout", 0.0, source);
-    c.cls_dropout = get<double>(j, "cls_dropout", c.hidden_dropout_prob, source);
+    c.pooler_dropout = io::json_value_or<double>(j, "pooler_dropout", 0.0, source);
+    c.cls_dropout = io::json_value_or<double>(j, "cls_dropout", c.hidden_dropout_prob, source);
     if (j.contains("id2label") && j["id2label"].is_object()) {
         c.id2label.assign(j["id2label"].size(), "");
         for (auto it = j["id2label"].begin(); it != j["id2label"].end(); ++it) {
@@ -112,8 +99,8 @@ DebertaConfig parse_deberta_config(const std::string& text, const std::string& s
         }
         c.num_labels = static_cast<int64_t>(c.id2label.size());
     }
-    c.num_labels = get<int64_t>(j, "num_labels", c.num_labels, source);
-    c.problem_type = get<std::string>(j, "problem_type", "", source);
+    c.num_labels = io::json_value_or<int64_t>(j, "num_labels", c.num_labels, source);
+    c.problem_type = io::json_value_or<std::string>(j, "problem_type", "", source);
     return c;
 }
 

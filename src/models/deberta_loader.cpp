@@ -76,13 +76,6 @@ std::vector<std::string> load_into(torch::nn::Module& model, const DebertaConfig
     return report.not_in_file;
 }
 
-template <class M>
-void finish(M& model, const DebertaLoadOptions& o) {
-    model->to(torch::Device(o.device), o.dtype);
-    model->eval();
-    for (auto& p : model->parameters()) p.set_requires_grad(false);
-}
-
 }  // namespace
 
 LoadedDeberta load_deberta(const std::string& dir, const DebertaLoadOptions& o) {
@@ -96,28 +89,9 @@ LoadedDeberta load_deberta(const std::string& dir, const DebertaLoadOptions& o) 
     out.model->to(o.dtype);  // before loading, so that nothing is rounded through float32
     out.initialized = load_into(*out.model, out.config, dir, {"pooler.", "classifier."},
                                 {"lm_predictions.", "mask_predictions.", "cls."}, o.init_seed);
-    finish(out.model, o);
-    return out;
-}
-
-LoadedDebertaMLM load_deberta_mlm(const std::string& dir, const DebertaLoadOptions& o) {
-    LoadedDebertaMLM out;
-    out.dir = dir;
-    out.config = config_for(dir, o);
-    {
-        SkipInitGuard skip;
-        out.model = DebertaForMaskedLM(out.config);
-    }
-    out.model->to(o.dtype);
-    out.initialized = load_into(*out.model, out.config, dir, {"cls."},
-                                {"lm_predictions.", "mask_predictions.", "pooler.", "classifier."}, o.init_seed);
-    finish(out.model, o);
-    return out;
-}
-
-io::NamedTensors deberta_state_dict(const torch::nn::Module& model, c10::ScalarType dtype) {
-    io::NamedTensors out;
-    for (auto& [name, p] : base_parameters(model)) out.emplace_back(name, p.detach().to(torch::kCPU, dtype));
+    out.model->to(torch::Device(o.device));
+    out.model->eval();
+    for (auto& p : out.model->parameters()) p.set_requires_grad(false);
     return out;
 }
 

@@ -6,22 +6,13 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "io/json_value.h"
 
 namespace hra {
 
 using json = nlohmann::json;
 
 namespace {
-
-template <class T>
-T value_or(const json& j, const char* key, T fallback, const std::string& source) {
-    if (!j.contains(key) || j[key].is_null()) return fallback;
-    try {
-        return j[key].get<T>();
-    } catch (const json::exception& e) {
-        throw Error(std::string("wrong type: ") + e.what(), {source, key});
-    }
-}
 
 std::optional<int64_t> optional_id(const json& j, const char* key, const std::string& source) {
     if (!j.contains(key) || j[key].is_null()) return std::nullopt;
@@ -41,7 +32,7 @@ LlamaConfig parse_llama_config(const std::string& text, const std::string& sourc
     if (!j.is_object()) throw Error("config is not a JSON object", {source});
     LlamaConfig c;
     c.source_json = text;
-    c.model_type = value_or<std::string>(j, "model_type", "", source);
+    c.model_type = io::json_value_or<std::string>(j, "model_type", "", source);
     // transformers v4.44 defaults per class.
     if (c.model_type == "llama") {
         c.vocab_size = 32000, c.hidden_size = 4096, c.intermediate_size = 11008, c.num_hidden_layers = 32;
@@ -59,21 +50,21 @@ LlamaConfig parse_llama_config(const std::string& text, const std::string& sourc
         throw Error("unsupported model_type '" + c.model_type + "' (hra loads llama, mistral and qwen2)",
                     {source, "model_type"});
     }
-    c.vocab_size = value_or<int64_t>(j, "vocab_size", c.vocab_size, source);
-    c.hidden_size = value_or<int64_t>(j, "hidden_size", c.hidden_size, source);
-    c.intermediate_size = value_or<int64_t>(j, "intermediate_size", c.intermediate_size, source);
-    c.num_hidden_layers = value_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, source);
-    c.num_attention_heads = value_or<int64_t>(j, "num_attention_heads", c.num_attention_heads, source);
+    c.vocab_size = io::json_value_or<int64_t>(j, "vocab_size", c.vocab_size, source);
+    c.hidden_size = io::json_value_or<int64_t>(j, "hidden_size", c.hidden_size, source);
+    c.intermediate_size = io::json_value_or<int64_t>(j, "intermediate_size", c.intermediate_size, source);
+    c.num_hidden_layers = io::json_value_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, source);
+    c.num_attention_heads = io::json_value_or<int64_t>(j, "num_attention_heads", c.num_attention_heads, source);
     const int64_t kv_default = c.model_type == "mistral" ? 8 : c.num_attention_heads;
-    c.num_key_value_heads = value_or<int64_t>(j, "num_key_value_heads", kv_default, source);
-    c.max_position_embeddings = value_or<int64_t>(j, "max_position_embeddings", c.max_position_embeddings, source);
-    c.rms_norm_eps = value_or<double>(j, "rms_norm_eps", c.rms_norm_eps, source);
-    c.rope_theta = value_or<double>(j, "rope_theta", c.rope_theta, source);
-    c.tie_word_embeddings = value_or<bool>(j, "tie_word_embeddings", c.tie_word_embeddings, source);
+    c.num_key_value_heads = io::json_value_or<int64_t>(j, "num_key_value_heads", kv_default, source);
+    c.max_position_embeddings = io::json_value_or<int64_t>(j, "max_position_embeddings", c.max_position_embeddings, source);
+    c.rms_norm_eps = io::json_value_or<double>(j, "rms_norm_eps", c.rms_norm_eps, source);
+    c.rope_theta = io::json_value_or<double>(j, "rope_theta", c.rope_theta, source);
+    c.tie_word_embeddings = io::json_value_or<bool>(j, "tie_word_embeddings", c.tie_word_embeddings, source);
     if (c.model_type == "llama") {
-        const bool bias = value_or<bool>(j, "attention_bias", false, source);
+        const bool bias = io::json_value_or<bool>(j, "attention_bias", false, source);
         c.qkv_bias = c.o_bias = bias;
-        c.mlp_bias = value_or<bool>(j, "mlp_bias", false, source);
+        c.mlp_bias = io::json_value_or<bool>(j, "mlp_bias", false, source);
     }
     if (c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.num_key_value_heads <= 0 || c.vocab_size <= 0 ||
         c.num_hidden_layers <= 0 || c.intermediate_size <= 0)
@@ -82,34 +73,34 @@ LlamaConfig parse_llama_config(const std::string& text, const std::string& sourc
         throw Error("num_attention_heads (" + std::to_string(c.num_attention_heads) +
                         ") is not a multiple of num_key_value_heads (" + std::to_string(c.num_key_value_heads) + ")",
                     {source, "num_key_value_heads"});
-    c.head_dim = value_or<int64_t>(j, "head_dim", c.hidden_size / c.num_attention_heads, source);
+    c.head_dim = io::json_value_or<int64_t>(j, "head_dim", c.hidden_size / c.num_attention_heads, source);
     if (c.head_dim <= 0 || c.head_dim % 2 != 0) throw Error("head_dim must be positive and even", {source, "head_dim"});
-    const std::string act = value_or<std::string>(j, "hidden_act", "silu", source);
+    const std::string act = io::json_value_or<std::string>(j, "hidden_act", "silu", source);
     if (act != "silu") throw Error("unsupported hidden_act '" + act + "' (expected silu)", {source, "hidden_act"});
 
     if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
         const auto& rs = j["rope_scaling"];
         if (!rs.is_object()) throw Error("rope_scaling must be an object or null", {source, "rope_scaling"});
-        std::string type = rs.contains("rope_type") ? value_or<std::string>(rs, "rope_type", "", source)
-                                                    : value_or<std::string>(rs, "type", "default", source);
+        std::string type = rs.contains("rope_type") ? io::json_value_or<std::string>(rs, "rope_type", "", source)
+                                                    : io::json_value_or<std::string>(rs, "type", "default", source);
         if (type != "default" && type != "linear" && type != "llama3")
             throw Error("unsupported rope_scaling type '" + type + "' (hra implements default, linear and llama3)",
                         {source, "rope_scaling"});
         // transformers v4.44 ignores rope_scaling in Mistral.
         if (c.model_type != "mistral") {
             c.rope_scaling.type = type;
-            c.rope_scaling.factor = value_or<double>(rs, "factor", 1.0, source);
-            c.rope_scaling.low_freq_factor = value_or<double>(rs, "low_freq_factor", 1.0, source);
-            c.rope_scaling.high_freq_factor = value_or<double>(rs, "high_freq_factor", 4.0, source);
+            c.rope_scaling.factor = io::json_value_or<double>(rs, "factor", 1.0, source);
+            c.rope_scaling.low_freq_factor = io::json_value_or<double>(rs, "low_freq_factor", 1.0, source);
+            c.rope_scaling.high_freq_factor = io::json_value_or<double>(rs, "high_freq_factor", 4.0, source);
             c.rope_scaling.original_max_position_embeddings =
-                value_or<int64_t>(rs, "original_max_position_embeddings", 8192, source);
+                io::json_value_or<int64_t>(rs, "original_max_position_embeddings", 8192, source);
         }
     }
     if (c.model_type == "mistral") {
         if (j.contains("sliding_window")) {
             c.sliding_window = j["sliding_window"].is_null()
                                    ? std::nullopt
-                                   : std::optional<int64_t>(value_or<int64_t>(j, "sliding_window", 0, source));
+                                   : std::optional<int64_t>(io::json_value_or<int64_t>(j, "sliding_window", 0, source));
         }
     } else if (c.model_type == "qwen2") {
         // transformers v4.44's eager Qwen2 attention ignores the window; so does hra.
@@ -131,7 +122,7 @@ LlamaConfig parse_llama_config(const std::string& text, const std::string& sourc
         }
     }
     c.pad_token_id = optional_id(j, "pad_token_id", source);
-    c.torch_dtype = value_or<std::string>(j, "torch_dtype", "", source);
+    c.torch_dtype = io::json_value_or<std::string>(j, "torch_dtype", "", source);
     return c;
 }
 

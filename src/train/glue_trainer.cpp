@@ -128,6 +128,14 @@ DebertaLoadOptions load_options(const glue::Task& t, const std::string& dtype, u
     return lo;
 }
 
+// DeBERTa classifiers: the classifier is the output layer all-linear leaves out.
+InjectOptions deberta_inject() {
+    InjectOptions inject;
+    inject.model_type = "deberta-v2";
+    inject.output_layers = {"classifier"};
+    return inject;
+}
+
 std::vector<glue::Example> limited(std::vector<glue::Example> v, int64_t limit) {
     if (limit > 0 && static_cast<int64_t>(v.size()) > limit) v.resize(static_cast<size_t>(limit));
     return v;
@@ -180,10 +188,7 @@ GlueTrainResult train_glue(const GlueTrainOptions& o) {
         if (o.adapters_only) cfg.modules_to_save.reset();
         cfg.task_type = "SEQ_CLS";
         cfg.inference_mode = false;
-        InjectOptions inject;
-        inject.model_type = "deberta-v2";
-        inject.output_layers = {"classifier"};
-        peft = std::make_unique<PeftModel>(loaded.model.ptr(), inject);
+        peft = std::make_unique<PeftModel>(loaded.model.ptr(), deberta_inject());
         peft->add_adapter("default", cfg);
         peft->set_strategy(parse_strategy(o.strategy));
         params = peft->trainable_parameters();
@@ -306,10 +311,7 @@ json evaluate_glue(const std::string& model_dir, const std::vector<std::string>&
     auto loaded = load_deberta(model_dir, load_options(task, dtype, 0));
     std::unique_ptr<PeftModel> peft;
     if (!adapters.empty()) {
-        InjectOptions inject;
-        inject.model_type = "deberta-v2";
-        inject.output_layers = {"classifier"};
-        peft = std::make_unique<PeftModel>(loaded.model.ptr(), inject);
+        peft = std::make_unique<PeftModel>(loaded.model.ptr(), deberta_inject());
         std::vector<std::string> names;
         for (size_t i = 0; i < adapters.size(); ++i) {
             names.push_back(i == 0 ? "default" : "adapter" + std::to_string(i));

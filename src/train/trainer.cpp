@@ -107,21 +107,6 @@ double peak_memory_mb() {
     return static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux: KiB
 }
 
-// Measured matmul rate (FLOP/s) of this machine in `dtype`, best of 3.
-double matmul_rate(c10::ScalarType dtype) {
-    torch::NoGradGuard ng;
-    // No random numbers here: the global generator drives dropout and must not move.
-    auto a = torch::linspace(-1, 1, 1024 * 1024).view({1024, 1024}).to(dtype), b = a.t().contiguous();
-    auto c = torch::mm(a, b);
-    double best = 1e30;
-    for (int i = 0; i < 3; ++i) {
-        auto t0 = std::chrono::steady_clock::now();
-        c = torch::mm(a, b);
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    return 2.0 * 1024 * 1024 * 1024 / best;
-}
-
 // Matrix FLOPs per trained token: frozen weights take a forward (2N) and an
 // input-gradient backward (2N); attention 4·T·q_dim per layer forward, 3x with
 // backward; adapters about 3x their forward cost.
@@ -224,6 +209,20 @@ std::string progress_bar(int64_t step, int64_t total, double seconds_per_step) {
 }
 
 }  // namespace
+
+double matmul_rate(c10::ScalarType dtype) {
+    torch::NoGradGuard ng;
+    // No random numbers here: the global generator drives dropout and must not move.
+    auto a = torch::linspace(-1, 1, 1024 * 1024).view({1024, 1024}).to(dtype), b = a.t().contiguous();
+    auto c = torch::mm(a, b);
+    double best = 1e30;
+    for (int i = 0; i < 3; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        c = torch::mm(a, b);
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return 2.0 * 1024 * 1024 * 1024 / best;
+}
 
 TrainResult train(const TrainOptions& o) {
     if (o.model.empty() || o.data.empty() || o.out.empty()) throw Error("train needs --model, --data and --out");

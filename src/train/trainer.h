@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <c10/core/ScalarType.h>
+
 #include "adapters/config.h"
 #include "data/dataset.h"
 
@@ -69,6 +71,10 @@ struct TrainResult {
     std::string adapter_dir;  // PEFT folder of the final adapter
     bool interrupted = false;  // stopped by SIGINT (a checkpoint was written)
 };
+
+// Measured matmul rate (FLOP/s) of this machine in `dtype` (1024^3, best of
+// 3), the peak that MFU is reported against. Draws no random numbers.
+double matmul_rate(c10::ScalarType dtype);
 
 // Runs training; throws hra::Error on bad input and on a non-finite loss
 // (leaving the last checkpoint as it was).
