@@ -19,7 +19,7 @@
 #include "adapters/peft_model.h"
 #include "common/runtime.h"
 #include "models/deberta.h"
-#include "train/glue_trainer.h"
+#include "train/tasks/glue.h"
 #include "train/optim.h"
 
 namespace {

@@ -22,7 +22,7 @@
 #include "models/llama2c.h"
 #include "models/loader.h"
 #include "train/optim.h"
-#include "train/trainer.h"
+#include "train/engine.h"
 
 namespace {
 

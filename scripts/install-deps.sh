@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
     cmake g++ make
     libtorch-dev          # tensors and autograd (libtorch 1.13, CPU)
+    libgloo-dev           # headers of c10d's Gloo process group (data-parallel training)
     libopenblas0-openmp   # fast BLAS behind libtorch (the reference BLAS is ~20x slower)
     nlohmann-json3-dev    # JSON (configs, safetensors headers)
     libgtest-dev          # unit tests

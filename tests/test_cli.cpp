@@ -151,7 +151,7 @@ TEST(Cli, TrainTakesAYamlOrJsonConfigThatFlagsOverride) {
     io::write_file_atomically(dir / "d.jsonl", data);
     io::write_file_atomically(dir / "cfg.yaml", "model: " + (dir / "s260") + "\ndata: " + (dir / "d.jsonl") +
                                                     "\nmax_steps: 3\nbatch-size: 4\nlr: 0.002\nmethod: lora\nr: 2\n"
-                                                    "target-modules: [q_proj, v_proj]\northo_form: frobenius\n");
+                                                    "target-modules: [q_proj, v_proj]\nwarmup_ratio: 0.5\n");
     r = run_hra("-q train --config " + (dir / "cfg.yaml") + " --out " + (dir / "run") + " --max-steps 2", dir);
     ASSERT_EQ(r.code, 0) << r.err;
     auto cfg = nlohmann::json::parse(io::read_file(dir / "run/config.json"));
@@ -160,6 +160,8 @@ TEST(Cli, TrainTakesAYamlOrJsonConfigThatFlagsOverride) {
     EXPECT_DOUBLE_EQ(cfg["lr"].get<double>(), 0.002);
     EXPECT_EQ(cfg["adapter"]["peft_type"], "LORA");
     EXPECT_EQ(cfg["adapter"]["target_modules"], nlohmann::json({"q_proj", "v_proj"}));
+    EXPECT_EQ(cfg["warmup_ratio"], 0.5);  // a key with underscores
+    EXPECT_EQ(cfg["warmup_steps_resolved"], 1);
     EXPECT_TRUE(std::filesystem::exists(dir / "run/checkpoint-2/adapter_model.safetensors"));
     EXPECT_TRUE(std::filesystem::exists(dir / "run/loss.svg"));
     io::write_file_atomically(dir / "cfg.json", R"({"model": ")" + (dir / "s260") + R"(", "data": ")" + (dir / "d.jsonl") +

@@ -20,7 +20,8 @@
 #include "models/llama.h"
 #include "text/pair_encoder.h"
 #include "text/sp_tokenizer.h"
-#include "train/glue_trainer.h"
+#include "train/engine.h"
+#include "train/tasks/glue.h"
 #include "test_util.h"
 
 using namespace hra;
@@ -123,30 +124,46 @@ TEST(GlueTraining, PaperAdapterCountOnDebertaV3BaseShape) {
     EXPECT_EQ(n, 663552);
 }
 
+namespace {
+
+// Library callers set the task defaults (presets) themselves, as the CLI does.
+TrainOptions glue_options(const std::string& task, const std::string& out, TrainMethod method) {
+    TrainOptions o;
+    o.task = task;
+    glue_task_defaults(o);
+    o.model = tiny_model();
+    o.data_dir = test::data_file("glue");
+    o.out = out;
+    o.method = method;
+    o.adapter.method = method == TrainMethod::Lora ? Method::Lora : Method::Hra;
+    o.quiet = true;
+    return o;
+}
+
+int64_t task_int(const TrainResult& r, const char* key) { return r.result["config"]["task_config"][key].get<int64_t>(); }
+
+}  // namespace
+
 TEST(GlueTraining, TrainsEvaluatesAndKeepsTheBestEpoch) {
     test::TempDir out;
-    GlueTrainOptions o;
-    o.model = tiny_model();
-    o.task = "glue-wnli";
-    o.data_dir = test::data_file("glue");
-    o.out = out / "run";
-    o.method = "hra";
+    auto o = glue_options("glue-wnli", out / "run", TrainMethod::Hra);
     o.lr = 1e-2;
     o.epochs = 3;
     o.warmup_steps = 2;
-    o.max_length = 64;
+    o.data_options.max_length = 64;
     o.batch_size = 16;
     o.max_train_examples = 96;
-    o.quiet = true;
-    auto r = train_glue(o);
-    ASSERT_EQ(r.epochs.size(), 3u);
-    EXPECT_EQ(r.adapter_params, 2 * (5 * 32 + 64) * 8);  // q, k, v, attention output, intermediate (in 32), output (in 64)
-    EXPECT_EQ(r.trainable_params, r.adapter_params + (32 * 32 + 32) + (2 * 32 + 2));  // + pooler + classifier
-    EXPECT_LT(r.epochs.back().train_loss, r.epochs.front().train_loss);
-    for (const auto& e : r.epochs) EXPECT_EQ(e.metrics["n"].get<int64_t>(), 71);
+    auto r = train(o);
+    ASSERT_EQ(r.evals.size(), 3u);  // one per epoch
+    EXPECT_EQ(r.steps, 18);
+    EXPECT_EQ(task_int(r, "adapter_params"), 2 * (5 * 32 + 64) * 8);  // q, k, v, attention output, intermediate (in 32), output (in 64)
+    EXPECT_EQ(task_int(r, "trainable_params"), task_int(r, "adapter_params") + (32 * 32 + 32) + (2 * 32 + 2));  // + pooler + classifier
+    EXPECT_LT(r.evals.back().train_loss, r.evals.front().train_loss);
+    for (const auto& e : r.evals) EXPECT_EQ(e.metrics["n"].get<int64_t>(), 71);
     double best = -1;
-    for (const auto& e : r.epochs) best = std::max(best, e.metrics["accuracy"].get<double>());
-    EXPECT_EQ(r.best_score, best);
+    for (const auto& e : r.evals) best = std::max(best, e.metrics["accuracy"].get<double>());
+    ASSERT_TRUE(r.best_score);
+    EXPECT_EQ(*r.best_score, best);
     auto results = io::read_json_file(out / "run/results.json");
     EXPECT_EQ(results["best"]["accuracy"].get<double>(), best);
     auto cfg = io::read_json_file(out / "run/best/adapter_config.json");
@@ -162,37 +179,70 @@ TEST(GlueTraining, TrainsEvaluatesAndKeepsTheBestEpoch) {
     // Without an adapter the head is random: refused.
     EXPECT_THROW(evaluate_glue(tiny_model(), {}, "wnli", test::data_file("glue"), "", 64, 0, "float32", ""), Error);
     // A non-empty run folder needs --force.
-    EXPECT_THROW(train_glue(o), Error);
+    EXPECT_THROW(train(o), Error);
 }
 
 TEST(GlueTraining, RegressionHeadOnlyAndAdaptersOnly) {
     test::TempDir out;
-    GlueTrainOptions o;
-    o.model = tiny_model();
-    o.task = "stsb";
-    o.data_dir = test::data_file("glue");
-    o.out = out / "head";
-    o.method = "head";
+    auto o = glue_options("glue-stsb", out / "head", TrainMethod::Head);
     o.lr = 1e-2;
     o.epochs = 2;
-    o.max_length = 64;
+    o.data_options.max_length = 64;
     o.max_train_examples = 64;
     o.max_eval_examples = 50;
-    o.quiet = true;
-    auto r = train_glue(o);
+    auto r = train(o);
     EXPECT_EQ(r.main_metric, "corr_mean");
-    EXPECT_EQ(r.trainable_params, (32 * 32 + 32) + (32 + 1));
-    EXPECT_EQ(r.adapter_params, 0);
-    EXPECT_TRUE(r.epochs[0].metrics.contains("pearson"));
+    EXPECT_EQ(task_int(r, "trainable_params"), (32 * 32 + 32) + (32 + 1));
+    EXPECT_EQ(task_int(r, "adapter_params"), 0);
+    EXPECT_TRUE(r.evals[0].metrics.contains("pearson"));
     EXPECT_TRUE(fs::exists(out / "head/best/head.safetensors"));
 
     o.out = out / "lora";
-    o.method = "lora";
+    o.method = TrainMethod::Lora;
+    o.adapter.method = Method::Lora;
     o.adapters_only = true;
     o.adapter.lora_alpha = 8;
-    r = train_glue(o);
-    EXPECT_EQ(r.trainable_params, r.adapter_params);  // the head stays frozen, as the seed's run.py
-    EXPECT_EQ(r.adapter_params, 2 * (4 * 8 * (32 + 32) + 2 * 8 * (32 + 64)));  // r (in + out) per layer
+    r = train(o);
+    EXPECT_EQ(task_int(r, "trainable_params"), task_int(r, "adapter_params"));  // the head stays frozen, as the seed's run.py
+    EXPECT_EQ(task_int(r, "adapter_params"), 2 * (4 * 8 * (32 + 32) + 2 * 8 * (32 + 64)));  // r (in + out) per layer
+}
+
+// GLUE training now has what the causal-LM loop had: resume bit for bit,
+// SIGINT -> checkpoint and exit code 130, NaN -> error with the last
+// checkpoint intact (all through the CLI).
+TEST(GlueTraining, ResumesBitForBitStopsOnSigintAndNan) {
+    test::TempDir dir;
+    const std::string common = "-q train --task glue-wnli --model " + tiny_model() + " --data-dir " + test::data_file("glue") +
+                               " --epochs 2 --lr 0.01 --max-train-examples 48 --batch-size 8 --max-length 64"
+                               " --max-eval-examples 24 --lora-dropout 0.1 --method lora --save-every 2 --out ";
+    auto full = test::run_hra(common + (dir / "full"), dir);
+    ASSERT_EQ(full.code, 0) << full.err;
+    auto cut = test::run_hra(common + (dir / "cut") + " --inject-sigint-at-step 5", dir);
+    EXPECT_EQ(cut.code, 130) << cut.err;
+    EXPECT_TRUE(fs::exists(dir / "cut/checkpoint-5/adapter_model.safetensors"));
+    EXPECT_FALSE(fs::exists(dir / "cut/checkpoint-12"));
+    auto rest = test::run_hra(common + (dir / "cut") + " --resume", dir);
+    ASSERT_EQ(rest.code, 0) << rest.err;
+    for (const char* f : {"checkpoint-12/adapter_model.safetensors", "checkpoint-12/optimizer.safetensors", "best/adapter_model.safetensors"})
+        EXPECT_EQ(io::read_file(dir / ("cut/" + std::string(f))), io::read_file(dir / ("full/" + std::string(f)))) << f;
+    auto a = nlohmann::json::parse(full.out), b = nlohmann::json::parse(rest.out);
+    EXPECT_EQ(a["evaluations"], b["evaluations"]);  // every epoch's metrics and mean training loss
+    // The per-step losses, each once.
+    auto losses = [&](const std::string& run) {
+        std::vector<double> out;
+        std::ifstream in(dir / (run + "/metrics.jsonl"));
+        for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+        return out;
+    };
+    EXPECT_EQ(losses("cut"), losses("full"));
+    EXPECT_EQ(losses("full").size(), 12u);
+
+    auto nan = test::run_hra(common + (dir / "nan") + " --inject-nan-at-step 7", dir);
+    EXPECT_EQ(nan.code, 1);
+    EXPECT_NE(nan.err.find("non-finite loss"), std::string::npos) << nan.err;
+    EXPECT_FALSE(fs::exists(dir / "nan/checkpoint-7"));
+    EXPECT_EQ(io::read_file(dir / "nan/checkpoint-6/adapter_model.safetensors"),
+              io::read_file(dir / "full/checkpoint-6/adapter_model.safetensors"));
 }
 
 TEST(GlueTraining, CommandLinePresetsAndFlags) {
@@ -218,10 +268,43 @@ TEST(GlueTraining, CommandLinePresetsAndFlags) {
     // --method head outside GLUE, and a missing data folder, are named errors.
     r = test::run_hra("-q train --method head --model " + tiny_model() + " --data x.jsonl --out " + (dir / "x"), dir);
     EXPECT_NE(r.code, 0);
-    EXPECT_NE(r.err.find("--method head is for GLUE"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("--method head does not apply to --task causal-lm"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "x"));
     r = test::run_hra("-q train --task glue-rte --model " + tiny_model() + " --data-dir " + (dir / "nope") + " --out " +
                           (dir / "y"),
                       dir);
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.err.find("nope/RTE/train.tsv"), std::string::npos) << r.err;
+}
+
+// Masked-LM training is a task of the same engine: checkpoints are complete
+// model folders, evaluation gives the masked-token loss and accuracy.
+TEST(MlmTask, TrainsEvaluatesAndWritesAModelFolder) {
+    test::TempDir dir;
+    std::string text;
+    for (const auto& e : glue::read_tsv(glue::task("wnli"), test::data_file("glue/WNLI/train.tsv"))) text += e.a + "\n";
+    io::write_file_atomically(dir / "text.txt", text);
+    auto r = test::run_hra("-q train --task mlm --model " + tiny_model() + " --data " + (dir / "text.txt") +
+                               " --max-steps 4 --batch-size 8 --max-length 48 --lr 0.001 --val-split 16 --eval-every 2 --out " +
+                               (dir / "run"),
+                           dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["method"], "full");
+    ASSERT_EQ(j["evaluations"].size(), 2u);
+    for (const auto& e : j["evaluations"]) {
+        EXPECT_GT(e["metrics"]["masked_tokens"].get<int64_t>(), 10);
+        EXPECT_TRUE(std::isfinite(e["metrics"]["loss"].get<double>()));
+    }
+    for (const char* f : {"model.safetensors", "config.json", "spm.model"}) EXPECT_TRUE(fs::exists(dir / ("run/checkpoint-4/" + std::string(f)))) << f;
+    // The trained encoder loads as a classifier backbone.
+    auto st = io::SafetensorsFile::open(dir / "run/checkpoint-4/model.safetensors");
+    auto base = io::SafetensorsFile::open(tiny_model() + "/model.safetensors");
+    const std::string key = "deberta.encoder.layer.0.attention.self.query_proj.weight";
+    EXPECT_GT(test::max_abs_diff(st.tensor(key), base.tensor(key)), 0);  // every parameter trains
+    // Adapters do not apply to this task.
+    r = test::run_hra("-q train --task mlm --method hra --model " + tiny_model() + " --data " + (dir / "text.txt") + " --out " +
+                          (dir / "x"),
+                      dir);
+    EXPECT_NE(r.err.find("--method hra does not apply to --task mlm"), std::string::npos) << r.err;
 }

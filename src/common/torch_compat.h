@@ -4,6 +4,13 @@
 
 #include <ATen/ATen.h>
 #include <torch/version.h>
+#if defined(HRA_WITH_CUDA)  // set by CMake for a CUDA libtorch (Debian ships the headers without CUDA)
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#define HRA_TORCH_HAS_CUDA 1
+#else
+#define HRA_TORCH_HAS_CUDA 0
+#endif
 
 #if TORCH_VERSION_MAJOR >= 2
 #define HRA_TORCH_HAS_SDPA 1
@@ -24,5 +31,26 @@ inline at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, cons
     return at::scaled_dot_product_attention(q, k, v, mask, 0.0, /*is_causal=*/false);
 }
 #endif
+
+// Peak bytes the CUDA caching allocator handed out on `device` (-1 without CUDA).
+inline double cuda_peak_allocated_bytes(int device) {
+#if HRA_TORCH_HAS_CUDA
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
+    return static_cast<double>(
+        stats.allocated_bytes[static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE)].peak);
+#else
+    (void)device;
+    return -1;
+#endif
+}
+
+// Waits for the device's queued work (timing); nothing on CPU.
+inline void cuda_synchronize(const c10::Device& device) {
+#if HRA_TORCH_HAS_CUDA
+    if (device.is_cuda()) c10::cuda::device_synchronize();
+#else
+    (void)device;
+#endif
+}
 
 }  // namespace hra::compat

@@ -15,7 +15,7 @@
 #include "models/llama2c.h"
 #include "models/pipeline.h"
 #include "train/plot.h"
-#include "train/trainer.h"
+#include "train/engine.h"
 
 namespace hra {
 
@@ -135,12 +135,13 @@ DemoResult run_demo(const DemoOptions& o) {
             t.data_options.format = "metamath";
             t.data_options.prompt_template = kTemplate;
             t.data_options.max_length = 64;
+            t.method = method == "hra" ? TrainMethod::Hra : TrainMethod::Lora;
             t.adapter.method = method == "hra" ? Method::Hra : Method::Lora;
             t.adapter.r = method == "hra" ? o.hra_r : o.lora_r;
             t.adapter.lora_alpha = static_cast<double>(2 * o.lora_r);
             t.adapter.target_modules = ModuleSelector::regex("all-linear");
             t.lr = lr;
-            t.schedule = "cosine";
+            t.schedule = Schedule::Cosine;
             t.warmup_ratio = 0.05;
             t.batch_size = o.batch_size;
             t.max_steps = o.steps;

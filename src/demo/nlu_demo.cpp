@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <random>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -20,7 +19,8 @@
 #include "models/llama.h"
 #include "text/pair_encoder.h"
 #include "text/sp_tokenizer.h"
-#include "train/glue_trainer.h"
+#include "train/tasks/glue.h"
+#include "train/engine.h"
 #include "train/optim.h"
 
 namespace hra {
@@ -54,20 +54,6 @@ json tiny_config(const NluDemoOptions& o, int64_t vocab) {
             {"pad_token_id", 0}};
 }
 
-// MLM inputs: 15% of the non-special tokens are predicted; of those 80% become
-// [MASK], 10% a random token, 10% stay.
-std::pair<torch::Tensor, torch::Tensor> mask_tokens(const torch::Tensor& ids, const torch::Tensor& special, int64_t mask_id,
-                                                    int64_t first_normal, int64_t vocab) {
-    auto pick = torch::rand(ids.sizes()).lt(0.15).logical_and(special.logical_not());
-    auto labels = torch::where(pick, ids, torch::full_like(ids, -100));
-    auto r = torch::rand(ids.sizes());
-    auto masked = pick.logical_and(r.lt(0.8));
-    auto randomised = pick.logical_and(r.ge(0.8)).logical_and(r.lt(0.9));
-    auto out = torch::where(masked, torch::full_like(ids, mask_id), ids);
-    out = torch::where(randomised, torch::randint(first_normal, vocab, ids.sizes(), torch::kLong), out);
-    return {out, labels};
-}
-
 std::string fmt(const char* f, double v) {
     char b[64];
     std::snprintf(b, sizeof b, f, v);
@@ -80,7 +66,7 @@ NluDemoResult run_nlu_demo(const NluDemoOptions& o) {
     if (o.data_dir.empty()) throw Error("demo nlu: give --data-dir, the glue_data folder holding SST-2/");
     const auto task = glue::task("sst2");
     const std::string train_file = glue::train_path(task, o.data_dir), dev_file = glue::dev_path(task, o.data_dir);
-    auto train = glue::read_tsv(task, train_file);
+    const auto sst2_train = glue::read_tsv(task, train_file);
     glue::read_tsv(task, dev_file);  // fail early
     io::make_dirs(o.out);
     NluDemoResult result;
@@ -91,10 +77,10 @@ NluDemoResult run_nlu_demo(const NluDemoOptions& o) {
     // 1. SentencePiece vocabulary on the training sentences.
     const std::string model_dir = (fs::path(o.out) / "tiny-deberta").string();
     io::OutputFolder folder(model_dir, /*overwrite=*/true);
+    const std::string text_path = (fs::path(o.out) / "sst2-train.txt").string();
     {
-        const std::string text_path = (fs::path(o.out) / "sst2-train.txt").string();
         std::string text;
-        for (const auto& e : train) text += e.a + "\n";
+        for (const auto& e : sst2_train) text += e.a + "\n";
         io::write_file_atomically(text_path, text);
         train_sentencepiece("--input=" + text_path + " --model_prefix=" + folder.file("spm") + " --vocab_size=" +
                             std::to_string(o.vocab_size) +
@@ -103,79 +89,56 @@ NluDemoResult run_nlu_demo(const NluDemoOptions& o) {
                             " --num_threads=2 --minloglevel=2");
         fs::remove(folder.file("spm.vocab"));
         log("SentencePiece vocabulary of " + std::to_string(o.vocab_size) + " pieces trained on " +
-            std::to_string(train.size()) + " SST-2 training sentences");
+            std::to_string(sst2_train.size()) + " SST-2 training sentences");
     }
     const auto encoder = PairEncoder(make_sentencepiece_tokenizer(folder.file("spm.model")));
     const int64_t vocab = encoder.tokenizer().vocab_size();
     const json cfg_json = tiny_config(o, vocab);
     io::write_file_atomically(folder.file("config.json"), cfg_json.dump(2) + "\n");
-    const auto cfg = parse_deberta_config(cfg_json.dump(), "config.json");
 
-    // 2. Masked-LM pretraining, time-boxed.
-    torch::manual_seed(0);
-    DebertaForMaskedLM mlm(cfg);
+    // 2. Masked-LM pretraining from scratch, time-boxed: the engine's mlm task.
     {
-        torch::NoGradGuard ng;
-        for (auto& [name, p] : unique_named_parameters(*mlm)) {
-            if (name.find("LayerNorm") != std::string::npos) continue;
-            if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) p.zero_();
-            else p.normal_(0, cfg.initializer_range);
+        TrainOptions t;
+        t.task = "mlm";
+        t.model = folder.temp_path();
+        t.data = text_path;
+        t.out = (fs::path(o.out) / "mlm").string();
+        t.method = TrainMethod::Full;
+        t.from_scratch = true;
+        t.data_options.max_length = o.pretrain_max_length;
+        t.lr = o.pretrain_lr;
+        t.schedule = Schedule::Constant;
+        t.warmup_steps = 200;
+        t.adam_beta1 = 0.9;
+        t.adam_beta2 = 0.98;
+        t.adam_eps = 1e-6;
+        t.weight_decay = 0.01;
+        t.batch_size = o.pretrain_batch;
+        t.max_grad_norm = 1.0;
+        t.max_steps = 1000000;
+        t.max_minutes = o.pretrain_minutes;
+        t.seed = 0;
+        t.overwrite = true;
+        t.quiet = true;
+        auto r = train(t);
+        result.pretrain_steps = r.steps;
+        result.pretrain_seconds = 0;
+        double smoothed = 0;
+        for (size_t i = 0; i < r.history.size(); ++i) {
+            const auto& h = r.history[i];
+            result.pretrain_seconds += h.ms / 1000.0;
+            smoothed = i == 0 ? h.loss : 0.98 * smoothed + 0.02 * h.loss;
+            if ((i + 1) % 100 == 0)
+                log("MLM step " + std::to_string(i + 1) + ", loss " + fmt("%.3f", smoothed) + ", " +
+                    fmt("%.0f", result.pretrain_seconds) + " s");
         }
-    }
-    std::vector<std::vector<int64_t>> sentences;
-    for (const auto& e : train) sentences.push_back(encoder.encode(e.a, "", o.pretrain_max_length).ids);
-    std::vector<torch::Tensor> params = mlm->parameters();
-    AdamW opt(params, {0.9, 0.98, 1e-6, 0.01});
-    std::mt19937_64 rng(0);
-    std::uniform_int_distribution<size_t> pick(0, sentences.size() - 1);
-    mlm->train();
-    const auto start = std::chrono::steady_clock::now();
-    double smoothed = 0;
-    for (int64_t step = 0;; ++step) {
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        if (elapsed > o.pretrain_minutes * 60) {
-            result.pretrain_steps = step;
-            result.pretrain_seconds = elapsed;
-            break;
-        }
-        std::vector<const std::vector<int64_t>*> rows;
-        size_t len = 0;
-        for (int64_t i = 0; i < o.pretrain_batch; ++i) {
-            rows.push_back(&sentences[pick(rng)]);
-            len = std::max(len, rows.back()->size());
-        }
-        auto ids = torch::full({o.pretrain_batch, static_cast<int64_t>(len)}, encoder.pad_id(), torch::kLong);
-        auto mask = torch::zeros_like(ids);
-        for (int64_t i = 0; i < o.pretrain_batch; ++i) {
-            const auto& s = *rows[static_cast<size_t>(i)];
-            ids[i].narrow(0, 0, static_cast<int64_t>(s.size())).copy_(torch::tensor(s, torch::kLong));
-            mask[i].narrow(0, 0, static_cast<int64_t>(s.size())).fill_(1);
-        }
-        auto special = ids.eq(encoder.cls_id()).logical_or(ids.eq(encoder.sep_id())).logical_or(mask.eq(0));
-        auto [inputs, labels] = mask_tokens(ids, special, encoder.mask_id(), 5, vocab);
-        auto logits = mlm->forward(inputs, mask).logits;
-        auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, vocab}), labels.reshape({-1}),
-                                                         torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
-        const double v = loss.item<double>();
-        if (!std::isfinite(v)) throw Error("non-finite MLM loss at step " + std::to_string(step + 1));
-        loss.backward();
-        clip_grad_norm(params, 1.0);
-        opt.step(o.pretrain_lr * std::min(1.0, static_cast<double>(step + 1) / 200.0));
-        opt.zero_grad();
-        smoothed = step == 0 ? v : 0.98 * smoothed + 0.02 * v;
-        if (step == 0) result.pretrain_first_loss = v;
+        if (!r.history.empty()) result.pretrain_first_loss = r.history.front().loss;
         result.pretrain_final_loss = smoothed;
-        if ((step + 1) % 100 == 0)
-            log("MLM step " + std::to_string(step + 1) + ", loss " + fmt("%.3f", smoothed) + ", " +
-                fmt("%.0f", elapsed) + " s");
+        io::write_file_atomically(folder.file("model.safetensors"),
+                                  io::read_file((fs::path(r.adapter_dir) / "model.safetensors").string()));
     }
     log("MLM pretraining: " + std::to_string(result.pretrain_steps) + " steps in " + fmt("%.0f", result.pretrain_seconds) +
         " s, loss " + fmt("%.3f", result.pretrain_first_loss) + " -> " + fmt("%.3f", result.pretrain_final_loss));
-    {
-        io::NamedTensors weights;
-        for (auto& [name, p] : unique_named_parameters(*mlm)) weights.emplace_back(name, p.detach());
-        io::save_safetensors(folder.file("model.safetensors"), weights);
-    }
     folder.commit();
 
     // 3. Fine-tuning on SST-2: head only, HRA, LoRA; several seeds.
@@ -188,28 +151,30 @@ NluDemoResult run_nlu_demo(const NluDemoOptions& o) {
         row.method = m.name;
         row.lr = m.lr;
         for (uint64_t seed : o.seeds) {
-            GlueTrainOptions g;
+            TrainOptions g;
             g.model = model_dir;
-            g.task = "sst2";
+            g.task = "glue-sst2";
             g.train_file = train_file;
             g.dev_file = dev_file;
             g.out = (fs::path(o.out) / "runs" / (std::string(m.name) + "-seed" + std::to_string(seed))).string();
-            g.method = m.name;
+            g.method = parse_train_method(m.name);
+            g.adapter.method = g.method == TrainMethod::Lora ? hra::Method::Lora : hra::Method::Hra;
             g.adapter.r = o.r;
             g.adapter.lora_alpha = static_cast<double>(o.r);
+            glue_task_defaults(g);
             g.lr = m.lr;
             g.epochs = o.finetune_epochs;
             g.warmup_steps = 30;
-            g.max_length = o.max_length;
+            g.data_options.max_length = o.max_length;
             g.seed = seed;
             g.max_train_examples = o.finetune_examples;
             g.overwrite = true;
             g.quiet = true;
-            auto r = train_glue(g);
-            row.trainable = r.trainable_params;
-            row.accuracy.push_back(r.best_score);
-            log(std::string(m.name) + " seed " + std::to_string(seed) + ": dev accuracy " + fmt("%.4f", r.best_score) +
-                " (epoch " + std::to_string(r.best_epoch) + ")");
+            auto r = train(g);
+            row.trainable = r.result["config"]["task_config"]["trainable_params"].get<int64_t>();
+            row.accuracy.push_back(r.best_score.value_or(0));
+            log(std::string(m.name) + " seed " + std::to_string(seed) + ": dev accuracy " + fmt("%.4f", r.best_score.value_or(0)) +
+                " (epoch " + std::to_string(r.result.value("best_epoch", int64_t(0))) + ")");
         }
         const auto [lo, hi] = std::minmax_element(row.accuracy.begin(), row.accuracy.end());
         row.spread = *hi - *lo;

@@ -1,5 +1,6 @@
 #include "eval/runner.h"
 
+#include <chrono>
 #include <cmath>
 #include <fstream>
 
@@ -7,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "common/error.h"
+#include "data/batch.h"
 #include "data/dataset.h"
 #include "eval/math_answer.h"
 #include "io/atomic_file.h"
@@ -115,34 +117,51 @@ json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const
     std::string out;
     int64_t n = 0, correct = 0;
     const bool math = o.task == "math";
+    struct Item {
+        std::string prompt, answer;
+        int64_t line;
+    };
+    std::vector<Item> items;
     for (const auto& [rec, line] : records) {
-        if (o.limit && n >= *o.limit) break;
+        if (o.limit && static_cast<int64_t>(items.size()) >= *o.limit) break;
         const std::string qf = pick(rec, o.question_field, math ? std::initializer_list<const char*>{"instruction", "problem"}
                                                                   : std::initializer_list<const char*>{"question"});
         const std::string af = pick(rec, o.answer_field, math ? std::initializer_list<const char*>{"output", "solution"}
                                                                 : std::initializer_list<const char*>{"answer"});
-        const std::string prompt = seed_eval_prompt(string_field(rec, qf, o.data, line));
-        const std::string answer = string_field(rec, af, o.data, line);
-        auto res = generate(model, tok, tok.encode(prompt, true), s);
-        Scored sc;
-        try {
-            sc = score_one(o.task, res.text, answer, o.protocol);
-        } catch (const Error& e) {
-            throw Error(e.message(), {o.data, "", line});
+        items.push_back({seed_eval_prompt(string_field(rec, qf, o.data, line)), string_field(rec, af, o.data, line), line});
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const size_t bs = static_cast<size_t>(std::max<int64_t>(1, o.batch_size));
+    for (size_t start = 0; start < items.size(); start += bs) {
+        std::vector<std::vector<int64_t>> prompts;
+        for (size_t i = start; i < std::min(items.size(), start + bs); ++i) prompts.push_back(tok.encode(items[i].prompt, true));
+        auto results = generate_batch(model, tok, prompts, s);
+        for (size_t k = 0; k < results.size(); ++k) {
+            const auto& it = items[start + k];
+            Scored sc;
+            try {
+                sc = score_one(o.task, results[k].text, it.answer, o.protocol);
+            } catch (const Error& e) {
+                throw Error(e.message(), {o.data, "", it.line});
+            }
+            ++n;
+            correct += sc.correct;
+            out += json{{"prompt", it.prompt}, {"completion", results[k].text}, {"extracted", sc.extracted},
+                        {"reference", sc.reference}, {"correct", sc.correct}}
+                       .dump() +
+                   "\n";
         }
-        ++n;
-        correct += sc.correct;
-        out += json{{"prompt", prompt}, {"completion", res.text}, {"extracted", sc.extracted}, {"reference", sc.reference},
-                    {"correct", sc.correct}}
-                   .dump() +
-               "\n";
-        if (!o.quiet) std::fprintf(stderr, "\rhra: %lld/%zu scored, %lld correct", static_cast<long long>(n),
-                                   o.limit ? std::min<size_t>(records.size(), static_cast<size_t>(*o.limit)) : records.size(),
-                                   static_cast<long long>(correct));
+        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (!o.quiet)
+            std::fprintf(stderr, "\rhra: %lld/%zu scored, %lld correct, %.2f questions/s", static_cast<long long>(n), items.size(),
+                         static_cast<long long>(correct), static_cast<double>(n) / secs);
     }
     if (!o.quiet) std::fprintf(stderr, "\n");
     if (!o.output.empty()) io::write_file_atomically(o.output, out);
-    return summary(o.task, o.protocol, n, correct);
+    auto result = summary(o.task, o.protocol, n, correct);
+    result["questions_per_s"] =
+        static_cast<double>(n) / std::max(1e-9, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return result;
 }
 
 json perplexity(LlamaForCausalLMImpl& model, const Tokenizer& tok, const std::string& data, const DataOptions& o,
@@ -152,25 +171,23 @@ json perplexity(LlamaForCausalLMImpl& model, const Tokenizer& tok, const std::st
     model.eval();
     double sum = 0;
     int64_t tokens = 0;
-    const int64_t pad = tok.eos_id().value_or(0);
+    // The padding id of training (train/tasks/causal_lm.cpp); masked positions do not count.
+    PadOptions po;
+    po.pad_id = model.config().pad_token_id.value_or(tok.eos_id().value_or(0));
     for (size_t start = 0; start < examples.size(); start += static_cast<size_t>(batch_size)) {
         const size_t end = std::min(examples.size(), start + static_cast<size_t>(batch_size));
-        int64_t len = 0;
-        for (size_t i = start; i < end; ++i) len = std::max<int64_t>(len, static_cast<int64_t>(examples[i].input_ids.size()));
-        auto ids = torch::full({static_cast<int64_t>(end - start), len}, pad, torch::kLong);
-        auto mask = torch::zeros_like(ids), labels = torch::full_like(ids, -100);
-        for (size_t i = start; i < end; ++i)
-            for (size_t t = 0; t < examples[i].input_ids.size(); ++t) {
-                ids[static_cast<int64_t>(i - start)][static_cast<int64_t>(t)] = examples[i].input_ids[t];
-                mask[static_cast<int64_t>(i - start)][static_cast<int64_t>(t)] = 1;
-                labels[static_cast<int64_t>(i - start)][static_cast<int64_t>(t)] = examples[i].labels[t];
-            }
+        TokenRows ids, labels;
+        for (size_t i = start; i < end; ++i) {
+            ids.push_back(&examples[i].input_ids);
+            labels.push_back(&examples[i].labels);
+        }
+        auto b = pad_batch(ids, po, labels);
         LlamaInputs in;
-        in.input_ids = ids;
-        in.attention_mask = mask;
+        in.input_ids = b.ids;
+        in.attention_mask = b.mask;
         auto logits = model.forward(in).logits;
-        const int64_t v = logits.size(-1);
-        auto targets = labels.narrow(1, 1, len - 1).reshape({-1});
+        const int64_t v = logits.size(-1), len = b.ids.size(1);
+        auto targets = b.labels.narrow(1, 1, len - 1).reshape({-1});
         sum += torch::nn::functional::cross_entropy(logits.narrow(1, 0, len - 1).reshape({-1, v}).to(torch::kFloat), targets,
                                                     torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum))
                    .item<double>();

@@ -38,6 +38,7 @@ struct GenerateEvalOptions {
     std::string question_field, answer_field;  // default per task and file
     std::optional<int64_t> limit;
     int64_t max_new_tokens = 512;
+    int64_t batch_size = 16;  // questions generated together (left padding, one KV cache)
     std::string output;  // predictions JSONL: prompt, completion, extracted, reference, correct
     bool quiet = false;
 };

@@ -137,4 +137,99 @@ GenerationResult generate(LlamaForCausalLMImpl& model, const Tokenizer& tokenize
     return res;
 }
 
+std::vector<GenerationResult> generate_batch(LlamaForCausalLMImpl& model, const Tokenizer& tokenizer,
+                                             const std::vector<std::vector<int64_t>>& prompts,
+                                             const SamplingOptions& options) {
+    for (const auto& p : prompts)
+        if (p.empty()) throw Error("a prompt has no tokens (add BOS or some text)");
+    for (const auto& s : options.stop)
+        if (s.empty()) throw Error("stop strings must not be empty");
+    if (prompts.empty()) return {};
+    torch::NoGradGuard no_grad;
+    const auto device = model.model->embed_tokens->weight.device();
+    const auto b = static_cast<int64_t>(prompts.size());
+    struct Row {
+        Sampler sampler;
+        TextStream stream;
+        GenerationResult res;
+        bool done = false;
+    };
+    std::vector<Row> rows;
+    size_t len = 0;
+    for (const auto& p : prompts) {
+        rows.push_back({Sampler(options), TextStream(tokenizer, p), {}, false});
+        rows.back().res.prompt_tokens = static_cast<int64_t>(p.size());
+        len = std::max(len, p.size());
+    }
+    // Left padding (id 0, masked out), so that every row's next token is the last column.
+    auto ids = torch::zeros({b, static_cast<int64_t>(len)}, torch::kLong);
+    auto mask = torch::zeros({b, static_cast<int64_t>(len)}, torch::kLong);
+    for (int64_t i = 0; i < b; ++i) {
+        const auto& p = prompts[static_cast<size_t>(i)];
+        const auto n = static_cast<int64_t>(p.size()), off = static_cast<int64_t>(len) - n;
+        ids[i].narrow(0, off, n).copy_(torch::tensor(p, torch::kLong));
+        mask[i].narrow(0, off, n).fill_(1);
+    }
+    mask = mask.to(device);
+    KVCache cache;
+    LlamaInputs in;
+    in.input_ids = ids.to(device);
+    in.attention_mask = mask;
+    in.position_ids = (mask.cumsum(1) - 1).clamp_min(0);
+    in.cache = &cache;
+    in.last_position_only = true;
+    auto t0 = std::chrono::steady_clock::now();
+    auto logits = model.forward(in).logits.select(1, 0).to(torch::kCPU);
+    const double prompt_seconds = seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    std::vector<int64_t> next(static_cast<size_t>(b), 0), position(static_cast<size_t>(b));
+    for (size_t i = 0; i < rows.size(); ++i) position[i] = static_cast<int64_t>(prompts[i].size());
+    for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+        bool all_done = true;
+        for (size_t i = 0; i < rows.size(); ++i) {
+            auto& r = rows[i];
+            if (r.done) continue;
+            const int64_t id = r.sampler.next(logits[static_cast<int64_t>(i)]);
+            next[i] = id;
+            r.res.tokens.push_back(id);
+            if (std::find(options.eos_ids.begin(), options.eos_ids.end(), id) != options.eos_ids.end()) {
+                r.res.finish_reason = "eos";
+                r.done = true;
+                continue;
+            }
+            r.stream.push(id);
+            const std::string& text = r.stream.text();
+            size_t cut = std::string::npos;
+            for (const auto& s : options.stop) cut = std::min(cut, text.find(s));
+            if (cut != std::string::npos) {
+                r.res.text = text.substr(0, cut);
+                r.res.finish_reason = "stop";
+                r.done = true;
+                continue;
+            }
+            all_done = false;
+        }
+        if (all_done || step + 1 == options.max_new_tokens) break;
+        mask = torch::cat({mask, torch::ones({b, 1}, mask.options())}, 1);
+        in.input_ids = torch::tensor(next, torch::kLong).view({b, 1}).to(device);
+        in.position_ids = torch::tensor(position, torch::kLong).view({b, 1}).to(device);
+        in.attention_mask = mask;
+        for (auto& p : position) ++p;
+        logits = model.forward(in).logits.select(1, 0).to(torch::kCPU);
+    }
+    std::vector<GenerationResult> out;
+    const double decode_seconds = seconds_since(t0);
+    for (auto& r : rows) {
+        if (r.res.finish_reason.empty() || r.res.finish_reason == "eos") {
+            r.stream.flush();
+            r.res.text = r.stream.text();
+            if (r.res.finish_reason.empty()) r.res.finish_reason = "length";
+        }
+        r.res.prompt_seconds = prompt_seconds;
+        r.res.decode_seconds = decode_seconds;
+        out.push_back(std::move(r.res));
+    }
+    return out;
+}
+
 }  // namespace hra

@@ -48,4 +48,11 @@ GenerationResult generate(LlamaForCausalLMImpl& model, const Tokenizer& tokenize
                           const std::vector<int64_t>& prompt_ids, const SamplingOptions& options,
                           const std::function<void(const std::string&)>& on_text = nullptr);
 
+// Generates after each prompt in one batch: prompts left-padded, one KV
+// cache, positions counted from each prompt's first token. Each result is
+// what generate() gives for that prompt alone (same sampler seed per row).
+std::vector<GenerationResult> generate_batch(LlamaForCausalLMImpl& model, const Tokenizer& tokenizer,
+                                             const std::vector<std::vector<int64_t>>& prompts,
+                                             const SamplingOptions& options);
+
 }  // namespace hra

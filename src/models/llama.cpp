@@ -1,4 +1,5 @@
 #include "models/llama.h"
+#include "models/checkpoint.h"
 
 #include <cmath>
 #include <limits>
@@ -210,7 +211,11 @@ LlamaOutputs LlamaForCausalLMImpl::forward(const LlamaInputs& in) {
     if (in.output_hidden_states) out.hidden_states.push_back(h);
     const size_t n = model->layers->size();
     for (size_t i = 0; i < n; ++i) {
-        h = model->layers->ptr<LlamaDecoderLayerImpl>(i)->forward(h, ctx, i);
+        auto layer = model->layers->ptr<LlamaDecoderLayerImpl>(i);
+        if (gradient_checkpointing_ && is_training() && !in.cache)
+            h = checkpointed([layer, ctx, i](const torch::Tensor& x) { return layer->forward(x, ctx, i); }, h);
+        else
+            h = layer->forward(h, ctx, i);
         if (in.output_hidden_states && i + 1 < n) out.hidden_states.push_back(h);
     }
     if (in.cache) in.cache->advance(t);

@@ -134,10 +134,14 @@ public:
 
     // Force the math attention path even where the fused op exists (tests).
     bool force_math_attention = false;
+    // Activation checkpointing in training: each decoder layer is recomputed in backward.
+    void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
+    bool gradient_checkpointing() const { return gradient_checkpointing_; }
 
 private:
     torch::Tensor inv_freq(c10::ScalarType dtype, const torch::Device& device);
     LlamaConfig config_;
+    bool gradient_checkpointing_ = false;
     torch::Tensor inv_freq_f32_, inv_freq_f64_;
 };
 TORCH_MODULE(LlamaForCausalLM);

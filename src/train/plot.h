@@ -5,7 +5,7 @@
 #include <utility>
 #include <vector>
 
-#include "train/trainer.h"
+#include "train/engine.h"
 
 namespace hra {
 

@@ -12,7 +12,7 @@
 #include "data/dataset.h"
 #include "eval/glue.h"
 #include "eval/runner.h"
-#include "train/glue_trainer.h"
+#include "train/tasks/glue.h"
 #include "models/pipeline.h"
 #include "text/tokenizer.h"
 
@@ -47,7 +47,7 @@ Command add_eval(CLI::App& app) {
     cmd->add_option("--data-dir", o->data_dir, "GLUE with --model: the glue_data folder");
     cmd->add_option("--limit", o->limit, "first N records only (0: all)")->default_val(0);
     cmd->add_option("--max-new-tokens", o->max_new_tokens, "generation length")->default_val(512);
-    cmd->add_option("--batch-size", o->batch_size, "perplexity: examples per batch")->default_val(8);
+    cmd->add_option("--batch-size", o->batch_size, "perplexity: examples per batch; gsm8k/math with --model: questions generated together")->default_val(8);
     cmd->add_option("--format", o->data_options.format, "perplexity: data format (auto, metamath, gsm8k, alpaca, text, chat)")->default_val("auto");
     cmd->add_option("--max-length", o->data_options.max_length, "perplexity: tokens per example")->default_val(512);
     cmd->add_option("--dtype", o->dtype, "compute dtype")->default_val("float32");
@@ -90,6 +90,7 @@ Command add_eval(CLI::App& app) {
                         g.answer_field = o->answer_field == "answer" ? "" : o->answer_field;
                         if (o->limit > 0) g.limit = o->limit;
                         g.max_new_tokens = o->max_new_tokens;
+                        g.batch_size = o->batch_size;
                         g.output = o->output;
                         result = eval::generate_and_score(*m.base.model, *tok, g);
                     }

@@ -8,10 +8,12 @@
 
 #include "commands.h"
 #include "config_file.h"
+#include "launch.h"
 #include "common/error.h"
 #include "common/runtime.h"
 
 int main(int argc, char** argv) {
+    hra::cli::set_program_args(argc, argv);
     CLI::App app{"hra: fine-tune with Householder Reflection Adaptation (and LoRA), PEFT-compatible"};
     app.require_subcommand(1);
     int threads = 0;

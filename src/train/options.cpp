@@ -1,0 +1,141 @@
+#include "train/options.h"
+
+#include <cmath>
+#include <regex>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "train/task.h"
+
+namespace hra {
+
+using json = nlohmann::json;
+
+TrainMethod parse_train_method(const std::string& n) {
+    if (n == "hra") return TrainMethod::Hra;
+    if (n == "lora") return TrainMethod::Lora;
+    if (n == "head") return TrainMethod::Head;
+    if (n == "full") return TrainMethod::Full;
+    throw Error("unknown method '" + n + "' (expected hra, lora, head or full)");
+}
+
+const char* train_method_name(TrainMethod m) {
+    switch (m) {
+        case TrainMethod::Hra: return "hra";
+        case TrainMethod::Lora: return "lora";
+        case TrainMethod::Head: return "head";
+        case TrainMethod::Full: return "full";
+    }
+    return "?";
+}
+
+namespace {
+
+const char* schedule_name(Schedule s) {
+    switch (s) {
+        case Schedule::Constant: return "constant";
+        case Schedule::Linear: return "linear";
+        case Schedule::Cosine: return "cosine";
+    }
+    return "?";
+}
+
+void check(bool ok, const std::string& option, const std::string& what) {
+    if (!ok) throw Error("--" + option + " " + what);
+}
+
+}  // namespace
+
+void validate(const TrainOptions& o) {
+    const auto& info = find_task(o.task);
+    check(!o.model.empty(), "model", "is required");
+    check(!o.out.empty(), "out", "is required");
+    bool method_ok = false;
+    for (auto m : info.methods) method_ok |= m == o.method;
+    if (!method_ok) {
+        std::string names;
+        for (auto m : info.methods) names += std::string(names.empty() ? "" : ", ") + train_method_name(m);
+        throw Error(std::string("--method ") + train_method_name(o.method) + " does not apply to --task " + o.task +
+                    " (it takes " + names + ")");
+    }
+    if (o.grad_checkpoint && !info.grad_checkpoint)
+        throw Error("--grad-checkpoint does not apply to --task " + o.task + " (LLaMA-family tasks only)");
+    static const std::regex device_re("cpu|cuda(:[0-9]+)?");
+    check(std::regex_match(o.device, device_re), "device", "must be cpu, cuda or cuda:N, got '" + o.device + "'");
+    check(o.dtype == "float32" || o.dtype == "bfloat16" || o.dtype == "float64", "dtype",
+          "must be float32, bfloat16 or float64, got '" + o.dtype + "'");
+    auto finite = [](double v) { return std::isfinite(v); };
+    check(finite(o.lr) && o.lr > 0, "lr", "must be a positive number");
+    check(o.warmup_steps >= 0, "warmup-steps", "must be >= 0");
+    check(finite(o.warmup_ratio) && o.warmup_ratio >= 0 && o.warmup_ratio <= 1, "warmup-ratio", "must be in [0, 1]");
+    check(finite(o.weight_decay) && o.weight_decay >= 0, "weight-decay", "must be >= 0");
+    check(finite(o.adam_beta1) && o.adam_beta1 >= 0 && o.adam_beta1 < 1, "adam-beta1", "must be in [0, 1)");
+    check(finite(o.adam_beta2) && o.adam_beta2 >= 0 && o.adam_beta2 < 1, "adam-beta2", "must be in [0, 1)");
+    check(finite(o.adam_eps) && o.adam_eps > 0, "adam-eps", "must be a positive number");
+    check(o.batch_size > 0, "batch-size", "must be positive");
+    check(o.grad_accum > 0, "grad-accum", "must be positive");
+    check(finite(o.max_grad_norm) && o.max_grad_norm >= 0, "max-grad-norm", "must be >= 0 (0: no clipping)");
+    check(o.epochs > 0, "epochs", "must be positive");
+    check(o.max_steps >= 0, "max-steps", "must be >= 0");
+    check(finite(o.max_minutes) && o.max_minutes >= 0, "max-minutes", "must be >= 0");
+    check(finite(o.ortho_lambda) && o.ortho_lambda >= 0, "ortho-lambda", "must be >= 0");
+    check(o.eval_every >= 0, "eval-every", "must be >= 0");
+    check(o.eval_batch_size >= 0, "eval-batch-size", "must be >= 0");
+    check(o.save_every >= 0, "save-every", "must be >= 0");
+    check(o.log_every > 0, "log-every", "must be positive");
+    check(finite(o.val_split) && o.val_split >= 0, "val-split", "must be >= 0");
+    check(o.data_options.max_length > 0, "max-length", "must be positive");
+    check(o.max_train_examples >= 0, "max-train-examples", "must be >= 0");
+    check(o.max_eval_examples >= 0, "max-eval-examples", "must be >= 0");
+    check(finite(o.mask_prob) && o.mask_prob > 0 && o.mask_prob < 1, "mask-prob", "must be in (0, 1)");
+    check(o.preset == "seed" || o.preset == "paper", "preset", "must be seed or paper");
+    if (o.method == TrainMethod::Hra || o.method == TrainMethod::Lora) {
+        AdapterConfig a = o.adapter;
+        a.method = o.method == TrainMethod::Lora ? Method::Lora : Method::Hra;
+        a.validate();
+    }
+}
+
+json to_json(const TrainOptions& o) {
+    json j;
+    j["task"] = o.task;
+    j["model"] = o.model;
+    j["out"] = o.out;
+    j["device"] = o.device;
+    j["dtype"] = o.dtype;
+    j["method"] = train_method_name(o.method);
+    if (o.method == TrainMethod::Hra || o.method == TrainMethod::Lora) {
+        AdapterConfig a = o.adapter;
+        a.method = o.method == TrainMethod::Lora ? Method::Lora : Method::Hra;
+        j["adapter"] = json::parse(adapter_config_json(a));
+        j["strategy"] = strategy_name(o.strategy);
+    }
+    j["lr"] = o.lr;
+    j["schedule"] = schedule_name(o.schedule);
+    j["warmup_steps"] = o.warmup_steps;
+    j["warmup_ratio"] = o.warmup_ratio;
+    j["weight_decay"] = o.weight_decay;
+    j["adam_beta1"] = o.adam_beta1;
+    j["adam_beta2"] = o.adam_beta2;
+    j["adam_eps"] = o.adam_eps;
+    j["batch_size"] = o.batch_size;
+    j["grad_accum"] = o.grad_accum;
+    j["max_grad_norm"] = o.max_grad_norm;
+    j["epochs"] = o.epochs;
+    j["max_steps"] = o.max_steps;
+    j["max_minutes"] = o.max_minutes;
+    j["ortho_lambda"] = o.ortho_lambda;
+    j["ortho_form"] = o.ortho_form == core::PenaltyForm::Squared ? "squared" : "frobenius";
+    j["seed"] = o.seed;
+    j["shuffle"] = o.shuffle;
+    j["grad_checkpoint"] = o.grad_checkpoint;
+    j["eval_every"] = o.eval_every;
+    j["eval_batch_size"] = o.eval_batch_size;
+    j["save_every"] = o.save_every;
+    j["log_every"] = o.log_every;
+    j["max_length"] = o.data_options.max_length;
+    return j;
+}
+
+}  // namespace hra

@@ -1,0 +1,93 @@
+// The one options structure of `hra train`, for every task: parsed and
+// validated before anything is written (enums are enums, numbers are checked,
+// a task-specific option given to another task is an error), and written to
+// the run folder's config.json in resolved form.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "adapters/adapter.h"
+#include "adapters/config.h"
+#include "core/householder.h"
+#include "data/dataset.h"
+#include "train/optim.h"
+
+namespace hra {
+
+// What trains: adapters (hra, lora), the classifier head alone (head), or
+// every parameter (full).
+enum class TrainMethod { Hra, Lora, Head, Full };
+TrainMethod parse_train_method(const std::string& name);
+const char* train_method_name(TrainMethod m);
+
+struct TrainOptions {
+    std::string task = "causal-lm";  // a name of the task registry (train/task.h)
+    std::string model;               // Hugging Face model folder
+    std::string out;                 // run folder
+    std::string device = "cpu";      // cpu, cuda, cuda:N
+    std::string dtype = "float32";   // base weights; adapters and optimizer state stay float32
+
+    // What trains.
+    TrainMethod method = TrainMethod::Hra;
+    AdapterConfig adapter;  // r, targets, ... with PEFT's names and defaults (lora_alpha 8)
+    Strategy strategy = Strategy::Auto;
+
+    // Optimisation (AdamW with PyTorch's defaults, Hugging Face's schedules).
+    double lr = 1e-4;
+    Schedule schedule = Schedule::Linear;
+    int64_t warmup_steps = 0;
+    double warmup_ratio = 0;  // used when warmup_steps is 0
+    double weight_decay = 0;
+    double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
+    int64_t batch_size = 8;  // examples per micro-batch, over all processes
+    int64_t grad_accum = 1;
+    double max_grad_norm = 1.0;  // 0: no clipping
+    int64_t epochs = 1;
+    int64_t max_steps = 0;     // > 0 overrides epochs
+    double max_minutes = 0;    // > 0: stop (with a checkpoint) after this wall-clock time
+    double ortho_lambda = 0;   // HRA orthogonality penalty weight
+    core::PenaltyForm ortho_form = core::PenaltyForm::Squared;
+    uint64_t seed = 0;
+    bool shuffle = true;
+    bool grad_checkpoint = false;  // recompute each layer in backward
+
+    // Evaluation, checkpoints, logs.
+    int64_t eval_every = 0;  // steps; 0: at the end of each epoch and of the run
+    int64_t eval_batch_size = 0;  // 0: batch_size
+    int64_t save_every = 0;  // steps; 0: at the end
+    int64_t log_every = 1;
+    bool resume = false;
+    bool overwrite = false;  // start over in a non-empty run folder
+    bool quiet = false;      // no per-step lines (metrics are still written)
+
+    // causal-lm
+    std::string data, val_data;  // records (JSON / JSONL); mlm: text, one example per line
+    double val_split = 0;        // fraction (< 1) or count (>= 1) of the training data, when no val_data
+    DataOptions data_options;    // max_length is every text task's
+
+    // glue-*
+    std::string data_dir, train_file, dev_file;
+    std::string preset = "seed";  // seed or paper
+    bool adapters_only = false;   // no modules_to_save: the seed's run.py trains hra_u alone
+    int64_t max_train_examples = 0, max_eval_examples = 0;  // 0: all
+
+    // mlm
+    double mask_prob = 0.15;
+    bool from_scratch = false;  // random initialisation (seeded) instead of the folder's weights
+
+    // Test hooks: raise SIGINT after this step / make this step's loss NaN.
+    int64_t inject_sigint_at_step = 0;
+    int64_t inject_nan_at_step = 0;
+};
+
+// Checks every value and that the task exists; hra::Error naming the option.
+void validate(const TrainOptions& options);
+
+// The resolved options as written to config.json.
+nlohmann::json to_json(const TrainOptions& options);
+
+}  // namespace hra
