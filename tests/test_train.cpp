@@ -403,7 +403,7 @@ namespace {
 std::string cli_common(const test::TempDir& dir) {
     return "-q --threads 1 train --model " + (dir / "s260") + " --data " + (dir / "g.jsonl") +
            " --max-length 256 --method hra --target-regex all-linear --lr 0.001 --batch-size 4 --grad-accum 2"
-           " --val-split 8 --save-every 2 --out ";
+           " --val-split 8 --out ";
 }
 
 std::vector<double> metric_column(const std::string& path, const char* key) {
@@ -473,30 +473,78 @@ TEST_F(TrainerTest, TwoProcessesMatchOneOnLoopback) {
 TEST_F(TrainerTest, AKilledWorkerMakesTheOtherExitWithAnError) {
     const int port = 20000 + static_cast<int>(getpid() % 20000);
     const std::string args = cli_common(dir) + (dir / "killed") + " --max-steps 100000 --eval-every 100000";
-    const pid_t r0 = spawn_worker(args, 0, port, dir / "r0.log"), r1 = spawn_worker(args, 1, port, dir / "r1.log");
+    pid_t r0 = spawn_worker(args, 0, port, dir / "r0.log"), r1 = spawn_worker(args, 1, port, dir / "r1.log");
+    // Whatever happens below, no worker outlives the test (a reaped one is set to 0).
+    struct Reaper {
+        pid_t *a, *b;
+        ~Reaper() {
+            for (pid_t* p : {a, b})
+                if (*p > 0 && kill(*p, SIGKILL) == 0) waitpid(*p, nullptr, 0);
+        }
+    } reaper{&r0, &r1};
     // Wait for training to be under way, then kill rank 1.
     const auto start = std::chrono::steady_clock::now();
     int early = 0;
     while (metric_column(dir / "killed/metrics.jsonl", "loss").size() < 2 &&
-           std::chrono::steady_clock::now() - start < std::chrono::seconds(120) && waitpid(r0, &early, WNOHANG) == 0)
+           std::chrono::steady_clock::now() - start < std::chrono::seconds(120)) {
+        if (waitpid(r0, &early, WNOHANG) == r0) {
+            r0 = 0;
+            break;
+        }
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
     ASSERT_GE(metric_column(dir / "killed/metrics.jsonl", "loss").size(), 2u) << test::slurp(dir / "r0.log");
     kill(r1, SIGKILL);
     waitpid(r1, nullptr, 0);
+    r1 = 0;
     const auto killed = std::chrono::steady_clock::now();
     int status = 0;
     pid_t done = 0;
     while ((done = waitpid(r0, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() - killed < std::chrono::seconds(60))
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (done == 0) {
-        kill(r0, SIGKILL);
-        waitpid(r0, nullptr, 0);
-        FAIL() << "rank 0 still running 60 s after rank 1 was killed";
-    }
+    if (done == 0) FAIL() << "rank 0 still running 60 s after rank 1 was killed";
+    r0 = 0;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
     std::printf("  rank 0 exited %.1f s after rank 1 was killed\n", secs);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
     EXPECT_NE(test::slurp(dir / "r0.log").find("hra: error"), std::string::npos) << test::slurp(dir / "r0.log");
+}
+
+// SIGINT to one process stops every process at the same step, with one
+// checkpoint (holding both RNG states), and both exit with 130.
+TEST_F(TrainerTest, SigintOnOneWorkerStopsBothWithOneCheckpoint) {
+    const int port = 20000 + static_cast<int>((getpid() + 7919) % 20000);
+    const std::string args = cli_common(dir) + (dir / "int") + " --max-steps 100000 --eval-every 100000";
+    pid_t r0 = spawn_worker(args, 0, port, dir / "r0.log"), r1 = spawn_worker(args, 1, port, dir / "r1.log");
+    struct Reaper {
+        pid_t *a, *b;
+        ~Reaper() {
+            for (pid_t* p : {a, b})
+                if (*p > 0 && kill(*p, SIGKILL) == 0) waitpid(*p, nullptr, 0);
+        }
+    } reaper{&r0, &r1};
+    const auto start = std::chrono::steady_clock::now();
+    while (metric_column(dir / "int/metrics.jsonl", "loss").size() < 2 &&
+           std::chrono::steady_clock::now() - start < std::chrono::seconds(120))
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    ASSERT_GE(metric_column(dir / "int/metrics.jsonl", "loss").size(), 2u) << test::slurp(dir / "r0.log");
+    kill(r1, SIGINT);
+    int s0 = 0, s1 = 0;
+    for (auto* p : {&r0, &r1}) {
+        int& s = p == &r0 ? s0 : s1;
+        while (waitpid(*p, &s, WNOHANG) == 0 && std::chrono::steady_clock::now() - start < std::chrono::seconds(180))
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        *p = 0;
+    }
+    EXPECT_TRUE(WIFEXITED(s0) && WEXITSTATUS(s0) == 130) << test::slurp(dir / "r0.log");
+    EXPECT_TRUE(WIFEXITED(s1) && WEXITSTATUS(s1) == 130) << test::slurp(dir / "r1.log");
+    int checkpoints = 0;
+    std::string name;
+    for (const auto& e : std::filesystem::directory_iterator(dir / "int"))
+        if (e.path().filename().string().rfind("checkpoint-", 0) == 0) ++checkpoints, name = e.path().filename().string();
+    ASSERT_EQ(checkpoints, 1);
+    auto opt = io::SafetensorsFile::open(dir / ("int/" + name + "/optimizer.safetensors"));
+    for (const char* k : {"rng.cpu.0", "rng.cpu.1"}) EXPECT_NO_THROW(opt.tensor(k)) << k;  // each process's generator
 }
 
 TEST_F(TrainerTest, OptionsAreCheckedBeforeTheRunFolderIsMade) {
@@ -514,6 +562,7 @@ TEST_F(TrainerTest, OptionsAreCheckedBeforeTheRunFolderIsMade) {
              {"--epochs 0", "--epochs must be positive"},
              {"--warmup-ratio 2", "--warmup-ratio must be in [0, 1]"},
              {"--device gpu", "--device must be cpu, cuda or cuda:N"},
+             {"--device cuda:0", "no CUDA"},  // Debian's libtorch is CPU-only
              {"--task glue-nope", "--task"},
              {"--task mlm --grad-checkpoint", "--grad-checkpoint does not apply to --task mlm"},
          }) {
