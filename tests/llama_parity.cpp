@@ -9,6 +9,7 @@
 // and incremental decoding with the KV cache (logits and cache contents).
 // A rope.safetensors beside the weights adds RoPE tables for further configs.
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -33,6 +34,10 @@ void check_model(const std::string& dir, const SafetensorsFile& io, c10::ScalarT
                  double tol, hra::test::ParityReport& rep) {
     hra::LoadOptions opt;
     opt.dtype = dtype;
+    // HRA_TEST_DEVICE=cuda runs the model on a GPU (scripts/gpu-check.sh); comparisons happen on the CPU.
+    const char* dev_env = std::getenv("HRA_TEST_DEVICE");
+    opt.device = dev_env && *dev_env ? dev_env : "cpu";
+    const torch::Device dev(opt.device);
     auto loaded = hra::load_llama(dir, opt);
     auto& model = *loaded.model;
     for (auto& p : model.parameters()) p.set_requires_grad(true);
@@ -40,8 +45,8 @@ void check_model(const std::string& dir, const SafetensorsFile& io, c10::ScalarT
                                 (prefix.empty() ? "as-is" : "f64");
 
     hra::LlamaInputs in;
-    in.input_ids = io.tensor("input_ids");
-    in.attention_mask = io.tensor("attention_mask");
+    in.input_ids = io.tensor("input_ids").to(dev);
+    in.attention_mask = io.tensor("attention_mask").to(dev);
     in.output_hidden_states = true;
     auto out = model.forward(in);
     rep.check(flavour + " logits", rel_err(out.logits, io.tensor(prefix + "logits")), tol);
@@ -73,14 +78,14 @@ void check_model(const std::string& dir, const SafetensorsFile& io, c10::ScalarT
 
     // Incremental decoding of sequence 0, one token at a time.
     torch::NoGradGuard ng;
-    auto ids = io.tensor("input_ids").select(0, 0);
+    auto ids = io.tensor("input_ids").select(0, 0).to(dev);
     const int64_t n = io.tensor(prefix + "decode.logits").size(0);
     hra::KVCache cache;
     std::vector<torch::Tensor> rows;
     for (int64_t i = 0; i < n; ++i) {
         hra::LlamaInputs step;
         step.input_ids = ids.narrow(0, i, 1).unsqueeze(0);
-        step.attention_mask = torch::ones({1, i + 1}, torch::kLong);
+        step.attention_mask = torch::ones({1, i + 1}, torch::TensorOptions().dtype(torch::kLong).device(dev));
         step.cache = &cache;
         rows.push_back(model.forward(step).logits.view({-1}));
     }

@@ -292,7 +292,7 @@ TEST_F(TrainerTest, NanLossStopsAndLeavesTheLastCheckpointUntouched) {
 
 TEST_F(TrainerTest, Bf16BaseKeepsFloat32AdaptersAndOptimizerState) {
     auto o = quick_options(dir, "bf16");
-    o.dtype = "bfloat16";
+    o.dtype = torch::kBFloat16;
     o.method = TrainMethod::Hra;
     o.max_steps = 4;
     o.save_every = 0;

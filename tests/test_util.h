@@ -19,14 +19,14 @@ namespace hra::test {
 
 // max|a − b| / max|b| (the relative error the PEFT parity checks use).
 inline double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
-    auto ad = a.detach().to(torch::kDouble), bd = b.detach().to(torch::kDouble);
+    auto ad = a.detach().to(torch::kCPU, torch::kDouble), bd = b.detach().to(torch::kCPU, torch::kDouble);
     const double scale = bd.abs().max().item<double>();
     const double diff = (ad - bd).abs().max().item<double>();
     return scale > 0 ? diff / scale : diff;
 }
 
 inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
-    return (a.detach().to(torch::kDouble) - b.detach().to(torch::kDouble)).abs().max().item<double>();
+    return (a.detach().to(torch::kCPU, torch::kDouble) - b.detach().to(torch::kCPU, torch::kDouble)).abs().max().item<double>();
 }
 
 // A fresh empty folder under the system temp dir, removed by the destructor.

@@ -282,8 +282,7 @@ TrainResult train(const TrainOptions& o) {
     }
 
     // GEMM efficiency is against the rate in the base weights' dtype.
-    const auto gemm_dtype = o.dtype == "bfloat16" ? torch::kBFloat16 : o.dtype == "float64" ? torch::kDouble : torch::kFloat;
-    const double gemm_rate = matmul_rate(gemm_dtype, o.device);
+    const double gemm_rate = matmul_rate(o.dtype, o.device);
     const bool tty = main && isatty(STDERR_FILENO) && !o.quiet;
     SigintScope sigint;
     std::vector<int64_t> order = epoch_order(n, o.seed, cursor.epoch, o.shuffle);

@@ -30,6 +30,22 @@ const char* train_method_name(TrainMethod m) {
     return "?";
 }
 
+c10::ScalarType parse_train_dtype(const std::string& n) {
+    if (n == "float32") return c10::ScalarType::Float;
+    if (n == "bfloat16") return c10::ScalarType::BFloat16;
+    if (n == "float64") return c10::ScalarType::Double;
+    throw Error("--dtype must be float32, bfloat16 or float64, got '" + n + "'");
+}
+
+const char* train_dtype_name(c10::ScalarType t) {
+    switch (t) {
+        case c10::ScalarType::Float: return "float32";
+        case c10::ScalarType::BFloat16: return "bfloat16";
+        case c10::ScalarType::Double: return "float64";
+        default: return "unsupported";
+    }
+}
+
 namespace {
 
 const char* schedule_name(Schedule s) {
@@ -63,8 +79,7 @@ void validate(const TrainOptions& o) {
         throw Error("--grad-checkpoint does not apply to --task " + o.task + " (LLaMA-family tasks only)");
     static const std::regex device_re("cpu|cuda(:[0-9]+)?");
     check(std::regex_match(o.device, device_re), "device", "must be cpu, cuda or cuda:N, got '" + o.device + "'");
-    check(o.dtype == "float32" || o.dtype == "bfloat16" || o.dtype == "float64", "dtype",
-          "must be float32, bfloat16 or float64, got '" + o.dtype + "'");
+    check(std::string(train_dtype_name(o.dtype)) != "unsupported", "dtype", "must be float32, bfloat16 or float64");
     auto finite = [](double v) { return std::isfinite(v); };
     check(finite(o.lr) && o.lr > 0, "lr", "must be a positive number");
     check(o.warmup_steps >= 0, "warmup-steps", "must be >= 0");
@@ -103,7 +118,7 @@ json to_json(const TrainOptions& o) {
     j["model"] = o.model;
     j["out"] = o.out;
     j["device"] = o.device;
-    j["dtype"] = o.dtype;
+    j["dtype"] = train_dtype_name(o.dtype);
     j["method"] = train_method_name(o.method);
     if (o.method == TrainMethod::Hra || o.method == TrainMethod::Lora) {
         AdapterConfig a = o.adapter;

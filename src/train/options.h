@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include <c10/core/ScalarType.h>
 #include <nlohmann/json_fwd.hpp>
 
 #include "adapters/adapter.h"
@@ -24,12 +25,16 @@ enum class TrainMethod { Hra, Lora, Head, Full };
 TrainMethod parse_train_method(const std::string& name);
 const char* train_method_name(TrainMethod m);
 
+// Base-weight dtypes training takes: float32, bfloat16, float64 (hra::Error otherwise).
+c10::ScalarType parse_train_dtype(const std::string& name);
+const char* train_dtype_name(c10::ScalarType t);
+
 struct TrainOptions {
     std::string task = "causal-lm";  // a name of the task registry (train/task.h)
     std::string model;               // Hugging Face model folder
     std::string out;                 // run folder
     std::string device = "cpu";      // cpu, cuda, cuda:N
-    std::string dtype = "float32";   // base weights; adapters and optimizer state stay float32
+    c10::ScalarType dtype = c10::ScalarType::Float;  // base weights: Float, BFloat16 or Double; adapters and optimizer state stay float32
 
     // What trains.
     TrainMethod method = TrainMethod::Hra;

@@ -20,7 +20,7 @@ namespace hra::cli {
 namespace {
 
 struct Raw {
-    std::string method = "hra", strategy = "auto", schedule = "linear", ortho_form = "squared";
+    std::string method = "hra", strategy = "auto", schedule = "linear", ortho_form = "squared", dtype = "float32";
     std::vector<std::string> targets, save;
     std::string target_regex;
     int nproc = 1;
@@ -55,7 +55,7 @@ Command add_train(CLI::App& app) {
     cmd->add_option("--nproc", raw->nproc, "data-parallel worker processes started here (torchrun's variables also work)")
         ->default_val(1)
         ->check(CLI::Range(1, 64));
-    cmd->add_option("--dtype", o->dtype, "base weights: float32, bfloat16 or float64 (adapters stay float32)")
+    cmd->add_option("--dtype", raw->dtype, "base weights: float32, bfloat16 or float64 (adapters stay float32)")
         ->default_val("float32")
         ->check(CLI::IsMember({"float32", "bfloat16", "float64"}));
 
@@ -165,6 +165,7 @@ Command add_train(CLI::App& app) {
                 o->strategy = parse_strategy(raw->strategy);
                 o->schedule = parse_schedule(raw->schedule);
                 o->ortho_form = core::parse_penalty_form(raw->ortho_form);
+                o->dtype = parse_train_dtype(raw->dtype);
                 info.defaults(*o, given);
                 validate(*o);
                 const char* world = std::getenv("WORLD_SIZE");

@@ -31,7 +31,7 @@ public:
     void setup(const std::string& resume_dir) override {
         if (o_.data.empty()) throw Error("--task causal-lm needs --data (JSON or JSONL records)");
         LoadOptions lo;
-        lo.dtype = parse_dtype(o_.dtype);
+        lo.dtype = o_.dtype;
         base_ = load_llama(o_.model, lo);
         tokenizer_ = load_tokenizer(o_.model);
         pad_ = base_.config.pad_token_id.value_or(tokenizer_->eos_id().value_or(0));

@@ -151,7 +151,7 @@ public:
         train_ = encode_all(*encoder_, train_ex, max_length);
         dev_ = encode_all(*encoder_, dev_ex, max_length);
 
-        loaded_ = load_deberta(o_.model, load_options(task_, o_.dtype, o_.seed));
+        loaded_ = load_deberta(o_.model, load_options(task_, train_dtype_name(o_.dtype), o_.seed));
         auto& model = *loaded_.model;
         if (o_.method == TrainMethod::Head) {
             for (auto* m : {model.pooler_dense.get(), model.classifier.get()})

@@ -56,7 +56,7 @@ public:
                 std::fprintf(stderr, "hra: %zu masked-LM head tensors not in %s: initialised (seed %llu)\n",
                              report.not_in_file.size(), o_.model.c_str(), static_cast<unsigned long long>(o_.seed));
         }
-        model_->to(parse_dtype(o_.dtype));
+        model_->to(o_.dtype);
         model_->to(c10::Device(o_.device));
         for (auto& p : model_->parameters()) p.set_requires_grad(true);
 
