@@ -547,6 +547,21 @@ TEST_F(TrainerTest, SigintOnOneWorkerStopsBothWithOneCheckpoint) {
     for (const char* k : {"rng.cpu.0", "rng.cpu.1"}) EXPECT_NO_THROW(opt.tensor(k)) << k;  // each process's generator
 }
 
+// --force starts over for real: the old run moves into previous-N/, and a
+// later --resume continues the new run, never the old one.
+TEST_F(TrainerTest, ForceMovesTheOldRunAside) {
+    const std::string run = cli_common(dir) + (dir / "f");
+    ASSERT_EQ(test::run_hra(run + " --max-steps 3", dir).code, 0);
+    auto r = test::run_hra(run + " --max-steps 2 --force --inject-sigint-at-step 1", dir);
+    ASSERT_EQ(r.code, 130) << r.err;
+    EXPECT_TRUE(std::filesystem::exists(dir / "f/previous-1/checkpoint-3/adapter_model.safetensors"));
+    EXPECT_FALSE(std::filesystem::exists(dir / "f/checkpoint-3"));
+    r = test::run_hra(run + " --max-steps 2 --resume", dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["steps"], 2);
+    EXPECT_EQ(metric_column(dir / "f/metrics.jsonl", "loss").size(), 2u);
+}
+
 TEST_F(TrainerTest, OptionsAreCheckedBeforeTheRunFolderIsMade) {
     struct Case {
         std::string flags, message;

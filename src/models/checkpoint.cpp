@@ -11,15 +11,23 @@ namespace {
 struct CheckpointBackward : torch::autograd::Node {
     std::function<at::Tensor(const at::Tensor&)> fn;
     at::Tensor input;      // detached
-    at::Tensor rng_state;  // CPU generator state before the first run
+    at::Tensor rng_state;   // CPU generator state before the first run
+    at::Tensor cuda_state;  // and the input device's generator on CUDA (dropout there draws from it)
+    c10::Device device{c10::kCPU};
     std::string name() const override { return "hra::CheckpointBackward"; }
     torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
         auto gen = at::detail::getDefaultCPUGenerator();
-        at::Tensor now;
+        at::Tensor now, cuda_now;
         {
             std::lock_guard<std::mutex> lock(gen.mutex());
             now = gen.get_state();
             gen.set_state(rng_state);
+        }
+        if (device.is_cuda()) {
+            auto g = at::globalContext().defaultGenerator(device);
+            std::lock_guard<std::mutex> lock(g.mutex());
+            cuda_now = g.get_state();
+            g.set_state(cuda_state);
         }
         torch::AutoGradMode enable(true);
         auto x = input.detach().requires_grad_(true);
@@ -27,6 +35,11 @@ struct CheckpointBackward : torch::autograd::Node {
         {
             std::lock_guard<std::mutex> lock(gen.mutex());
             gen.set_state(now);
+        }
+        if (device.is_cuda()) {
+            auto g = at::globalContext().defaultGenerator(device);
+            std::lock_guard<std::mutex> lock(g.mutex());
+            g.set_state(cuda_now);
         }
         torch::autograd::backward({y}, {grads[0]});
         auto g = x.grad();
@@ -46,6 +59,8 @@ at::Tensor checkpointed(std::function<at::Tensor(const at::Tensor&)> fn, const a
     if (!torch::GradMode::is_enabled()) return fn(x);
     auto node = std::shared_ptr<CheckpointBackward>(new CheckpointBackward(), torch::autograd::deleteNode);
     node->rng_state = at::detail::getDefaultCPUGenerator().get_state();
+    node->device = x.device();
+    if (x.is_cuda()) node->cuda_state = at::globalContext().defaultGenerator(x.device()).get_state();
     at::Tensor y;
     {
         torch::NoGradGuard ng;

@@ -58,7 +58,13 @@ struct BackendOf : Backend {
 struct Distributed::Group {
     c10::intrusive_ptr<c10d::Store> store;
     std::unique_ptr<Backend> backend;
+    c10::Device device{c10::kCPU};  // where collectives' tensors must live (CUDA for NCCL)
 };
+
+namespace {
+// A tensor on the collective's device, and back.
+at::Tensor to_comm(const at::Tensor& t, const c10::Device& d) { return t.device() == d ? t : t.to(d); }
+}  // namespace
 
 DistEnv dist_env_from_environment() {
     DistEnv e;
@@ -88,6 +94,7 @@ Distributed::Distributed(const DistEnv& env, const std::string& device, std::chr
     const bool cuda = device.rfind("cuda", 0) == 0;
 #ifdef HRA_WITH_NCCL
     if (cuda) {
+        group_->device = c10::Device(device);
         auto opts = c10d::ProcessGroupNCCL::Options::create();
         opts->timeout = timeout;
         group_->backend = std::make_unique<BackendOf<c10d::ProcessGroupNCCL>>(
@@ -109,8 +116,9 @@ Distributed::~Distributed() = default;
 
 void Distributed::sum(at::Tensor& t) {
     if (!active()) return;
-    std::vector<at::Tensor> v{t};
+    std::vector<at::Tensor> v{to_comm(t, group_->device)};
     group_->backend->allreduce(v, c10d::ReduceOp::SUM);
+    if (!v[0].is_same(t)) t.copy_(v[0]);
 }
 
 void Distributed::sum_grads(const std::vector<at::Tensor>& params, int64_t bucket_bytes) {
@@ -151,7 +159,7 @@ void Distributed::sum_grads(const std::vector<at::Tensor>& params, int64_t bucke
 
 double Distributed::max(double v) {
     if (!active()) return v;
-    std::vector<at::Tensor> t{torch::full({1}, v, torch::kDouble)};
+    std::vector<at::Tensor> t{torch::full({1}, v, torch::TensorOptions().dtype(torch::kDouble).device(group_->device))};
     group_->backend->allreduce(t, c10d::ReduceOp::MAX);
     return t[0].item<double>();
 }
@@ -159,7 +167,7 @@ double Distributed::max(double v) {
 void Distributed::broadcast(const std::vector<at::Tensor>& tensors) {
     if (!active()) return;
     for (const auto& t : tensors) {
-        std::vector<at::Tensor> v{t.is_contiguous() ? t : t.contiguous()};
+        std::vector<at::Tensor> v{to_comm(t.is_contiguous() ? t : t.contiguous(), group_->device)};
         group_->backend->broadcast(v);
         if (!v[0].is_same(t)) t.detach().copy_(v[0]);
     }
@@ -167,10 +175,11 @@ void Distributed::broadcast(const std::vector<at::Tensor>& tensors) {
 
 std::vector<at::Tensor> Distributed::all_gather(const at::Tensor& t) {
     if (!active()) return {t.clone()};
-    std::vector<at::Tensor> in{t.contiguous()};
+    std::vector<at::Tensor> in{to_comm(t.contiguous(), group_->device)};
     std::vector<std::vector<at::Tensor>> out(1);
     for (int r = 0; r < world_size(); ++r) out[0].push_back(torch::empty_like(in[0]));
     group_->backend->allgather(out, in);
+    for (auto& x : out[0]) x = x.to(t.device());
     return out[0];
 }
 

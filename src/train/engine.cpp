@@ -146,26 +146,49 @@ double peak_memory_mb(const std::string& device) {
     return static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux: KiB
 }
 
-TrainResult train(const TrainOptions& o) {
-    validate(o);
-    const auto& info = find_task(o.task);
+TrainResult train(const TrainOptions& options) {
+    validate(options);
+    const auto& info = find_task(options.task);
+    const DistEnv env = dist_env_from_environment();
+    TrainOptions o = options;
+    // Data parallel on CUDA: each process on the GPU of its LOCAL_RANK unless one was named.
+    if (env.world_size > 1 && o.device == "cuda") o.device = "cuda:" + std::to_string(env.local_rank);
     const c10::Device device(o.device);
     if (device.is_cuda() && !torch::cuda::is_available())
         throw Error("--device " + o.device + ": this libtorch has no CUDA or no GPU is visible");
-    Distributed dist(dist_env_from_environment(), o.device, std::chrono::seconds(300));
+    // Collectives wait up to 30 minutes (rank 0 evaluates and saves while the
+    // others wait); a peer that dies is seen at once, through its closed connection.
+    Distributed dist(env, o.device, std::chrono::minutes(30));
     const bool main = dist.is_main();
     const int world = dist.world_size(), rank = dist.rank();
     if (o.batch_size < world)
         throw Error("--batch-size " + std::to_string(o.batch_size) + " is smaller than the " + std::to_string(world) +
                     " processes (the batch size is global)");
 
-    // Run folder.
+    // Run folder. Every process looks at it before rank 0 writes anything there.
+    const bool not_empty = fs::exists(o.out) && !fs::is_empty(o.out);
+    dist.barrier();
     std::optional<std::pair<int64_t, std::string>> resume_from;
     if (o.resume) {
         resume_from = latest_checkpoint(o.out, main);
         if (!resume_from) throw Error("--resume: no checkpoint-N folder to resume from", {o.out});
-    } else if (fs::exists(o.out) && !fs::is_empty(o.out) && !o.overwrite) {
-        throw Error("run folder exists and is not empty (use --resume to continue it, or --force to start over)", {o.out});
+    } else if (not_empty) {
+        if (!o.overwrite)
+            throw Error("run folder exists and is not empty (use --resume to continue it, or --force to start over)", {o.out});
+        // --force starts over for real: the old checkpoints, best/ and metrics move
+        // into previous-N/, where no later --resume looks.
+        if (dist.is_main()) {
+            int k = 1;
+            while (fs::exists(fs::path(o.out) / ("previous-" + std::to_string(k)))) ++k;
+            const auto aside = fs::path(o.out) / ("previous-" + std::to_string(k));
+            static const std::regex old(R"((\.?checkpoint-.*|best|metrics\.jsonl|results\.json|config\.json|loss\.svg))");
+            for (const auto& e : fs::directory_iterator(o.out)) {
+                if (!std::regex_match(e.path().filename().string(), old)) continue;
+                fs::create_directories(aside);
+                fs::rename(e.path(), aside / e.path().filename());
+            }
+        }
+        dist.barrier();
     }
     json state;  // trainer_state.json of the checkpoint resumed from
     std::string state_path;
@@ -401,7 +424,7 @@ TrainResult train(const TrainOptions& o) {
         json line = {{"step", rec.step},   {"epoch", cursor.epoch + 1}, {"loss", rec.loss},
                      {"lr", rec.lr},       {"grad_norm", rec.grad_norm}, {"ms", rec.ms},
                      {"tokens_per_s", rec.tokens_per_s}, {"gemm_eff", rec.gemm_efficiency}, {"peak_mem_mb", rec.peak_mem_mb}};
-        const bool eval_due = task->eval_size() > 0 && !interrupted &&
+        const bool eval_due = task->eval_size() > 0 &&
                               ((o.eval_every > 0 && step % o.eval_every == 0) || (o.eval_every == 0 && epoch_end) || last);
         std::string eval_msg;
         if (eval_due && main) {

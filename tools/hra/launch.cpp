@@ -15,6 +15,8 @@
 
 #include "common/error.h"
 
+extern char** environ;
+
 namespace hra::cli {
 
 namespace {
@@ -56,21 +58,37 @@ void set_program_args(int argc, char** argv) { g_args.assign(argv, argv + argc);
 int launch_workers(int nproc) {
     if (g_args.empty()) throw Error("--nproc: the command line is unknown");
     const int port = free_port();
+    // argv and each worker's environment are built before fork: between fork
+    // and exec a multi-threaded process may only make async-signal-safe calls.
+    std::vector<char*> argv;
+    for (auto& a : g_args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    std::vector<std::string> base_env;
+    for (char** e = environ; *e; ++e) {
+        const std::string kv = *e, key = kv.substr(0, kv.find('='));
+        if (key != "RANK" && key != "LOCAL_RANK" && key != "WORLD_SIZE" && key != "MASTER_ADDR" && key != "MASTER_PORT")
+            base_env.push_back(kv);
+    }
+    std::vector<std::vector<std::string>> envs(static_cast<size_t>(nproc), base_env);
+    std::vector<std::vector<char*>> envps(static_cast<size_t>(nproc));
+    for (int r = 0; r < nproc; ++r) {
+        auto& e = envs[static_cast<size_t>(r)];
+        e.push_back("RANK=" + std::to_string(r));
+        e.push_back("LOCAL_RANK=" + std::to_string(r));
+        e.push_back("WORLD_SIZE=" + std::to_string(nproc));
+        e.push_back("MASTER_ADDR=127.0.0.1");
+        e.push_back("MASTER_PORT=" + std::to_string(port));
+        for (auto& s : e) envps[static_cast<size_t>(r)].push_back(s.data());
+        envps[static_cast<size_t>(r)].push_back(nullptr);
+    }
+    static const char kExecFailed[] = "hra: cannot start a worker (exec failed)\n";
     std::fflush(nullptr);
     for (int r = 0; r < nproc; ++r) {
         const pid_t pid = fork();
         if (pid < 0) throw Error("--nproc: fork failed");
         if (pid == 0) {
-            setenv("RANK", std::to_string(r).c_str(), 1);
-            setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-            setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
-            setenv("MASTER_ADDR", "127.0.0.1", 1);
-            setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-            std::vector<char*> argv;
-            for (auto& a : g_args) argv.push_back(const_cast<char*>(a.c_str()));
-            argv.push_back(nullptr);
-            execv("/proc/self/exe", argv.data());
-            std::perror("hra: exec");
+            execve("/proc/self/exe", argv.data(), envps[static_cast<size_t>(r)].data());
+            (void)!write(STDERR_FILENO, kExecFailed, sizeof kExecFailed - 1);
             _exit(127);
         }
         g_children.push_back(pid);
@@ -84,12 +102,20 @@ int launch_workers(int nproc) {
     int failure = 0, interrupted = 0;
     size_t alive = g_children.size();
     auto deadline = std::chrono::steady_clock::time_point::max();
+    bool term_sent = false;  // SIGTERM went out; at the deadline SIGKILL follows
     while (alive > 0) {
         int status = 0;
         const pid_t pid = waitpid(-1, &status, WNOHANG);
         if (pid < 0 && errno != EINTR) break;
         if (pid <= 0) {
-            if (std::chrono::steady_clock::now() > deadline) forward_signal(SIGKILL);
+            const auto now = std::chrono::steady_clock::now();
+            if (now > deadline && !term_sent) {
+                forward_signal(SIGTERM);
+                term_sent = true;
+                deadline = now + std::chrono::seconds(20);
+            } else if (now > deadline) {
+                forward_signal(SIGKILL);
+            }
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
             continue;
         }
@@ -97,11 +123,19 @@ int launch_workers(int nproc) {
             if (p == pid) p = -1;
         --alive;
         const int code = exit_code(status);
-        if (code == 130) interrupted = 130;
-        else if (code != 0 && !failure) {
+        if (code == 130) {
+            // The others stop at the same step; one that does not (it was still
+            // loading when the signal came) is stopped after a minute.
+            interrupted = 130;
+            if (alive > 0 && deadline == std::chrono::steady_clock::time_point::max()) {
+                deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+                term_sent = false;
+            }
+        } else if (code != 0 && !failure) {
             failure = code;
             std::fprintf(stderr, "hra: worker process %d failed (exit %d); stopping the others\n", static_cast<int>(pid), code);
             forward_signal(SIGTERM);
+            term_sent = true;
             deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
         }
     }

@@ -168,6 +168,8 @@ public:
             cfg_ = o_.adapter;
             cfg_.method = o_.method == TrainMethod::Lora ? Method::Lora : Method::Hra;
             if (!cfg_.target_modules.is_set()) cfg_.target_modules = ModuleSelector::regex(kGlueTargetRegex);
+            if (o_.adapters_only && cfg_.modules_to_save)
+                throw Error("--adapters-only trains the adapters alone; it contradicts --modules-to-save");
             if (!o_.adapters_only && !cfg_.modules_to_save) cfg_.modules_to_save = std::vector<std::string>{"pooler", "classifier"};
             if (o_.adapters_only) cfg_.modules_to_save.reset();
             cfg_.task_type = "SEQ_CLS";
@@ -205,7 +207,8 @@ public:
         auto out = loaded_.model->forward(b.ids.to(d), b.mask.to(d), b.types.to(d));
         BatchLoss l;
         l.count = static_cast<double>(rows.size());
-        l.sum = deberta_classification_loss(loaded_.config, out.logits, target) * l.count;
+        auto logits = out.logits.scalar_type() == torch::kDouble ? out.logits : out.logits.to(torch::kFloat);
+        l.sum = deberta_classification_loss(loaded_.config, logits, target) * l.count;
         l.tokens = b.tokens;
         l.seq_len = b.ids.size(1);
         return l;
@@ -269,7 +272,7 @@ void glue_task_defaults(TrainOptions& o, const std::set<std::string>& given) {
     const auto preset = glue_preset(glue::task(o.task.substr(5)), given.count("preset") ? o.preset : "seed");
     if (!given.count("lr")) o.lr = preset.lr;
     if (!given.count("epochs")) o.epochs = preset.epochs;
-    if (!given.count("warmup-steps")) o.warmup_steps = preset.warmup_steps;
+    if (!given.count("warmup-steps") && !given.count("warmup-ratio")) o.warmup_steps = preset.warmup_steps;
     if (!given.count("max-length")) o.data_options.max_length = preset.max_length;
     if (!given.count("batch-size")) o.batch_size = 32;
     if (!given.count("eval-batch-size")) o.eval_batch_size = 64;
