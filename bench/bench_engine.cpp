@@ -113,7 +113,7 @@ void run_train(benchmark::State& state, const std::string& name, const std::stri
 
 int main(int argc, char** argv) {
     const auto info = hra::init_runtime(0, true);
-    std::printf("runtime: %s\n", hra::describe(info).c_str());
+    std::fprintf(stderr, "runtime: %s\n", hra::describe(info).c_str());  // stdout stays the reporter's (JSON with --benchmark_format=json)
     char tmpl[] = "/tmp/hra-bench-engine-XXXXXX";
     g_tmp = mkdtemp(tmpl);
     make_inputs();
