@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -430,6 +431,44 @@ pid_t spawn_worker(const std::string& args, int rank, int port, const std::strin
     return pid;
 }
 
+// Two workers started with torchrun's variables; none outlives the test.
+class WorkerPair {
+public:
+    WorkerPair(const std::string& args, int port, const test::TempDir& dir)
+        : pid_{spawn_worker(args, 0, port, dir / "r0.log"), spawn_worker(args, 1, port, dir / "r1.log")} {}
+    ~WorkerPair() {
+        for (pid_t p : pid_)
+            if (p > 0 && kill(p, SIGKILL) == 0) waitpid(p, nullptr, 0);
+    }
+    // Until `metrics` holds `steps` lines (false if rank 0 ended first or 120 s passed).
+    bool wait_for_steps(const std::string& metrics, size_t steps) {
+        const auto start = std::chrono::steady_clock::now();
+        while (metric_column(metrics, "loss").size() < steps) {
+            if (std::chrono::steady_clock::now() - start > std::chrono::seconds(120) || !running(0)) return false;
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+        return true;
+    }
+    void signal(int rank, int sig) { kill(pid_[rank], sig); }
+    // The wait status of `rank`, or nothing when it still runs after `limit`.
+    std::optional<int> wait(int rank, std::chrono::seconds limit) {
+        const auto start = std::chrono::steady_clock::now();
+        while (running(rank)) {
+            if (std::chrono::steady_clock::now() - start > limit) return std::nullopt;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        return status_[rank];
+    }
+
+private:
+    bool running(int rank) {
+        if (pid_[rank] > 0 && waitpid(pid_[rank], &status_[rank], WNOHANG) == pid_[rank]) pid_[rank] = 0;
+        return pid_[rank] > 0;
+    }
+    pid_t pid_[2];
+    int status_[2] = {0, 0};
+};
+
 }  // namespace
 
 // Data parallel over c10d/Gloo: two processes with the same global batch give
@@ -473,37 +512,15 @@ TEST_F(TrainerTest, TwoProcessesMatchOneOnLoopback) {
 TEST_F(TrainerTest, AKilledWorkerMakesTheOtherExitWithAnError) {
     const int port = 20000 + static_cast<int>(getpid() % 20000);
     const std::string args = cli_common(dir) + (dir / "killed") + " --max-steps 100000 --eval-every 100000";
-    pid_t r0 = spawn_worker(args, 0, port, dir / "r0.log"), r1 = spawn_worker(args, 1, port, dir / "r1.log");
-    // Whatever happens below, no worker outlives the test (a reaped one is set to 0).
-    struct Reaper {
-        pid_t *a, *b;
-        ~Reaper() {
-            for (pid_t* p : {a, b})
-                if (*p > 0 && kill(*p, SIGKILL) == 0) waitpid(*p, nullptr, 0);
-        }
-    } reaper{&r0, &r1};
-    // Wait for training to be under way, then kill rank 1.
-    const auto start = std::chrono::steady_clock::now();
-    int early = 0;
-    while (metric_column(dir / "killed/metrics.jsonl", "loss").size() < 2 &&
-           std::chrono::steady_clock::now() - start < std::chrono::seconds(120)) {
-        if (waitpid(r0, &early, WNOHANG) == r0) {
-            r0 = 0;
-            break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    ASSERT_GE(metric_column(dir / "killed/metrics.jsonl", "loss").size(), 2u) << test::slurp(dir / "r0.log");
-    kill(r1, SIGKILL);
-    waitpid(r1, nullptr, 0);
-    r1 = 0;
+    WorkerPair workers(args, port, dir);
+    // Training under way, then rank 1 is killed.
+    ASSERT_TRUE(workers.wait_for_steps(dir / "killed/metrics.jsonl", 2)) << test::slurp(dir / "r0.log");
+    workers.signal(1, SIGKILL);
+    workers.wait(1, std::chrono::seconds(10));
     const auto killed = std::chrono::steady_clock::now();
-    int status = 0;
-    pid_t done = 0;
-    while ((done = waitpid(r0, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() - killed < std::chrono::seconds(60))
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (done == 0) FAIL() << "rank 0 still running 60 s after rank 1 was killed";
-    r0 = 0;
+    const auto done = workers.wait(0, std::chrono::seconds(60));
+    if (!done) FAIL() << "rank 0 still running 60 s after rank 1 was killed";
+    const int status = *done;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
     std::printf("  rank 0 exited %.1f s after rank 1 was killed\n", secs);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
@@ -515,27 +532,11 @@ TEST_F(TrainerTest, AKilledWorkerMakesTheOtherExitWithAnError) {
 TEST_F(TrainerTest, SigintOnOneWorkerStopsBothWithOneCheckpoint) {
     const int port = 20000 + static_cast<int>((getpid() + 7919) % 20000);
     const std::string args = cli_common(dir) + (dir / "int") + " --max-steps 100000 --eval-every 100000";
-    pid_t r0 = spawn_worker(args, 0, port, dir / "r0.log"), r1 = spawn_worker(args, 1, port, dir / "r1.log");
-    struct Reaper {
-        pid_t *a, *b;
-        ~Reaper() {
-            for (pid_t* p : {a, b})
-                if (*p > 0 && kill(*p, SIGKILL) == 0) waitpid(*p, nullptr, 0);
-        }
-    } reaper{&r0, &r1};
-    const auto start = std::chrono::steady_clock::now();
-    while (metric_column(dir / "int/metrics.jsonl", "loss").size() < 2 &&
-           std::chrono::steady_clock::now() - start < std::chrono::seconds(120))
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    ASSERT_GE(metric_column(dir / "int/metrics.jsonl", "loss").size(), 2u) << test::slurp(dir / "r0.log");
-    kill(r1, SIGINT);
-    int s0 = 0, s1 = 0;
-    for (auto* p : {&r0, &r1}) {
-        int& s = p == &r0 ? s0 : s1;
-        while (waitpid(*p, &s, WNOHANG) == 0 && std::chrono::steady_clock::now() - start < std::chrono::seconds(180))
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        *p = 0;
-    }
+    WorkerPair workers(args, port, dir);
+    ASSERT_TRUE(workers.wait_for_steps(dir / "int/metrics.jsonl", 2)) << test::slurp(dir / "r0.log");
+    workers.signal(1, SIGINT);
+    const int s0 = workers.wait(0, std::chrono::seconds(120)).value_or(-1);
+    const int s1 = workers.wait(1, std::chrono::seconds(60)).value_or(-1);
     EXPECT_TRUE(WIFEXITED(s0) && WEXITSTATUS(s0) == 130) << test::slurp(dir / "r0.log");
     EXPECT_TRUE(WIFEXITED(s1) && WEXITSTATUS(s1) == 130) << test::slurp(dir / "r1.log");
     int checkpoints = 0;
