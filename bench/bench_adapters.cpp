@@ -41,7 +41,7 @@ Setup make_setup(const std::string& method, int64_t in, int64_t out, int64_t r, 
     const auto opts = torch::TensorOptions().dtype(torch::kFloat);
     if (method == "hra_wy" || method == "hra_reference") {
         s.layer->add_adapter("default", std::make_shared<hra::HraAdapterImpl>(s.layer->shape(), r, false, false, opts));
-        s.layer->strategy = method == "hra_wy" ? hra::Strategy::Auto : hra::Strategy::Reference;
+        s.layer->strategy = method == "hra_wy" ? hra::MultiplyPath::Auto : hra::MultiplyPath::Reference;
     } else if (method == "lora") {
         hra::LoraOptions lo;
         lo.r = r;
@@ -100,7 +100,7 @@ std::string name_of(const std::string& method, int64_t d, int64_t r, int64_t tok
 }  // namespace
 
 int main(int argc, char** argv) {
-    const auto info = hra::init_runtime(0, true);
+    const auto info = hra::init_runtime(0);
     std::printf("runtime: %s\n", hra::describe(info).c_str());
     const int64_t sizes[] = {1024, 4096}, ranks[] = {8, 32}, token_counts[] = {16, 512};
     for (int64_t d : sizes)

@@ -29,7 +29,7 @@
 #include "io/safetensors.h"
 #include "models/llama2c.h"
 #include "models/llama_config.h"
-#include "models/loader.h"
+#include "models/llama_loader.h"
 
 namespace {
 
@@ -112,7 +112,7 @@ void run_train(benchmark::State& state, const std::string& name, const std::stri
 }  // namespace
 
 int main(int argc, char** argv) {
-    const auto info = hra::init_runtime(0, true);
+    const auto info = hra::init_runtime(0);
     std::fprintf(stderr, "runtime: %s\n", hra::describe(info).c_str());  // stdout stays the reporter's (JSON with --benchmark_format=json)
     char tmpl[] = "/tmp/hra-bench-engine-XXXXXX";
     g_tmp = mkdtemp(tmpl);

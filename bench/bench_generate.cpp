@@ -16,7 +16,7 @@
 #include "common/runtime.h"
 #include "io/atomic_file.h"
 #include "models/llama2c.h"
-#include "models/loader.h"
+#include "models/llama_loader.h"
 #include "models/pipeline.h"
 
 namespace {
@@ -106,7 +106,7 @@ std::string write_random_llama(const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const auto info = hra::init_runtime(0, true);
+    const auto info = hra::init_runtime(0);
     std::printf("runtime: %s\n", hra::describe(info).c_str());
     char tmpl[] = "/tmp/hra-bench-XXXXXX";
     const std::string tmp = mkdtemp(tmpl);

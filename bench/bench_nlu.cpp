@@ -59,16 +59,14 @@ void train_step(benchmark::State& state, const Shape& shape, const std::string& 
         for (auto& p : model->parameters()) p.normal_(0, 0.02);
     }
     for (auto& p : model->parameters()) p.set_requires_grad(false);
-    hra::PeftModel peft(model, {"deberta-v2", {"classifier"}});
+    hra::PeftModel peft(model, hra::glue::classifier_inject_options());
     std::vector<torch::Tensor> params;
     if (method == "frozen") {
         model->deberta->embeddings->LayerNorm->weight.set_requires_grad(true);
     } else {
-        hra::AdapterConfig c;
-        c.method = method == "hra" ? hra::Method::Hra : hra::Method::Lora;
+        auto c = hra::AdapterConfig::of(method);
         c.r = 8;
-        c.init_weights = false;
-        c.init_lora_weights = false;
+        c.set(method == "hra" ? "init_weights" : "init_lora_weights", false);
         c.target_modules = hra::ModuleSelector::regex(hra::kGlueTargetRegex);
         c.modules_to_save = std::vector<std::string>{"pooler", "classifier"};
         peft.add_adapter("default", c);
@@ -110,7 +108,7 @@ public:
 }  // namespace
 
 int main(int argc, char** argv) {
-    const auto info = hra::init_runtime(0, true);
+    const auto info = hra::init_runtime(0);
     std::printf("runtime: %s\n", hra::describe(info).c_str());
     for (const auto& shape : kShapes)
         for (const char* method : {"frozen", "hra", "lora"}) {

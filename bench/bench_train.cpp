@@ -20,7 +20,7 @@
 #include "adapters/peft_model.h"
 #include "common/runtime.h"
 #include "models/llama2c.h"
-#include "models/loader.h"
+#include "models/llama_loader.h"
 #include "train/optim.h"
 #include "train/engine.h"
 
@@ -61,23 +61,16 @@ hra::LlamaForCausalLM make_model(const std::string& name) {
 void train_step(benchmark::State& state, const std::string& model_name, const std::string& method) {
     auto model = make_model(model_name);
     for (auto& p : model->parameters()) p.set_requires_grad(false);
-    hra::InjectOptions inject;
-    inject.model_type = "llama";
-    hra::PeftModel peft(model.ptr(), inject);
+    hra::PeftModel peft(model.ptr(), hra::llama_inject_options("llama"));
     double adapter_flops = 0;
     if (method != "frozen") {
-        hra::AdapterConfig c;
-        c.method = method == "hra" ? hra::Method::Hra : hra::Method::Lora;
+        auto c = hra::AdapterConfig::of(method);
         c.r = 8;
-        c.init_weights = false;
-        c.init_lora_weights = false;
+        c.set(method == "hra" ? "init_weights" : "init_lora_weights", false);
         c.target_modules = hra::ModuleSelector::of({"q_proj", "v_proj"});
         peft.add_adapter("default", c);
         for (const auto& [k, l] : peft.adaptable_layers())
-            if (l->has_adapter("default")) {
-                const double d = static_cast<double>(l->shape().in), out = static_cast<double>(l->shape().out), r = 8;
-                adapter_flops += method == "hra" ? 3 * 4 * d * r : 3 * 2 * r * (d + out);
-            }
+            if (l->has_adapter("default")) adapter_flops += 3 * 2 * l->adapter("default")->row_cost();
     }
     model->train();
     const auto& cfg = model->config();
@@ -132,7 +125,7 @@ public:
 }  // namespace
 
 int main(int argc, char** argv) {
-    const auto info = hra::init_runtime(0, true);
+    const auto info = hra::init_runtime(0);
     std::printf("runtime: %s\n", hra::describe(info).c_str());
     char tmpl[] = "/tmp/hra-bench-XXXXXX";
     g_tmp = mkdtemp(tmpl);

@@ -18,7 +18,7 @@
 #include "common/error.h"
 #include "io/safetensors.h"
 #include "models/deberta_loader.h"
-#include "models/llama.h"
+#include "models/model_weights.h"
 #include "test_util.h"
 
 namespace {

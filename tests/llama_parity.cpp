@@ -20,7 +20,7 @@
 #include "common/error.h"
 #include "common/runtime.h"
 #include "io/safetensors.h"
-#include "models/loader.h"
+#include "models/llama_loader.h"
 #include "models/rope.h"
 #include "test_util.h"
 
@@ -126,7 +126,7 @@ void check_rope_file(const std::string& path, hra::test::ParityReport& rep) {
 }  // namespace
 
 int main() {
-    hra::init_runtime(0, /*quiet=*/true);
+    hra::init_runtime(0);
     const std::string root = hra::test::fixture_dir("HRA_LLAMA_FIXTURES", "llama-family");
     std::vector<std::string> dirs;
     std::error_code ec;

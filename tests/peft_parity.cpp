@@ -46,7 +46,7 @@ struct Check {
 };
 
 // Runs one case with one strategy; returns the errors per tensor.
-std::vector<Check> run_case(const SafetensorsFile& f, hra::Strategy strategy) {
+std::vector<Check> run_case(const SafetensorsFile& f, hra::MultiplyPath strategy) {
     const std::string kind = meta(f, "kind");
     const int64_t r = meta_int(f, "r"), in = meta_int(f, "in"), out = meta_int(f, "out");
     const bool gs = meta_bool(f, "apply_GS"), has_bias = meta_bool(f, "bias");
@@ -96,7 +96,7 @@ std::vector<Check> run_case(const SafetensorsFile& f, hra::Strategy strategy) {
     checks.push_back({"grad_x", rel_err(x.grad(), f.tensor("grad_x"))});
     {
         torch::NoGradGuard g;
-        auto h = strategy == hra::Strategy::Reference ? adapter->reference_matrix()
+        auto h = strategy == hra::MultiplyPath::Reference ? adapter->reference_matrix()
                                                       : hra::core::materialize(adapter->reflector());
         checks.push_back({"H", rel_err(h, f.tensor("delta"))});
     }
@@ -114,7 +114,7 @@ std::vector<Check> run_case(const SafetensorsFile& f, hra::Strategy strategy) {
 }  // namespace
 
 int main() {
-    hra::init_runtime(0, /*quiet=*/true);
+    hra::init_runtime(0);
     const std::string dir = hra::test::fixture_dir("HRA_PEFT_FIXTURES", "peft-hra");
     std::vector<std::string> files;
     std::error_code ec;
@@ -126,8 +126,8 @@ int main() {
         std::printf("FAIL: no *.safetensors case found in %s\n", dir.c_str());
         return 1;
     }
-    const hra::Strategy strategies[] = {hra::Strategy::Reference, hra::Strategy::WyInput, hra::Strategy::WyWeight,
-                                        hra::Strategy::Auto};
+    const hra::MultiplyPath strategies[] = {hra::MultiplyPath::Reference, hra::MultiplyPath::Input, hra::MultiplyPath::Weight,
+                                        hra::MultiplyPath::Auto};
     int failures = 0, lines = 0;
     for (const auto& path : files) {
         const std::string name = std::filesystem::path(path).stem().string();
@@ -147,7 +147,7 @@ int main() {
                         detail += "(!)";
                     }
                 }
-                std::printf("%-5s %-18s %-9s tol=%.0e%s\n", ok ? "OK" : "FAIL", name.c_str(), hra::strategy_name(s),
+                std::printf("%-5s %-18s %-9s tol=%.0e%s\n", ok ? "OK" : "FAIL", name.c_str(), hra::hra_strategy_name(s),
                             tol, detail.c_str());
                 failures += ok ? 0 : 1;
                 ++lines;

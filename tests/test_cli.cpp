@@ -8,7 +8,7 @@
 #include <torch/torch.h>
 
 #include "adapters/peft_model.h"
-#include "models/loader.h"
+#include "models/llama_loader.h"
 #include <nlohmann/json.hpp>
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -42,6 +42,11 @@ TEST(Cli, ExportLoraAndInspect) {
     EXPECT_EQ(r.code, 0) << r.err;
     EXPECT_NE(r.out.find("peft_type: LORA   r: 4"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("lora_alpha: 4"), std::string::npos) << r.out;
+    // -q: nothing on stderr but warnings and errors (the runtime summary is info).
+    EXPECT_EQ(r.err, "");
+    r = run_hra("-q -v inspect " + (dir / "lora"), dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("--quiet and --verbose"), std::string::npos) << r.err;
 }
 
 TEST(Cli, ErrorsAreOneLineAndNonZero) {
@@ -70,24 +75,23 @@ TEST(Cli, ConvertGenerateMergeExport) {
                          test::data_file("stories260K/tok512.bin") + " --out " + (dir / "s260"),
                      dir);
     ASSERT_EQ(r.code, 0) << r.err;
-    r = run_hra("-q generate --model " + (dir / "s260") + " --prompt 'Once upon a time' --max-new-tokens 30", dir);
+    r = run_hra("generate --model " + (dir / "s260") + " --prompt 'Once upon a time' --max-new-tokens 30", dir);
     ASSERT_EQ(r.code, 0) << r.err;
-    // stdout holds the generated text only; timings go to stderr.
+    // stdout holds the generated text only; timings go to stderr (info: -q hides them, below).
     EXPECT_EQ(r.out, ", there was a little girl named Lily. She loved to play outside in the park. One day,\n");
     EXPECT_NE(r.err.find("tok/s"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("finish: length"), std::string::npos) << r.err;
     r = run_hra("-q generate --model " + (dir / "s260") + " --prompt 'Once upon a time' --stop Lily", dir);
     EXPECT_EQ(r.out, ", there was a little girl named \n");
+    EXPECT_EQ(r.err, "");
 
     // An adapter for the converted model: merge it, export it as LoRA; outputs refuse to be overwritten.
     {
         auto m = load_llama(dir / "s260");
-        InjectOptions inject;
-        inject.model_type = "llama";
-        PeftModel pm(m.model.ptr(), inject);
+        PeftModel pm(m.model.ptr(), llama_inject_options("llama"));
         AdapterConfig c;
         c.r = 2;
-        c.init_weights = false;
+        c.set("init_weights", false);
         pm.add_adapter("default", c);
         pm.save_adapter(dir / "adapter");
     }

@@ -5,8 +5,12 @@
 #include <torch/torch.h>
 
 #include "adapters/config.h"
+#include "adapters/lora.h"
+#include "adapters/method.h"
 #include "adapters/peft_model.h"
 #include "common/error.h"
+#include "models/deberta_loader.h"
+#include "models/llama_loader.h"
 
 using namespace hra;
 
@@ -89,10 +93,11 @@ TEST(Targets, LayersToTransformAndPattern) {
 }
 
 TEST(Targets, DefaultsByModelTypeAndUnsupportedModules) {
-    InjectOptions o;
-    o.model_type = "llama";
+    InjectOptions o = llama_inject_options("llama");
     EXPECT_EQ(targets(AdapterConfig{}, o).size(), 6u);  // q_proj and v_proj of three layers
     EXPECT_THROW(targets(AdapterConfig{}), Error);     // no model type, no targets
+    EXPECT_THROW(targets(AdapterConfig{}, llama_inject_options("gpt2")), Error);  // a type without PEFT defaults
+    EXPECT_EQ(deberta_inject_options().default_targets, (std::vector<std::string>{"query_proj", "value_proj"}));
     try {
         targets(hra_config(ModuleSelector::of({"embed_tokens"})));
         FAIL();
@@ -139,9 +144,9 @@ TEST(Config, ReadsAPeftHraConfig) {
   "task_type": "CAUSAL_LM"
 })";
     auto c = parse_adapter_config(text, "adapter_config.json");
-    EXPECT_EQ(c.method, Method::Hra);
+    EXPECT_EQ(c.peft_type, "HRA");
     EXPECT_EQ(c.r, 32);
-    EXPECT_TRUE(c.apply_GS);
+    EXPECT_TRUE(c.get<bool>("apply_GS"));
     EXPECT_EQ(c.bias, "hra_only");
     EXPECT_EQ(c.target_modules.names, (std::vector<std::string>{"q_proj", "v_proj"}));
     EXPECT_EQ(*c.task_type, "CAUSAL_LM");
@@ -157,10 +162,10 @@ TEST(Config, ReadsAPeftHraConfig) {
 
 TEST(Config, LoraKeysAndDefaults) {
     auto c = parse_adapter_config(R"({"peft_type":"LORA","target_modules":"all-linear","layers_to_transform":3,"layers_pattern":null})", "x");
-    EXPECT_EQ(c.method, Method::Lora);
+    EXPECT_EQ(c.peft_type, "LORA");
     EXPECT_EQ(c.r, 8);
-    EXPECT_EQ(c.lora_alpha, 8);
-    EXPECT_EQ(c.lora_dropout, 0);
+    EXPECT_EQ(c.get<double>("lora_alpha"), 8);
+    EXPECT_EQ(c.get<double>("lora_dropout"), 0);
     EXPECT_EQ(c.target_modules.kind, ModuleSelector::Kind::AllLinear);
     EXPECT_EQ(*c.layers_to_transform, std::vector<int64_t>{3});
     auto j = nlohmann::json::parse(adapter_config_json(c));
@@ -176,18 +181,19 @@ TEST(Config, LoraKeysAndDefaults) {
 TEST(Config, ReadsFilesWrittenByPeft) {
     const std::string dir = std::string(HRA_TEST_FIXTURES) + "/peft-configs/";
     auto hra_cfg = read_adapter_config(dir + "hra-flux2-klein-default.json");
-    EXPECT_EQ(hra_cfg.method, Method::Hra);
+    EXPECT_EQ(hra_cfg.peft_type, "HRA");
     EXPECT_EQ(hra_cfg.r, 32);
-    EXPECT_FALSE(hra_cfg.apply_GS);
-    EXPECT_TRUE(hra_cfg.init_weights);
+    EXPECT_FALSE(hra_cfg.get<bool>("apply_GS"));
+    EXPECT_TRUE(hra_cfg.get<bool>("init_weights"));
     EXPECT_EQ(hra_cfg.target_modules.names.size(), 11u);  // 12 entries, "to_add_out" twice (PEFT wrote a set)
     EXPECT_EQ(nlohmann::json::parse(adapter_config_json(hra_cfg))["peft_version"], "0.18.2.dev0@UNKNOWN");
 
     auto lora = read_adapter_config(dir + "lora-llama-3.2-3B-rank10-target-mlp.json");
-    EXPECT_EQ(lora.method, Method::Lora);
+    EXPECT_EQ(lora.peft_type, "LORA");
     EXPECT_EQ(lora.r, 10);
-    EXPECT_EQ(lora.lora_alpha, 20);
-    EXPECT_EQ(lora.lora_options().r, 10);
+    EXPECT_EQ(lora.get<double>("lora_alpha"), 20);
+    EXPECT_EQ(lora_options(lora).r, 10);
+    EXPECT_EQ(lora_options(lora).lora_alpha, 20);
     EXPECT_EQ(*lora.task_type, "CAUSAL_LM");
     auto written = nlohmann::json::parse(adapter_config_json(lora));
     EXPECT_EQ(written["megatron_core"], "megatron.core");  // unknown keys survive
@@ -200,4 +206,39 @@ TEST(Config, ReadsFilesWrittenByPeft) {
         EXPECT_EQ(e.key(), "use_dora");
         EXPECT_NE(std::string(e.what()).find("lora-llama-3.2-3B-rank32-dora.json"), std::string::npos);
     }
+}
+
+// The registry: one entry per method, found by peft_type or name; a method's
+// options are checked against its own keys and types.
+TEST(Config, MethodsComeFromTheRegistry) {
+    EXPECT_EQ(adapter_method_names(), (std::vector<std::string>{"hra", "lora"}));
+    EXPECT_EQ(adapter_method("lora").peft_type, "LORA");
+    EXPECT_EQ(adapter_method("HRA").name, "hra");
+    EXPECT_FALSE(is_adapter_method("OFT"));
+    EXPECT_THROW(adapter_method("OFT"), Error);
+    EXPECT_THROW(parse_adapter_config(R"({"peft_type":"OFT"})", "x"), Error);
+
+    AdapterConfig c;  // HRA by default, PEFT's defaults
+    EXPECT_FALSE(c.get<bool>("apply_GS"));
+    EXPECT_TRUE(c.get<bool>("init_weights"));
+    EXPECT_THROW(c.get<double>("lora_alpha"), Error);  // not an HRA key
+    EXPECT_THROW(c.set("lora_alpha", 16), Error);
+    EXPECT_THROW(c.set("apply_GS", "yes"), Error);  // wrong JSON type
+    c.set_method("lora");
+    EXPECT_EQ(c.peft_type, "LORA");
+    c.set("lora_alpha", 16);
+    EXPECT_EQ(lora_options(c).lora_alpha, 16);
+    c.set("lora_dropout", 1.5);
+    EXPECT_THROW(c.validate(), Error);  // the method's own check
+    // A file's value of the wrong type names the key.
+    try {
+        parse_adapter_config(R"({"peft_type":"HRA","apply_GS":"true"})", "cfg.json");
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_EQ(e.key(), "apply_GS");
+        EXPECT_EQ(e.file(), "cfg.json");
+    }
+    // LoRA's named initialisation is kept as the file had it.
+    auto named = parse_adapter_config(R"({"peft_type":"LORA","init_lora_weights":"gaussian"})", "x");
+    EXPECT_EQ(nlohmann::json::parse(adapter_config_json(named))["init_lora_weights"], "gaussian");
 }

@@ -14,7 +14,7 @@
 #include "io/weights.h"
 #include "models/deberta_config.h"
 #include "models/deberta_loader.h"
-#include "models/loader.h"
+#include "models/model_weights.h"
 #include "test_util.h"
 
 using namespace hra;

@@ -79,6 +79,16 @@ TEST(GlueReader, OtherLayoutsAndErrors) {
     write(dir / "bad.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n");
     msg = error_of([&] { glue::read_tsv(glue::task("rte"), dir / "bad.tsv"); });
     EXPECT_NE(msg.find("unknown label 'maybe'"), std::string::npos) << msg;
+    // Chosen by the caller: the same rows skipped, with one counted warning.
+    write(dir / "bad.tsv", "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\n2\tc\td\tmaybe\n");
+    testing::internal::CaptureStderr();
+    auto kept = glue::read_tsv(glue::task("rte"), dir / "bad.tsv", io::OnBadRecord::Skip);
+    const std::string warned = testing::internal::GetCapturedStderr();
+    ASSERT_EQ(kept.size(), 1u);
+    EXPECT_EQ(kept[0].line, 2);
+    EXPECT_NE(warned.find("2 bad records skipped"), std::string::npos) << warned;
+    EXPECT_NE(warned.find("bad.tsv:3: row has 3 fields"), std::string::npos) << warned;
+    EXPECT_NE(warned.find("bad.tsv:4: unknown label 'maybe'"), std::string::npos) << warned;
     write(dir / "empty.tsv", "index\tsentence1\tsentence2\tlabel\n");
     msg = error_of([&] { glue::read_tsv(glue::task("rte"), dir / "empty.tsv"); });
     EXPECT_NE(msg.find("no examples"), std::string::npos) << msg;

@@ -13,11 +13,12 @@
 #include "adapters/peft_model.h"
 #include "common/error.h"
 #include "eval/glue.h"
+#include "eval/glue_model.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "models/deberta.h"
-#include "models/llama.h"
+#include "models/model_weights.h"
 #include "text/pair_encoder.h"
 #include "text/sp_tokenizer.h"
 #include "train/engine.h"
@@ -111,7 +112,7 @@ TEST(GlueTraining, PaperAdapterCountOnDebertaV3BaseShape) {
         SkipInitGuard skip;  // shapes only
         model = std::make_shared<DebertaForSequenceClassificationImpl>(c);
     }
-    PeftModel peft(model, {"deberta-v2", {"classifier"}});
+    PeftModel peft(model, glue::classifier_inject_options());
     AdapterConfig cfg;
     cfg.r = 8;
     cfg.target_modules = ModuleSelector::regex(kGlueTargetRegex);
@@ -127,16 +128,14 @@ TEST(GlueTraining, PaperAdapterCountOnDebertaV3BaseShape) {
 namespace {
 
 // Library callers set the task defaults (presets) themselves, as the CLI does.
-TrainOptions glue_options(const std::string& task, const std::string& out, TrainMethod method) {
+TrainOptions glue_options(const std::string& task, const std::string& out, const std::string& method) {
     TrainOptions o;
     o.task = task;
     glue_task_defaults(o);
     o.model = tiny_model();
     o.data_dir = test::data_file("glue");
     o.out = out;
-    o.method = method;
-    o.adapter.method = method == TrainMethod::Lora ? Method::Lora : Method::Hra;
-    o.quiet = true;
+    o.set_method(method);
     return o;
 }
 
@@ -146,7 +145,7 @@ int64_t task_int(const TrainResult& r, const char* key) { return r.result["confi
 
 TEST(GlueTraining, TrainsEvaluatesAndKeepsTheBestEpoch) {
     test::TempDir out;
-    auto o = glue_options("glue-wnli", out / "run", TrainMethod::Hra);
+    auto o = glue_options("glue-wnli", out / "run", "hra");
     o.lr = 1e-2;
     o.epochs = 3;
     o.warmup_steps = 2;
@@ -172,19 +171,27 @@ TEST(GlueTraining, TrainsEvaluatesAndKeepsTheBestEpoch) {
     EXPECT_EQ(cfg["modules_to_save"], nlohmann::json({"pooler", "classifier"}));
 
     // The saved adapter (with pooler and classifier) evaluates to the best epoch's metrics.
-    auto j = evaluate_glue(tiny_model(), {out / "run/best"}, "wnli", test::data_file("glue"), "", 64, 0, "float32",
-                           out / "pred.jsonl");
+    GlueEvalOptions g;
+    g.model = tiny_model();
+    g.adapters = {out / "run/best"};
+    g.task = "wnli";
+    g.data_dir = test::data_file("glue");
+    g.max_length = 64;
+    g.output = out / "pred.jsonl";
+    auto j = evaluate_glue(g);
     EXPECT_EQ(j["accuracy"].get<double>(), best);
     EXPECT_EQ(glue::score_predictions_file(glue::task("wnli"), out / "pred.jsonl")["accuracy"].get<double>(), best);
     // Without an adapter the head is random: refused.
-    EXPECT_THROW(evaluate_glue(tiny_model(), {}, "wnli", test::data_file("glue"), "", 64, 0, "float32", ""), Error);
+    g.adapters.clear();
+    g.output.clear();
+    EXPECT_THROW(evaluate_glue(g), Error);
     // A non-empty run folder needs --force.
     EXPECT_THROW(train(o), Error);
 }
 
 TEST(GlueTraining, RegressionHeadOnlyAndAdaptersOnly) {
     test::TempDir out;
-    auto o = glue_options("glue-stsb", out / "head", TrainMethod::Head);
+    auto o = glue_options("glue-stsb", out / "head", "head");
     o.lr = 1e-2;
     o.epochs = 2;
     o.data_options.max_length = 64;
@@ -198,10 +205,9 @@ TEST(GlueTraining, RegressionHeadOnlyAndAdaptersOnly) {
     EXPECT_TRUE(fs::exists(out / "head/best/head.safetensors"));
 
     o.out = out / "lora";
-    o.method = TrainMethod::Lora;
-    o.adapter.method = Method::Lora;
+    o.set_method("lora");
     o.adapters_only = true;
-    o.adapter.lora_alpha = 8;
+    o.adapter.set("lora_alpha", 8);
     r = train(o);
     EXPECT_EQ(task_int(r, "trainable_params"), task_int(r, "adapter_params"));  // the head stays frozen, as the seed's run.py
     EXPECT_EQ(task_int(r, "adapter_params"), 2 * (4 * 8 * (32 + 32) + 2 * 8 * (32 + 64)));  // r (in + out) per layer

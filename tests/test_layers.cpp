@@ -20,7 +20,7 @@ using hra::test::rel_err;
 
 namespace {
 
-const Strategy kStrategies[] = {Strategy::Reference, Strategy::WyInput, Strategy::WyWeight, Strategy::Auto};
+const MultiplyPath kStrategies[] = {MultiplyPath::Reference, MultiplyPath::Input, MultiplyPath::Weight, MultiplyPath::Auto};
 
 std::shared_ptr<HraAdapterImpl> attach_hra(AdaptableLayer& layer, int64_t r, bool gs, const std::string& name = "default",
                                            c10::ScalarType dtype = torch::kDouble) {
@@ -74,8 +74,8 @@ void check_gradients(AdaptableLayer& layer, const std::shared_ptr<HraAdapterImpl
         auto loss = [&] { return (layer.forward(x.detach()) * g).sum(); };
         auto gu = numeric_grad(loss, a->hra_u.data());
         auto gx = numeric_grad(loss, x.data());
-        EXPECT_LT(rel_err(a->hra_u.grad(), gu), 1e-7) << strategy_name(s);
-        EXPECT_LT(rel_err(x.grad(), gx), 1e-7) << strategy_name(s);
+        EXPECT_LT(rel_err(a->hra_u.grad(), gu), 1e-7) << hra_strategy_name(s);
+        EXPECT_LT(rel_err(x.grad(), gx), 1e-7) << hra_strategy_name(s);
     }
 }
 
@@ -87,14 +87,14 @@ TEST(Layers, LinearStrategiesAgree) {
     lin->to(torch::kDouble);
     auto a = attach_hra(*lin, 4, false);
     auto x = torch::randn({2, 5, 12}, torch::kDouble);
-    lin->strategy = Strategy::Reference;
+    lin->strategy = MultiplyPath::Reference;
     auto ref = lin->forward(x);
     // Independent: x·(W·H)ᵀ + b with H the explicit reflection product.
     auto h = core::reference_matrix(a->hra_u.detach(), false);
     EXPECT_LT(max_abs_diff(ref, torch::matmul(x, torch::mm(lin->weight, h).t()) + lin->bias), 1e-12);
-    for (auto s : {Strategy::WyInput, Strategy::WyWeight, Strategy::Auto}) {
+    for (auto s : {MultiplyPath::Input, MultiplyPath::Weight, MultiplyPath::Auto}) {
         lin->strategy = s;
-        EXPECT_LT(max_abs_diff(lin->forward(x), ref), 1e-12) << strategy_name(s);
+        EXPECT_LT(max_abs_diff(lin->forward(x), ref), 1e-12) << hra_strategy_name(s);
     }
 }
 
@@ -125,7 +125,7 @@ TEST(Layers, ConvWithTupleGeometryAgreesAcrossStrategies) {
         conv->strategy = s;
         auto y = conv->forward(x);
         ASSERT_EQ(y.sizes(), expected.sizes());
-        EXPECT_LT(max_abs_diff(y, expected), 1e-12) << strategy_name(s);
+        EXPECT_LT(max_abs_diff(y, expected), 1e-12) << hra_strategy_name(s);
     }
 }
 
@@ -150,9 +150,9 @@ TEST(Layers, PointwiseConvUsesChannelsAsRows) {
     conv->to(torch::kDouble);
     auto a = attach_hra(*conv, 2, false);
     auto x = torch::randn({2, 6, 3, 3}, torch::kDouble);
-    conv->strategy = Strategy::Reference;
+    conv->strategy = MultiplyPath::Reference;
     auto ref = conv->forward(x);
-    conv->strategy = Strategy::WyInput;
+    conv->strategy = MultiplyPath::Input;
     EXPECT_LT(max_abs_diff(conv->forward(x), ref), 1e-12);
 }
 
@@ -184,7 +184,7 @@ TEST(Layers, PairedInitIsIdentityOddRIsNot) {
     lin->set_active({"even"});
     for (auto s : kStrategies) {
         lin->strategy = s;
-        EXPECT_LT(max_abs_diff(lin->forward(x), base), 1e-5) << strategy_name(s);
+        EXPECT_LT(max_abs_diff(lin->forward(x), base), 1e-5) << hra_strategy_name(s);
     }
     auto odd = std::make_shared<HraAdapterImpl>(lin->shape(), 7, false, true, torch::TensorOptions());
     EXPECT_GT(max_abs_diff(core::materialize(odd->reflector()), torch::eye(32)), 0.1);
@@ -206,9 +206,9 @@ TEST(Layers, SeveralAdaptersComposeAsWHaHb) {
     auto expected = torch::linear(x, merged, lin->bias);
     for (auto s : kStrategies) {
         lin->strategy = s;
-        EXPECT_LT(max_abs_diff(lin->forward(x), expected), 1e-12) << strategy_name(s);
+        EXPECT_LT(max_abs_diff(lin->forward(x), expected), 1e-12) << hra_strategy_name(s);
     }
-    lin->strategy = Strategy::WyWeight;
+    lin->strategy = MultiplyPath::Weight;
     lin->merge();
     EXPECT_LT(max_abs_diff(lin->weight, merged), 1e-12);
     EXPECT_LT(max_abs_diff(lin->forward(x), expected), 1e-12);
@@ -218,17 +218,17 @@ TEST(Layers, AutoPicksInputSideForTrainingAndWeightSideForLargeBatchesWithoutGra
     Linear lin(64, 64);
     attach_hra(*lin, 4, false, "default", torch::kFloat);
     auto small = torch::randn({2, 64}), large = torch::randn({512, 64});
-    EXPECT_EQ(lin->resolve_strategy(small), Strategy::WyInput);
-    EXPECT_EQ(lin->resolve_strategy(large), Strategy::WyInput);  // training: no weight gradient on the input side
+    EXPECT_EQ(lin->resolve_strategy(small), MultiplyPath::Input);
+    EXPECT_EQ(lin->resolve_strategy(large), MultiplyPath::Input);  // training: no weight gradient on the input side
     torch::NoGradGuard ng;
-    EXPECT_EQ(lin->resolve_strategy(small), Strategy::WyInput);    // 2 rows < 64 outputs
-    EXPECT_EQ(lin->resolve_strategy(large), Strategy::WyWeight);   // 512 rows > 64 outputs
+    EXPECT_EQ(lin->resolve_strategy(small), MultiplyPath::Input);    // 2 rows < 64 outputs
+    EXPECT_EQ(lin->resolve_strategy(large), MultiplyPath::Weight);   // 512 rows > 64 outputs
     // A narrow layer trains cheaper on the weight side: 3 passes of 2dr+r² per row
     // cost more than the base op's weight gradient (out·d per row) when out < ~6r.
     Linear narrow(64, 8);
     attach_hra(*narrow, 4, false, "default", torch::kFloat);
     torch::GradMode::set_enabled(true);
-    EXPECT_EQ(narrow->resolve_strategy(large), Strategy::WyWeight);
+    EXPECT_EQ(narrow->resolve_strategy(large), MultiplyPath::Weight);
 }
 
 TEST(Layers, Bf16BaseWithFloatAdapter) {
@@ -248,7 +248,7 @@ TEST(Layers, Bf16BaseWithFloatAdapter) {
         lin->strategy = s;
         auto y = lin->forward(x.to(torch::kBFloat16));
         EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
-        EXPECT_LT(rel_err(y, expected), 3e-2) << strategy_name(s);
+        EXPECT_LT(rel_err(y, expected), 3e-2) << hra_strategy_name(s);
     }
     lin->merge();
     EXPECT_EQ(lin->weight.scalar_type(), torch::kBFloat16);
@@ -258,7 +258,7 @@ TEST(Layers, Bf16BaseWithFloatAdapter) {
     lin->to(torch::kBFloat16);
     for (auto s : kStrategies) {
         lin->strategy = s;
-        EXPECT_LT(rel_err(lin->forward(x.to(torch::kBFloat16)), expected), 5e-2) << strategy_name(s);
+        EXPECT_LT(rel_err(lin->forward(x.to(torch::kBFloat16)), expected), 5e-2) << hra_strategy_name(s);
     }
 }
 
@@ -305,7 +305,7 @@ TEST(Layers, WyPathsNeverAllocateInByIn) {
     auto x = torch::randn({3, d}, torch::TensorOptions().requires_grad(true));
     auto xc = torch::randn({1, d / 9, 3, 4});
     AddressSpaceLimit limit(2ull << 30);
-    for (auto s : {Strategy::WyInput, Strategy::WyWeight}) {
+    for (auto s : {MultiplyPath::Input, MultiplyPath::Weight}) {
         lin->strategy = s;
         conv->strategy = s;
         EXPECT_NO_THROW({
@@ -313,8 +313,8 @@ TEST(Layers, WyPathsNeverAllocateInByIn) {
             conv->forward(xc).sum().backward();
             lin->merge();
             lin->unmerge();
-        }) << strategy_name(s);
+        }) << hra_strategy_name(s);
     }
-    lin->strategy = Strategy::Reference;  // the reference path does build H, and must fail here
+    lin->strategy = MultiplyPath::Reference;  // the reference path does build H, and must fail here
     EXPECT_ANY_THROW(lin->forward(x));
 }

@@ -14,7 +14,7 @@
 #include "models/generate.h"
 #include "models/llama2c.h"
 #include "models/pipeline.h"
-#include "models/loader.h"
+#include "models/llama_loader.h"
 #include "text/llama2c_tokenizer.h"
 #include "text/sp_tokenizer.h"
 #include "text/tokenizer.h"
@@ -299,12 +299,10 @@ namespace {
 // A random HRA adapter (q_proj, v_proj; not the identity) for a model folder.
 std::string random_hra_adapter(const std::string& model_dir, const std::string& out) {
     auto m = load_llama(model_dir);
-    InjectOptions inject;
-    inject.model_type = m.config.model_type;
-    PeftModel pm(m.model.ptr(), inject);
+    PeftModel pm(m.model.ptr(), llama_inject_options(m.config.model_type));
     AdapterConfig c;
     c.r = 4;
-    c.init_weights = false;
+    c.set("init_weights", false);
     torch::manual_seed(11);
     pm.add_adapter("default", c);
     pm.save_adapter(out);

@@ -60,7 +60,7 @@ inline AdaptedMlp mlp_with_hra(int64_t r, std::vector<std::string> targets, bool
     AdaptedMlp out{model, PeftModel(model)};
     AdapterConfig c;
     c.r = r;
-    c.init_weights = identity_init;
+    c.set("init_weights", identity_init);
     c.target_modules = ModuleSelector::of(std::move(targets));
     out.peft.add_adapter("default", c);
     return out;

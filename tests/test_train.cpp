@@ -22,7 +22,7 @@
 #include "io/atomic_file.h"
 #include "adapters/peft_model.h"
 #include "models/llama2c.h"
-#include "models/loader.h"
+#include "models/llama_loader.h"
 #include "text/tokenizer.h"
 #include "eval/runner.h"
 #include "io/safetensors.h"
@@ -150,7 +150,7 @@ TEST_F(DataTest, ChatTemplatesLossOnAssistantTurns) {
     EXPECT_THROW(tokenize_records(read_records(dir / "c.jsonl", o), *tok, o, "c.jsonl"), Error);
 }
 
-TEST_F(DataTest, BadRecordsAreReportedAndSkipped) {
+TEST_F(DataTest, BadRecordsAreSkippedWithACountOrFailAsTheCallerChooses) {
     DataOptions o;
     const std::string path = write("bad.jsonl", std::string(R"({"query": "a", "response": "b"})") + "\n{oops\n" +
                                                     R"({"query": "no response"})" + "\n\xff\xfe\n" + R"([1, 2])" + "\n");
@@ -162,6 +162,18 @@ TEST_F(DataTest, BadRecordsAreReportedAndSkipped) {
     EXPECT_NE(err.find(path + ":3: "), std::string::npos) << err;
     EXPECT_NE(err.find(path + ":4: the line is not valid UTF-8"), std::string::npos) << err;
     EXPECT_NE(err.find(path + ":5: record is not a JSON object"), std::string::npos) << err;
+    EXPECT_NE(err.find(path + ": 4 bad records skipped"), std::string::npos) << err;
+    // The caller may choose to fail instead: the first bad record is the error.
+    o.on_bad_record = io::OnBadRecord::Fail;
+    try {
+        read_records(path, o);
+        ADD_FAILURE() << "a bad record with on_bad_record = fail was accepted";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.file(), path);
+        EXPECT_EQ(e.line(), 2);
+        EXPECT_NE(e.message().find("invalid JSON"), std::string::npos) << e.what();
+    }
+    o.on_bad_record = io::OnBadRecord::Skip;
     EXPECT_THROW(read_records(write("empty.jsonl", "\n\n"), o), Error);
     EXPECT_THROW(read_records(write("none.jsonl", "{oops\n"), o), Error);
     EXPECT_THROW(read_records(dir / "missing.jsonl", o), Error);
@@ -192,15 +204,14 @@ TrainOptions quick_options(const test::TempDir& dir, const std::string& out) {
     o.data = dir / "g.jsonl";
     o.out = dir / out;
     o.data_options.max_length = 256;
-    o.method = TrainMethod::Lora;
-    o.adapter.lora_dropout = 0.1;  // the random stream must resume too
+    o.set_method("lora");
+    o.adapter.set("lora_dropout", 0.1);  // the random stream must resume too
     o.adapter.target_modules = ModuleSelector::regex("all-linear");
     o.lr = 1e-3;
     o.batch_size = 4;
     o.max_steps = 6;
     o.save_every = 2;
     o.val_split = 0.1;
-    o.quiet = true;
     return o;
 }
 
@@ -265,8 +276,8 @@ TEST_F(TrainerTest, ResumeIsBitIdenticalAndSigintLeavesACheckpoint) {
 
 TEST_F(TrainerTest, NanLossStopsAndLeavesTheLastCheckpointUntouched) {
     auto o = quick_options(dir, "nan");
-    o.method = TrainMethod::Hra;
-    o.adapter.init_weights = false;
+    o.set_method("hra");
+    o.adapter.set("init_weights", false);
     o.ortho_lambda = 1e-4;
     o.schedule = Schedule::Constant;  // so that a 4-step run is the same as the first 4 steps of this one
     auto clean = o;
@@ -294,7 +305,7 @@ TEST_F(TrainerTest, NanLossStopsAndLeavesTheLastCheckpointUntouched) {
 TEST_F(TrainerTest, Bf16BaseKeepsFloat32AdaptersAndOptimizerState) {
     auto o = quick_options(dir, "bf16");
     o.dtype = torch::kBFloat16;
-    o.method = TrainMethod::Hra;
+    o.set_method("hra");
     o.max_steps = 4;
     o.save_every = 0;
     auto r = train(o);
@@ -315,7 +326,6 @@ TEST_F(TrainerTest, EvaluationRunsWriteScoredPredictions) {
     g.limit = 3;
     g.max_new_tokens = 8;
     g.output = dir / "preds.jsonl";
-    g.quiet = true;
     auto summary = eval::generate_and_score(*m.model, *tok, g);
     EXPECT_EQ(summary["n"], 3);
     EXPECT_EQ(summary["task"], "gsm8k");
@@ -354,10 +364,9 @@ TEST_F(TrainerTest, GradientCheckpointingGivesTheSameGradients) {
     auto grads = [&](bool checkpoint) {
         auto m = load_llama(dir / "s260");
         PeftModel pm(m.model.ptr());
-        AdapterConfig c;
-        c.method = Method::Lora;
+        AdapterConfig c = AdapterConfig::of("lora");
         c.r = 4;
-        c.lora_dropout = 0.2;  // random masks: the recomputation must draw the same ones
+        c.set("lora_dropout", 0.2);  // random masks: the recomputation must draw the same ones
         c.target_modules = ModuleSelector::regex("all-linear");
         torch::manual_seed(3);
         pm.add_adapter("default", c);

@@ -1,5 +1,5 @@
 // The adapter interface: what every method (HRA, LoRA) provides to the
-// adaptable layers that host it.
+// adaptable layers that host it. Methods are registered in adapters/method.h.
 #pragma once
 
 #include <array>
@@ -9,6 +9,8 @@
 #include <vector>
 
 #include <torch/nn/module.h>
+
+#include "core/householder.h"
 
 namespace hra {
 
@@ -25,15 +27,6 @@ struct LayerShape {
     int64_t flat_in() const { return kind == Kind::Linear ? in : (in / groups) * kernel[0] * kernel[1]; }
     std::string describe() const;
 };
-
-// How an HRA layer applies its reflections during forward.
-//  wy_input:  x·Hᵀ on the activations, then the frozen base op (no in×in tensor).
-//  wy_weight: W·H on the weight, then the base op with it (no in×in tensor).
-//  reference: PEFT's loop materialising H (tests and benchmarks only).
-//  auto:      the cheaper WY path for this call (see AdaptableLayer::resolve_strategy).
-enum class Strategy { Auto, WyInput, WyWeight, Reference };
-Strategy parse_strategy(const std::string& name);
-const char* strategy_name(Strategy s);
 
 class AdapterImpl : public torch::nn::Module {
 public:
@@ -57,8 +50,12 @@ public:
     // Additive adapters: the output added to the base layer's, for input x.
     virtual torch::Tensor output_delta(const torch::Tensor& x) const;
 
-    // Multiply-adds of one transform_rows call per row (for the strategy choice).
+    // Multiply-adds per input row: of one transform_rows call (multiplicative
+    // adapters; the layer's path choice uses it) or of output_delta (additive).
+    // FLOP counts (GEMM efficiency) use it for every adapter.
     virtual double row_cost() const { return 0; }
+    // A penalty the method adds to the loss (HRA's Σ‖I − ÛᵀÛ‖²), undefined when it has none.
+    virtual torch::Tensor orthogonality_penalty(core::PenaltyForm) const { return {}; }
 
     // The adapter's tensors under PEFT's key names relative to the host layer
     // (e.g. "hra_u", "lora_A.weight"), in a fixed order.

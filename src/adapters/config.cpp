@@ -2,14 +2,14 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cmath>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/method.h"
 #include "common/error.h"
-#include "common/log.h"
 #include "io/atomic_file.h"
+#include "io/json_file.h"
 
 namespace hra {
 
@@ -47,17 +47,52 @@ std::string ModuleSelector::describe() const {
     return "";
 }
 
-LoraOptions AdapterConfig::lora_options() const {
-    LoraOptions o;
-    o.r = r;
-    o.lora_alpha = lora_alpha;
-    o.lora_dropout = lora_dropout;
-    o.init_lora_weights = init_lora_weights;
-    o.use_rslora = use_rslora;
-    return o;
+namespace {
+
+const char* json_type_name(const json& v) {
+    if (v.is_boolean()) return "a boolean";
+    if (v.is_number()) return "a number";
+    if (v.is_string()) return "a string";
+    if (v.is_array()) return "a list";
+    if (v.is_object()) return "an object";
+    return "null";
+}
+
+bool same_json_type(const json& v, const json& def) {
+    if (def.is_number()) return v.is_number();
+    if (def.is_null()) return true;
+    return v.type() == def.type();
+}
+
+}  // namespace
+
+AdapterConfig AdapterConfig::of(const std::string& method) {
+    AdapterConfig c;
+    c.set_method(method);
+    return c;
+}
+
+void AdapterConfig::set_method(const std::string& method) {
+    peft_type = adapter_method(method).peft_type;
+    options = json::object();
+}
+
+const json& AdapterConfig::option(const std::string& key) const {
+    const auto& m = adapter_method(peft_type);
+    if (!m.defaults.contains(key)) throw Error(peft_type + " adapters have no option '" + key + "'", {"", key});
+    auto it = options.find(key);
+    return it != options.end() ? *it : m.defaults.at(key);
+}
+
+void AdapterConfig::set(const std::string& key, const json& value) {
+    const json& def = option(key);  // checks the key
+    if (!same_json_type(value, adapter_method(peft_type).defaults.at(key)))
+        throw Error(std::string("expected ") + json_type_name(def) + ", got " + value.dump(), {"", key});
+    options[key] = value;
 }
 
 void AdapterConfig::validate() const {
+    const AdapterMethod& m = adapter_method(peft_type);
     if (r <= 0) throw Error("`r` should be a positive integer value but the value passed is " + std::to_string(r), {"", "r"});
     const bool regex = target_modules.kind == ModuleSelector::Kind::Regex;
     if (regex && layers_to_transform)
@@ -66,11 +101,16 @@ void AdapterConfig::validate() const {
         throw Error("`layers_pattern` cannot be used when `target_modules` is a str.", {"", "layers_pattern"});
     if (!layers_pattern.empty() && !layers_to_transform)
         throw Error("When `layers_pattern` is specified, `layers_to_transform` must also be specified.", {"", "layers_pattern"});
-    const std::string own = method == Method::Hra ? "hra_only" : "lora_only";
+    const std::string own = m.name + "_only";
     if (bias != "none" && bias != "all" && bias != own)
         throw Error("bias must be 'none', 'all' or '" + own + "', got '" + bias + "'", {"", "bias"});
-    if (method == Method::Lora && (lora_dropout < 0 || lora_dropout >= 1))
-        throw Error("lora_dropout must be in [0, 1)", {"", "lora_dropout"});
+    for (auto it = options.begin(); it != options.end(); ++it) {
+        if (!m.defaults.contains(it.key())) throw Error(peft_type + " adapters have no option '" + it.key() + "'", {"", it.key()});
+        if (!same_json_type(it.value(), m.defaults.at(it.key())))
+            throw Error(std::string("expected ") + json_type_name(m.defaults.at(it.key())) + ", got " + it.value().dump(),
+                        {"", it.key()});
+    }
+    if (m.validate) m.validate(*this);
 }
 
 namespace {
@@ -117,68 +157,36 @@ std::optional<std::string> optional_string(const json& j, const char* key, const
 
 json optional_to(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
 
-// LoRA options hra does not implement: loading a file that uses them must fail,
-// not silently compute something else. Values equal to these defaults are fine.
-const std::vector<std::pair<const char*, json>>& unsupported_lora_options() {
-    static const std::vector<std::pair<const char*, json>> opts = {
-        {"use_dora", false},           {"fan_in_fan_out", false},       {"rank_pattern", json::object()},
-        {"alpha_pattern", json::object()}, {"lora_bias", false},        {"target_parameters", nullptr},
-        {"layer_replication", nullptr}, {"trainable_token_indices", nullptr}, {"use_qalora", false},
-    };
-    return opts;
-}
-
-bool is_default(const json& v, const json& def) {
-    if (v.is_null()) return true;
-    if (def.is_object()) return v.is_object() && v.empty();
-    return v == def;
-}
-
 }  // namespace
 
 AdapterConfig parse_adapter_config(const std::string& text, const std::string& source) {
-    json j;
-    try {
-        j = json::parse(text);
-    } catch (const json::exception& e) {
-        throw Error(std::string("invalid JSON: ") + e.what(), {source});
-    }
+    const json j = io::parse_json(text, source);
     if (!j.is_object()) throw Error("adapter config is not a JSON object", {source});
-    AdapterConfig c;
     const std::string type = j.contains("peft_type") && j["peft_type"].is_string() ? j["peft_type"].get<std::string>() : "";
-    if (type == "HRA") {
-        c.method = Method::Hra;
-    } else if (type == "LORA") {
-        c.method = Method::Lora;
-    } else {
-        throw Error("unsupported peft_type '" + type + "' (hra reads HRA and LORA adapters)", {source, "peft_type"});
+    if (!is_adapter_method(type)) {
+        std::string known;
+        for (const auto& m : adapter_methods()) known += (known.empty() ? "" : " and ") + m.peft_type;
+        throw Error("unsupported peft_type '" + type + "' (hra reads " + known + " adapters)", {source, "peft_type"});
     }
+    const AdapterMethod& method = adapter_method(type);
+    AdapterConfig c;
+    c.peft_type = method.peft_type;
     std::set<std::string> known = {"peft_type", "r", "target_modules", "exclude_modules", "layers_to_transform",
                                    "layers_pattern", "bias", "modules_to_save", "task_type",
                                    "base_model_name_or_path", "revision", "inference_mode"};
     if (j.contains("r")) c.r = get_as<int64_t>(j, "r", source);
-    if (c.method == Method::Hra) {
-        known.insert({"apply_GS", "init_weights"});
-        if (j.contains("apply_GS")) c.apply_GS = get_as<bool>(j, "apply_GS", source);
-        if (j.contains("init_weights")) c.init_weights = get_as<bool>(j, "init_weights", source);
-    } else {
-        known.insert({"lora_alpha", "lora_dropout", "init_lora_weights", "use_rslora"});
-        if (j.contains("lora_alpha")) c.lora_alpha = get_as<double>(j, "lora_alpha", source);
-        if (j.contains("lora_dropout")) c.lora_dropout = get_as<double>(j, "lora_dropout", source);
-        if (j.contains("use_rslora")) c.use_rslora = get_as<bool>(j, "use_rslora", source);
-        if (j.contains("init_lora_weights")) {
-            const auto& v = j["init_lora_weights"];
-            if (v.is_boolean()) {
-                c.init_lora_weights = v.get<bool>();
-            } else {
-                // A named initialisation (gaussian, pissa, ...) only matters for fresh adapters.
-                known.erase("init_lora_weights");
-            }
-        }
-        for (const auto& [key, def] : unsupported_lora_options()) {
-            if (j.contains(key) && !is_default(j[key], def))
-                throw Error("LoRA option not supported by hra: " + j[key].dump(), {source, key});
-        }
+    // The method's quirks first: keys it sets aside stay in extra_json untouched.
+    std::set<std::string> set_aside;
+    if (method.parse) method.parse(j, c, set_aside, source);
+    for (auto it = method.defaults.begin(); it != method.defaults.end(); ++it) {
+        if (set_aside.count(it.key())) continue;
+        known.insert(it.key());
+        if (!j.contains(it.key()) || j[it.key()].is_null()) continue;
+        const json& v = j[it.key()];
+        if (!same_json_type(v, it.value()))
+            throw Error(std::string("wrong type: expected ") + json_type_name(it.value()) + ", got " + v.dump(),
+                        {source, it.key()});
+        c.options[it.key()] = v;
     }
     c.target_modules = selector_from(j, "target_modules", source);
     c.exclude_modules = selector_from(j, "exclude_modules", source);
@@ -222,7 +230,7 @@ AdapterConfig read_adapter_config(const std::string& path) { return parse_adapte
 
 std::string adapter_config_json(const AdapterConfig& c) {
     json j = json::parse(c.extra_json);
-    j["peft_type"] = c.peft_type();
+    j["peft_type"] = c.peft_type;
     j["r"] = c.r;
     j["target_modules"] = selector_to(c.target_modules);
     j["exclude_modules"] = selector_to(c.exclude_modules);
@@ -242,22 +250,13 @@ std::string adapter_config_json(const AdapterConfig& c) {
     j["inference_mode"] = c.inference_mode;
     if (!j.contains("auto_mapping")) j["auto_mapping"] = nullptr;
     if (!j.contains("peft_version")) j["peft_version"] = nullptr;
-    if (c.method == Method::Hra) {
-        j["apply_GS"] = c.apply_GS;
-        j["init_weights"] = c.init_weights;
-    } else {
-        // PEFT writes lora_alpha as an integer when it is one.
-        if (std::floor(c.lora_alpha) == c.lora_alpha && std::abs(c.lora_alpha) < 1e15) {
-            j["lora_alpha"] = static_cast<int64_t>(c.lora_alpha);
-        } else {
-            j["lora_alpha"] = c.lora_alpha;
-        }
-        j["lora_dropout"] = c.lora_dropout;
-        j["use_rslora"] = c.use_rslora;
-        if (!j.contains("init_lora_weights")) j["init_lora_weights"] = c.init_lora_weights;
-        for (const auto& [key, def] : unsupported_lora_options())
-            if (!j.contains(key)) j[key] = def;
+    const AdapterMethod& method = adapter_method(c.peft_type);
+    for (auto it = method.defaults.begin(); it != method.defaults.end(); ++it) {
+        // A value set aside on load (e.g. LoRA's named init) stays as the file had it.
+        if (j.contains(it.key()) && !c.options.contains(it.key())) continue;
+        j[it.key()] = c.option(it.key());
     }
+    if (method.write) method.write(c, j);
     return j.dump(2) + "\n";
 }
 

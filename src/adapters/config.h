@@ -1,5 +1,7 @@
 // Adapter configurations with PEFT's names, defaults and validation, and
-// their adapter_config.json form.
+// their adapter_config.json form. The keys every method shares are fields; a
+// method's own keys (HRA's apply_GS, LoRA's lora_alpha, ...) are JSON values
+// described by its registry entry (adapters/method.h).
 #pragma once
 
 #include <cstdint>
@@ -7,11 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "adapters/lora.h"
+#include <nlohmann/json.hpp>
 
 namespace hra {
-
-enum class Method { Hra, Lora };
 
 // target_modules / exclude_modules: a list (exact name or dotted suffix), a
 // regex (full match), "all-linear", or unset.
@@ -28,22 +28,16 @@ struct ModuleSelector {
 };
 
 struct AdapterConfig {
-    Method method = Method::Hra;
+    std::string peft_type = "HRA";  // a registered method (adapters/method.h)
     int64_t r = 8;
-    // HRA (PEFT HRAConfig)
-    bool apply_GS = false;
-    bool init_weights = true;
-    // LoRA (PEFT LoraConfig)
-    double lora_alpha = 8;
-    double lora_dropout = 0;
-    bool init_lora_weights = true;
-    bool use_rslora = false;
-    // Which modules (both methods)
+    // The method's own keys that differ from its defaults (see option()).
+    nlohmann::json options = nlohmann::json::object();
+    // Which modules (every method)
     ModuleSelector target_modules;
     ModuleSelector exclude_modules;
     std::optional<std::vector<int64_t>> layers_to_transform;
     std::vector<std::string> layers_pattern;
-    std::string bias = "none";  // none, all, hra_only / lora_only
+    std::string bias = "none";  // none, all, <method>_only (hra_only, lora_only)
     std::optional<std::vector<std::string>> modules_to_save;
     // Bookkeeping keys PEFT writes
     std::optional<std::string> task_type, base_model_name_or_path, revision;
@@ -51,9 +45,20 @@ struct AdapterConfig {
     // Keys of a loaded file that hra does not interpret, written back unchanged (JSON object).
     std::string extra_json = "{}";
 
-    const char* peft_type() const { return method == Method::Hra ? "HRA" : "LORA"; }
-    LoraOptions lora_options() const;
-    // PEFT's checks (r > 0, regex targets without layers_*, ...); hra::Error.
+    // A fresh configuration of a method, by peft_type or name ("HRA", "lora").
+    static AdapterConfig of(const std::string& method);
+    // Switches the method (its own options back to the defaults).
+    void set_method(const std::string& method);
+    // The method's option `key`: the set value, else the method's default;
+    // hra::Error when the method has no such key.
+    const nlohmann::json& option(const std::string& key) const;
+    template <class T>
+    T get(const std::string& key) const { return option(key).get<T>(); }
+    // Sets a method option; hra::Error for a key the method does not have or a
+    // value of another JSON type than its default.
+    void set(const std::string& key, const nlohmann::json& value);
+
+    // PEFT's checks (r > 0, regex targets without layers_*, the method's own); hra::Error.
     void validate() const;
 };
 

@@ -4,10 +4,43 @@
 
 #include <torch/torch.h>
 
+#include "adapters/config.h"
+#include "adapters/method.h"
 #include "common/error.h"
 #include "common/log.h"
 
 namespace hra {
+
+MultiplyPath parse_hra_strategy(const std::string& name) {
+    if (name == "auto") return MultiplyPath::Auto;
+    if (name == "wy_input") return MultiplyPath::Input;
+    if (name == "wy_weight") return MultiplyPath::Weight;
+    if (name == "reference") return MultiplyPath::Reference;
+    throw Error("unknown strategy '" + name + "' (expected auto, wy_input, wy_weight or reference)");
+}
+
+const char* hra_strategy_name(MultiplyPath path) {
+    switch (path) {
+        case MultiplyPath::Auto: return "auto";
+        case MultiplyPath::Input: return "wy_input";
+        case MultiplyPath::Weight: return "wy_weight";
+        case MultiplyPath::Reference: return "reference";
+    }
+    return "?";
+}
+
+// The registry entry (adapters/method.h): PEFT's HRAConfig keys and defaults.
+AdapterMethod hra_method() {
+    AdapterMethod m;
+    m.name = "hra";
+    m.peft_type = "HRA";
+    m.defaults = {{"apply_GS", false}, {"init_weights", true}};
+    m.cli_flags = {"apply-GS", "init-weights", "strategy", "ortho-lambda", "ortho-form"};
+    m.make = [](const LayerShape& shape, const AdapterConfig& c, const torch::TensorOptions& options) {
+        return std::make_shared<HraAdapterImpl>(shape, c.r, c.get<bool>("apply_GS"), c.get<bool>("init_weights"), options);
+    };
+    return m;
+}
 
 HraAdapterImpl::HraAdapterImpl(const LayerShape& shape, int64_t r, bool apply_gs, bool init_weights,
                                const torch::TensorOptions& options)
@@ -53,6 +86,10 @@ torch::Tensor HraAdapterImpl::reference_matrix(bool reverse) const {
 double HraAdapterImpl::row_cost() const {
     const double d = static_cast<double>(hra_u.size(0)), r = static_cast<double>(r_);
     return 2 * d * r + r * r;
+}
+
+torch::Tensor HraAdapterImpl::orthogonality_penalty(core::PenaltyForm form) const {
+    return core::orthogonality_penalty(hra_u, form);
 }
 
 void HraAdapterImpl::pretty_print(std::ostream& stream) const {

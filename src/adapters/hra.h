@@ -5,9 +5,15 @@
 #include <torch/nn/pimpl.h>
 
 #include "adapters/adapter.h"
+#include "adapters/layers.h"
 #include "core/householder.h"
 
 namespace hra {
+
+// HRA's names for the layer's multiplicative paths (the compact WY form on the
+// input or on the weight): "auto", "wy_input", "wy_weight", "reference".
+MultiplyPath parse_hra_strategy(const std::string& name);
+const char* hra_strategy_name(MultiplyPath path);
 
 class HraAdapterImpl : public AdapterImpl {
 public:
@@ -33,6 +39,7 @@ public:
     torch::Tensor transform_rows(const torch::Tensor& rows) const override;
     torch::Tensor reference_matrix(bool reverse = false) const override;
     double row_cost() const override;
+    torch::Tensor orthogonality_penalty(core::PenaltyForm form) const override;
     std::vector<std::pair<std::string, torch::Tensor>> peft_tensors() const override { return {{"hra_u", hra_u}}; }
     void pretty_print(std::ostream& stream) const override;
 

@@ -22,24 +22,6 @@ std::string LayerShape::describe() const {
     return s.str();
 }
 
-Strategy parse_strategy(const std::string& name) {
-    if (name == "auto") return Strategy::Auto;
-    if (name == "wy_input") return Strategy::WyInput;
-    if (name == "wy_weight") return Strategy::WyWeight;
-    if (name == "reference") return Strategy::Reference;
-    throw Error("unknown strategy '" + name + "' (expected auto, wy_input, wy_weight or reference)");
-}
-
-const char* strategy_name(Strategy s) {
-    switch (s) {
-        case Strategy::Auto: return "auto";
-        case Strategy::WyInput: return "wy_input";
-        case Strategy::WyWeight: return "wy_weight";
-        case Strategy::Reference: return "reference";
-    }
-    return "?";
-}
-
 torch::Tensor AdapterImpl::transform_rows(const torch::Tensor&) const {
     throw Error(std::string(peft_type()) + " adapters do not transform inputs");
 }
@@ -145,7 +127,7 @@ void AdaptableLayer::enable_adapters(bool on) {
 }
 
 torch::Tensor AdaptableLayer::merged_weight(const AdapterImpl& a, const torch::Tensor& w_flat, bool undo) const {
-    if (strategy == Strategy::Reference && a.multiplicative()) {
+    if (strategy == MultiplyPath::Reference && a.multiplicative()) {
         // PEFT: W.to(H.dtype) @ H, with H from the loop (run backwards to unmerge).
         auto h = a.reference_matrix(undo);
         return torch::mm(w_flat.to(h.scalar_type()), h);
@@ -222,8 +204,8 @@ void AdaptableLayer::unload() {
     enabled_ = true;
 }
 
-Strategy AdaptableLayer::resolve_strategy(const torch::Tensor& x) const {
-    if (strategy != Strategy::Auto) return strategy;
+MultiplyPath AdaptableLayer::resolve_strategy(const torch::Tensor& x) const {
+    if (strategy != MultiplyPath::Auto) return strategy;
     double row_cost = 0;
     bool grad = false;
     for (const auto& a : active_adapters()) {
@@ -244,7 +226,7 @@ Strategy AdaptableLayer::resolve_strategy(const torch::Tensor& x) const {
                           shape_.stride[1] == 1 && shape_.padding[0] == 0 && shape_.padding[1] == 0);
     const double input_cost = t * row_cost * k + (unfold ? t * d * (grad ? 2.0 : 1.0) : 0.0);
     const double weight_cost = out * row_cost * k + (grad ? t * out * d : 0.0);
-    return input_cost <= weight_cost ? Strategy::WyInput : Strategy::WyWeight;
+    return input_cost <= weight_cost ? MultiplyPath::Input : MultiplyPath::Weight;
 }
 
 torch::Tensor AdaptableLayer::forward(const torch::Tensor& x) {
@@ -258,7 +240,7 @@ torch::Tensor AdaptableLayer::forward(const torch::Tensor& x) {
     } else {
         const auto dtype = mult.front()->dtype();
         switch (resolve_strategy(x)) {
-            case Strategy::Reference: {
+            case MultiplyPath::Reference: {
                 // PEFT's forward: an fp32 identity times each materialised H, then
                 // W·H, with weight, bias and input cast to H's dtype.
                 auto h = torch::eye(shape_.flat_in(), x.options().dtype(torch::kFloat));
@@ -271,15 +253,15 @@ torch::Tensor AdaptableLayer::forward(const torch::Tensor& x) {
                 y = base_forward(x.to(h.scalar_type()), w, b);
                 break;
             }
-            case Strategy::WyWeight: {
+            case MultiplyPath::Weight: {
                 auto w = flat_weight().to(dtype);
                 for (const auto& a : mult) w = a->merge_weight(w);
                 auto b = bias.defined() ? bias.to(dtype) : bias;
                 y = base_forward(x.to(dtype), w, b);
                 break;
             }
-            case Strategy::WyInput:
-            case Strategy::Auto: {
+            case MultiplyPath::Input:
+            case MultiplyPath::Auto: {
                 // x·(H_a·H_b)ᵀ = (x·H_bᵀ)·H_aᵀ: the last adapter acts first.
                 auto rows = to_rows(x).to(dtype);
                 for (auto it = mult.rbegin(); it != mult.rend(); ++it) rows = (*it)->transform_rows(rows);

@@ -22,6 +22,14 @@
 
 namespace hra {
 
+// Where a layer applies its multiplicative adapters (W·H) during forward.
+//  Input:     x·Hᵀ on the activations, then the frozen base op (no in×in tensor).
+//  Weight:    W·H on the weight, then the base op with it (no in×in tensor).
+//  Reference: the method's materialised matrix (PEFT's loop for HRA; tests and benchmarks).
+//  Auto:      the cheaper of Input and Weight for this call (see resolve_strategy).
+// HRA names them wy_input / wy_weight (adapters/hra.h).
+enum class MultiplyPath { Auto, Input, Weight, Reference };
+
 // While alive, new layers on this thread allocate their parameters without
 // initialising them (for models whose weights are loaded right after).
 class SkipInitGuard {
@@ -71,9 +79,9 @@ public:
     // Drops every adapter, keeping `weight` as it is (merged adapters stay merged in).
     void unload();
 
-    Strategy strategy = Strategy::Auto;
+    MultiplyPath strategy = MultiplyPath::Auto;
     // The path forward() takes for input x with the active adapters.
-    Strategy resolve_strategy(const torch::Tensor& x) const;
+    MultiplyPath resolve_strategy(const torch::Tensor& x) const;
 
     torch::Tensor forward(const torch::Tensor& x);
 

@@ -4,9 +4,74 @@
 
 #include <torch/torch.h>
 
+#include "adapters/method.h"
 #include "common/error.h"
 
 namespace hra {
+
+namespace {
+
+using json = nlohmann::json;
+
+// LoRA options hra does not implement: loading a file that uses them must fail,
+// not silently compute something else. Values equal to these defaults are fine.
+const std::vector<std::pair<const char*, json>>& unsupported_options() {
+    static const std::vector<std::pair<const char*, json>> opts = {
+        {"use_dora", false},           {"fan_in_fan_out", false},       {"rank_pattern", json::object()},
+        {"alpha_pattern", json::object()}, {"lora_bias", false},        {"target_parameters", nullptr},
+        {"layer_replication", nullptr}, {"trainable_token_indices", nullptr}, {"use_qalora", false},
+    };
+    return opts;
+}
+
+bool is_default(const json& v, const json& def) {
+    if (v.is_null()) return true;
+    if (def.is_object()) return v.is_object() && v.empty();
+    return v == def;
+}
+
+}  // namespace
+
+LoraOptions lora_options(const AdapterConfig& c) {
+    LoraOptions o;
+    o.r = c.r;
+    o.lora_alpha = c.get<double>("lora_alpha");
+    o.lora_dropout = c.get<double>("lora_dropout");
+    o.init_lora_weights = c.get<bool>("init_lora_weights");
+    o.use_rslora = c.get<bool>("use_rslora");
+    return o;
+}
+
+// The registry entry (adapters/method.h): PEFT's LoraConfig keys hra implements.
+AdapterMethod lora_method() {
+    AdapterMethod m;
+    m.name = "lora";
+    m.peft_type = "LORA";
+    m.defaults = {{"lora_alpha", 8}, {"lora_dropout", 0.0}, {"init_lora_weights", true}, {"use_rslora", false}};
+    m.cli_flags = {"lora-alpha", "lora-dropout"};
+    m.parse = [](const json& j, AdapterConfig&, std::set<std::string>& set_aside, const std::string& source) {
+        // A named initialisation (gaussian, pissa, ...) only matters for fresh adapters: kept as the file has it.
+        if (j.contains("init_lora_weights") && j["init_lora_weights"].is_string()) set_aside.insert("init_lora_weights");
+        for (const auto& [key, def] : unsupported_options())
+            if (j.contains(key) && !is_default(j[key], def))
+                throw Error("LoRA option not supported by hra: " + j[key].dump(), {source, key});
+    };
+    m.write = [](const AdapterConfig& c, json& out) {
+        // PEFT writes lora_alpha as an integer when it is one.
+        const double alpha = c.get<double>("lora_alpha");
+        if (std::floor(alpha) == alpha && std::abs(alpha) < 1e15) out["lora_alpha"] = static_cast<int64_t>(alpha);
+        for (const auto& [key, def] : unsupported_options())
+            if (!out.contains(key)) out[key] = def;
+    };
+    m.validate = [](const AdapterConfig& c) {
+        const double p = c.get<double>("lora_dropout");
+        if (p < 0 || p >= 1) throw Error("lora_dropout must be in [0, 1)", {"", "lora_dropout"});
+    };
+    m.make = [](const LayerShape& shape, const AdapterConfig& c, const torch::TensorOptions& options) {
+        return std::make_shared<LoraAdapterImpl>(shape, lora_options(c), options);
+    };
+    return m;
+}
 
 LoraAdapterImpl::LoraAdapterImpl(const LayerShape& shape, const LoraOptions& o, const torch::TensorOptions& to)
     : AdapterImpl(shape), options_(o) {
@@ -57,6 +122,11 @@ torch::Tensor LoraAdapterImpl::output_delta(const torch::Tensor& x) const {
     if (shape_.kind == LayerShape::Kind::Linear) return torch::linear(torch::linear(h, lora_A), lora_B) * scaling_;
     h = torch::conv2d(h, lora_A, {}, shape_.stride, shape_.padding, shape_.dilation);
     return torch::conv2d(h, lora_B) * scaling_;
+}
+
+double LoraAdapterImpl::row_cost() const {
+    // A then B: r·d + out·r multiply-adds per row (a conv's A sees d = in·kh·kw per output pixel).
+    return static_cast<double>(options_.r) * static_cast<double>(shape_.flat_in() + shape_.out);
 }
 
 void LoraAdapterImpl::pretty_print(std::ostream& stream) const {

@@ -6,6 +6,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "adapters/adapter.h"
+#include "adapters/config.h"
 
 namespace hra {
 
@@ -16,6 +17,9 @@ struct LoraOptions {
     bool init_lora_weights = true;  // false: B random too (not the identity), as PEFT
     bool use_rslora = false;
 };
+
+// The options of a LoRA configuration (its method keys, PEFT's defaults filled in).
+LoraOptions lora_options(const AdapterConfig& config);
 
 class LoraAdapterImpl : public AdapterImpl {
 public:
@@ -37,6 +41,7 @@ public:
     torch::Tensor merge_weight(const torch::Tensor& w_flat) const override;
     torch::Tensor unmerge_weight(const torch::Tensor& w_flat) const override;
     torch::Tensor output_delta(const torch::Tensor& x) const override;
+    double row_cost() const override;
     std::vector<std::pair<std::string, torch::Tensor>> peft_tensors() const override {
         return {{"lora_A.weight", lora_A}, {"lora_B.weight", lora_B}};
     }

@@ -2,9 +2,9 @@
 
 #include <torch/torch.h>
 
-#include "adapters/hra.h"
 #include "adapters/peft_model.h"
 #include "common/error.h"
+#include "common/strings.h"
 #include "core/householder.h"
 #include "io/output_folder.h"
 #include "io/peft_folder.h"
@@ -15,10 +15,6 @@ namespace hra {
 namespace {
 
 const std::string kHraSuffix = ".hra_u";
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // A and B shaped for a layer whose weight has `weight_sizes` (2-D Linear, 4-D Conv2d).
 void add_factors(io::NamedTensors& out, const std::string& module_key, const LoraFactors& f,
@@ -50,11 +46,10 @@ LoraFactors hra_to_lora(const at::Tensor& hra_u, bool apply_gs, const at::Tensor
 }
 
 AdapterConfig lora_config_for(const AdapterConfig& hra) {
-    AdapterConfig c;
-    c.method = Method::Lora;
+    AdapterConfig c = AdapterConfig::of("LORA");
     c.r = hra.r;
-    c.lora_alpha = static_cast<double>(hra.r);
-    c.lora_dropout = 0;
+    c.set("lora_alpha", hra.r);
+    c.set("lora_dropout", 0.0);
     c.target_modules = hra.target_modules;
     c.exclude_modules = hra.exclude_modules;
     c.layers_to_transform = hra.layers_to_transform;
@@ -68,34 +63,13 @@ AdapterConfig lora_config_for(const AdapterConfig& hra) {
     return c;
 }
 
-std::pair<AdapterConfig, io::NamedTensors> export_lora(const PeftModel& model, const std::string& name) {
-    const AdapterConfig& hc = model.config(name);
-    if (hc.method != Method::Hra) throw Error("adapter '" + name + "' is not an HRA adapter");
-    AdapterConfig lc = lora_config_for(hc);
-    lc.target_modules = ModuleSelector::of(model.adapted_modules(name));
-    io::NamedTensors out;
-    for (const auto& [key, layer] : model.adaptable_layers()) {
-        if (!layer->has_adapter(name)) continue;
-        if (std::find(layer->merged_adapters().begin(), layer->merged_adapters().end(), name) !=
-            layer->merged_adapters().end())
-            throw Error("adapter '" + name + "' is merged; unmerge before exporting", {"", key});
-        auto a = std::dynamic_pointer_cast<HraAdapterImpl>(layer->adapter(name));
-        auto f = hra_to_lora(a->hra_u, a->apply_gs(), layer->flat_weight());
-        add_factors(out, kPeftKeyPrefix + key, f, layer->weight.sizes());
-    }
-    // Trained biases and modules_to_save travel unchanged.
-    for (const auto& [k, t] : model.adapter_state_dict(name))
-        if (!ends_with(k, kHraSuffix)) out.emplace_back(k, t);
-    return {lc, out};
-}
-
 int export_lora_folder(const std::string& hra_dir, const std::string& base_weights, const std::string& out_dir,
                        bool overwrite) {
     io::OutputFolder out_folder(out_dir, overwrite);
     io::PeftFolder folder = io::read_peft_folder(hra_dir);
     AdapterConfig hc = parse_adapter_config(folder.config_text, folder.config_path);
-    if (hc.method != Method::Hra)
-        throw Error("expected an HRA adapter, found peft_type " + std::string(hc.peft_type()), {folder.config_path, "peft_type"});
+    if (hc.peft_type != "HRA")
+        throw Error("expected an HRA adapter, found peft_type " + hc.peft_type, {folder.config_path, "peft_type"});
     io::WeightStore base = io::WeightStore::open(base_weights);
     AdapterConfig lc = lora_config_for(hc);
     std::vector<std::string> modules;
@@ -123,7 +97,7 @@ int export_lora_folder(const std::string& hra_dir, const std::string& base_weigh
                         {folder.weights_path, key});
         LoraFactors f;
         try {
-            f = hra_to_lora(u, hc.apply_GS, w.reshape({w.size(0), -1}));
+            f = hra_to_lora(u, hc.get<bool>("apply_GS"), w.reshape({w.size(0), -1}));
         } catch (const Error& e) {
             throw Error(e.message(), {folder.weights_path, key});
         }

@@ -12,8 +12,6 @@
 
 namespace hra {
 
-class PeftModel;
-
 struct LoraFactors {
     at::Tensor A;  // [r, d]
     at::Tensor B;  // [out, r]
@@ -27,12 +25,10 @@ LoraFactors hra_to_lora(const at::Tensor& hra_u, bool apply_gs, const at::Tensor
 // modules_to_save; lora_alpha = r, no dropout).
 AdapterConfig lora_config_for(const AdapterConfig& hra_config);
 
-// Adapter `name` (HRA) of a model as a LoRA adapter: config and PEFT tensors
-// (conv layers get A [r, C, kh, kw] and B [out, r, 1, 1]).
-std::pair<AdapterConfig, io::NamedTensors> export_lora(const PeftModel& model, const std::string& name);
-
 // File to file: an HRA PEFT folder plus the base weights (a .safetensors file
-// or a model folder) to a LoRA PEFT folder. Returns the number of layers.
+// or a model folder) to a LoRA PEFT folder (conv layers get A [r, C, kh, kw]
+// and B [out, r, 1, 1]; trained biases and modules_to_save travel unchanged).
+// Returns the number of layers.
 // An existing non-empty out_dir is refused unless overwrite.
 int export_lora_folder(const std::string& hra_dir, const std::string& base_weights, const std::string& out_dir,
                        bool overwrite = false);

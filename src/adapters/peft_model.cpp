@@ -6,10 +6,10 @@
 
 #include <torch/torch.h>
 
-#include "adapters/hra.h"
-#include "adapters/lora.h"
+#include "adapters/method.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "io/peft_folder.h"
 
 namespace hra {
@@ -38,10 +38,6 @@ struct PeftModel::SavedModule {
 };
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::regex compile(const std::string& pattern, const char* what) {
     try {
@@ -76,15 +72,6 @@ std::string with_commas(int64_t n) {
     return std::string(out.rbegin(), out.rend());
 }
 
-std::vector<std::string> default_targets(const std::string& model_type) {
-    if (model_type == "llama" || model_type == "mistral" || model_type == "qwen2" || model_type == "mixtral" ||
-        model_type == "gemma" || model_type == "phi3")
-        return {"q_proj", "v_proj"};
-    if (model_type == "bert" || model_type == "roberta") return {"query", "value"};
-    if (model_type == "deberta-v2" || model_type == "deberta") return {"query_proj", "value_proj"};
-    return {};
-}
-
 }  // namespace
 
 PeftModel::PeftModel(std::shared_ptr<torch::nn::Module> base, InjectOptions options)
@@ -102,12 +89,11 @@ std::vector<std::pair<std::string, AdaptableLayer*>> PeftModel::adaptable_layers
 std::vector<std::string> PeftModel::resolve_targets(const AdapterConfig& config) const {
     ModuleSelector targets = config.target_modules;
     if (!targets.is_set()) {
-        auto names = default_targets(options_.model_type);
-        if (names.empty())
+        if (options_.default_targets.empty())
             throw Error("target_modules is not set and there is no default for model type '" + options_.model_type +
                             "'; set target_modules",
                         {"", "target_modules"});
-        targets = ModuleSelector::of(names);
+        targets = ModuleSelector::of(options_.default_targets);
     }
     const auto modules = model_modules(*base_);
     std::set<std::string> exact;  // names that match exactly (all-linear resolves to these)
@@ -209,12 +195,7 @@ std::vector<std::string> PeftModel::add_adapter(const std::string& name, const A
             auto options = torch::TensorOptions().dtype(dtype).device(layer->weight.device());
             std::shared_ptr<AdapterImpl> adapter;
             try {
-                if (config.method == Method::Hra) {
-                    adapter = std::make_shared<HraAdapterImpl>(layer->shape(), config.r, config.apply_GS,
-                                                               config.init_weights, options);
-                } else {
-                    adapter = std::make_shared<LoraAdapterImpl>(layer->shape(), config.lora_options(), options);
-                }
+                adapter = adapter_method(config.peft_type).make(layer->shape(), config, options);
             } catch (const Error& e) {
                 throw Error(e.message(), {"", key});
             }
@@ -275,12 +256,12 @@ std::vector<std::string> PeftModel::add_adapter(const std::string& name, const A
         set_active_adapters({name});
     } else {
         for (auto& [key, layer] : adaptable_layers()) layer->set_active(active_);
-        apply_trainability(name);
+        apply_trainability();
     }
     return entries_.back().second.modules;
 }
 
-void PeftModel::apply_trainability(const std::string& name) {
+void PeftModel::apply_trainability() {
     // PEFT: the base model is frozen; the active adapters train unless in inference mode.
     std::unordered_set<const c10::TensorImpl*> adapter_params;
     for (auto& [key, layer] : adaptable_layers())
@@ -301,7 +282,6 @@ void PeftModel::apply_trainability(const std::string& name) {
             if (s->adapter == n)
                 for (auto& [pn, p] : s->params) p.set_requires_grad(true);
     }
-    (void)name;
 }
 
 const PeftModel::Entry& PeftModel::entry(const std::string& name) const {
@@ -323,7 +303,7 @@ void PeftModel::set_active_adapters(const std::vector<std::string>& names) {
     for (const auto& n : names) entry(n);
     active_ = names;
     for (auto& [key, layer] : adaptable_layers()) layer->set_active(active_);
-    if (!names.empty()) apply_trainability(names.front());
+    if (!names.empty()) apply_trainability();
 }
 
 void PeftModel::enable_adapters(bool on) {
@@ -383,7 +363,7 @@ void PeftModel::delete_adapter(const std::string& name) {
         }
 }
 
-void PeftModel::set_strategy(Strategy s) {
+void PeftModel::set_strategy(MultiplyPath s) {
     for (auto& [key, layer] : adaptable_layers()) layer->strategy = s;
 }
 
@@ -420,11 +400,9 @@ torch::Tensor PeftModel::orthogonality_penalty(core::PenaltyForm form) const {
     for (auto& [key, m] : model_modules(*base_)) by_name[key] = m;
     for (const auto& n : active_) {
         const Entry& e = entry(n);
-        if (e.config.method != Method::Hra) continue;
         for (const auto& key : e.modules) {
-            auto a = std::dynamic_pointer_cast<HraAdapterImpl>(dynamic_cast<AdaptableLayer*>(by_name.at(key).get())->adapter(n));
-            auto p = core::orthogonality_penalty(a->hra_u, form);
-            total = total.defined() ? total + p : p;
+            auto p = dynamic_cast<AdaptableLayer*>(by_name.at(key).get())->adapter(n)->orthogonality_penalty(form);
+            if (p.defined()) total = total.defined() ? total + p : p;
         }
     }
     return total.defined() ? total : torch::zeros({});

@@ -22,9 +22,9 @@
 namespace hra {
 
 struct InjectOptions {
-    // For an unset target_modules: PEFT's defaults per model type (llama,
-    // mistral, qwen2 -> q_proj, v_proj; bert -> query, value; deberta-v2 ->
-    // query_proj, value_proj).
+    // For an unset target_modules: the model family's default targets (PEFT's
+    // per model type, e.g. llama_default_targets()), and the type for messages.
+    std::vector<std::string> default_targets;
     std::string model_type;
     // Output layers that "all-linear" leaves out.
     std::vector<std::string> output_layers = {"lm_head"};
@@ -35,7 +35,6 @@ public:
     explicit PeftModel(std::shared_ptr<torch::nn::Module> base, InjectOptions options = {});
 
     torch::nn::Module& base() const { return *base_; }
-    const std::shared_ptr<torch::nn::Module>& base_ptr() const { return base_; }
 
     // Creates adapter `name` on every matching layer with fresh (PEFT) init,
     // freezes the base model, and makes the new adapter (plus biases and
@@ -66,7 +65,7 @@ public:
     // Merges the active adapters and removes every adapter: a plain model again.
     void merge_and_unload(bool safe = false);
 
-    void set_strategy(Strategy s);
+    void set_strategy(MultiplyPath s);
 
     std::vector<torch::Tensor> trainable_parameters() const;
     int64_t trainable_parameter_count() const;
@@ -74,7 +73,7 @@ public:
     // "trainable params: 1,234 || all params: 5,678 || trainable%: 21.7322" (PEFT's text).
     std::string trainable_summary() const;
 
-    // Σ over the active HRA adapters of ‖I − ÛᵀÛ‖²_F (or the unsquared norm).
+    // Σ over the active adapters of their orthogonality penalties (HRA: ‖I − ÛᵀÛ‖²_F or the unsquared norm).
     torch::Tensor orthogonality_penalty(core::PenaltyForm form = core::PenaltyForm::Squared) const;
 
     // Adapter `name` under PEFT's file keys ("base_model.model.<module>.hra_u", ...).
@@ -98,7 +97,7 @@ private:
     };
     std::vector<KeyedTensor> keyed_tensors(const std::string& name) const;
     const Entry& entry(const std::string& name) const;
-    void apply_trainability(const std::string& name);
+    void apply_trainability();
     std::vector<std::string> resolve_targets(const AdapterConfig& config) const;
 
     std::shared_ptr<torch::nn::Module> base_;

@@ -23,4 +23,11 @@ Error Error::in_file(const std::string& file) const {
     return Error(message_, where);
 }
 
+Error Error::located(const std::string& file, long line) const {
+    ErrorLocation where = where_;
+    where.file = file;
+    where.line = line;
+    return Error(message_, where);
+}
+
 }  // namespace hra

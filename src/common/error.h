@@ -29,6 +29,8 @@ public:
 
     // A copy of this error with the file filled in (when it was not set yet).
     Error in_file(const std::string& file) const;
+    // A copy at `file` and `line` (an error raised without them), keeping its key.
+    Error located(const std::string& file, long line) const;
 
 private:
     std::string message_;

@@ -3,15 +3,18 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 
 #include "common/error.h"
+#include "common/log.h"
+#include "common/torch_compat.h"
 
 namespace hra {
 
@@ -31,24 +34,9 @@ int parse_threads(const char* text, const char* source) {
     return static_cast<int>(n);
 }
 
-// Float GFLOP/s of a 512^3 product (best of three, after one warm-up).
-double time_gemm_512() {
-    auto a = at::rand({512, 512});
-    auto b = at::rand({512, 512});
-    auto c = at::mm(a, b);
-    double best = 1e30;
-    for (int i = 0; i < 3; ++i) {
-        auto t0 = std::chrono::steady_clock::now();
-        c = at::mm(a, b);
-        double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        best = std::min(best, s);
-    }
-    return 2.0 * 512 * 512 * 512 / best / 1e9;
-}
-
 }  // namespace
 
-RuntimeInfo init_runtime(int requested, bool quiet) {
+RuntimeInfo init_runtime(int requested) {
     RuntimeInfo info;
     info.torch_version = TORCH_VERSION;
     const char* omp = std::getenv("OMP_NUM_THREADS");
@@ -70,29 +58,44 @@ RuntimeInfo init_runtime(int requested, bool quiet) {
         info.blas = config.rfind("OpenBLAS", 0) == 0 ? config : "OpenBLAS " + config;
         while (!info.blas.empty() && info.blas.back() == ' ') info.blas.pop_back();
     } else {
-        info.gemm_gflops = time_gemm_512();
+        info.gemm_gflops = matmul_rate(at::kFloat, "cpu", 512) / 1e9;
         // OpenBLAS or MKL on one modern core exceed 30 GFLOP/s; the reference BLAS gives ~1-3.
         info.blas_is_fast = info.gemm_gflops > 10.0;
         info.blas = info.blas_is_fast ? "unknown (fast)" : "unknown (slow)";
     }
     if (!info.blas_is_fast) {
-        std::fprintf(stderr,
-                     "hra: WARNING: libtorch's BLAS is slow (512^3 float product at %.1f GFLOP/s): "
-                     "libblas.so.3 is probably the reference BLAS, which makes matrix products ~20x slower. "
-                     "Install OpenBLAS: apt-get install libopenblas0-openmp\n",
-                     info.gemm_gflops);
+        log_warning(strprintf("libtorch's BLAS is slow (512^3 float product at %.1f GFLOP/s): "
+                              "libblas.so.3 is probably the reference BLAS, which makes matrix products ~20x slower. "
+                              "Install OpenBLAS: apt-get install libopenblas0-openmp",
+                              info.gemm_gflops));
     }
-    if (!quiet) std::fprintf(stderr, "hra: %s\n", describe(info).c_str());
+    log_info("hra: " + describe(info));
     return info;
+}
+
+double matmul_rate(c10::ScalarType dtype, const std::string& device, int64_t n) {
+    at::NoGradGuard no_grad;
+    const c10::Device d(device);
+    // No random numbers here: the global generator drives dropout and must not move.
+    auto a = at::linspace(-1, 1, n * n).view({n, n}).to(d, dtype), b = a.t().contiguous();
+    auto c = at::mm(a, b);  // warm-up
+    compat::cuda_synchronize(d);
+    std::vector<double> t;
+    for (int i = 0; i < 7; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        c = at::mm(a, b);
+        compat::cuda_synchronize(d);
+        t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::nth_element(t.begin(), t.begin() + 3, t.end());
+    return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / t[3];
 }
 
 std::string describe(const RuntimeInfo& info) {
     std::string s = "threads=" + std::to_string(info.threads) + " (" + info.threads_from + "), BLAS=" +
                     info.blas;
     if (info.gemm_gflops > 0) {
-        char buf[64];
-        std::snprintf(buf, sizeof buf, " [%.1f GFLOP/s]", info.gemm_gflops);
-        s += buf;
+        s += strprintf(" [%.1f GFLOP/s]", info.gemm_gflops);
     }
     return s + ", libtorch " + info.torch_version;
 }

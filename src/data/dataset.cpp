@@ -10,7 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "io/atomic_file.h"
+#include "io/json_file.h"
 #include "text/unicode.h"
 
 namespace hra {
@@ -112,16 +114,11 @@ std::vector<Rendered> read_records(const std::string& path, const DataOptions& o
     if (!std::filesystem::is_regular_file(path)) throw Error("no such data file", {path});
     const std::string data = io::read_file(path);
     std::vector<std::pair<json, int64_t>> raw;  // (record, line)
-    std::vector<std::string> problems;
+    io::BadRecords bad(path, o.on_bad_record);
     size_t first = data.find_first_not_of(" \t\r\n");
     if (first == std::string::npos) throw Error("the data file is empty", {path});
     if (data[first] == '[') {
-        json all;
-        try {
-            all = json::parse(data);
-        } catch (const json::exception& e) {
-            throw Error(std::string("invalid JSON: ") + e.what(), {path});
-        }
+        const json all = io::parse_json(data, path);
         for (size_t i = 0; i < all.size(); ++i) raw.emplace_back(all[i], static_cast<int64_t>(i + 1));
     } else {
         int64_t line_no = 0;
@@ -140,9 +137,9 @@ std::vector<Rendered> read_records(const std::string& path, const DataOptions& o
                 text::require_utf8(line, "the line");
                 raw.emplace_back(json::parse(line), line_no);
             } catch (const Error& e) {
-                problems.push_back(path + ":" + std::to_string(line_no) + ": " + e.message());
+                bad.add(e, static_cast<long>(line_no));
             } catch (const json::exception& e) {
-                problems.push_back(path + ":" + std::to_string(line_no) + ": invalid JSON (" + e.what() + ")");
+                bad.add(std::string("invalid JSON (") + e.what() + ")", static_cast<long>(line_no));
             }
             if (nl == data.size()) break;
         }
@@ -178,13 +175,11 @@ std::vector<Rendered> read_records(const std::string& path, const DataOptions& o
             }
             out.push_back(std::move(r));
         } catch (const Error& e) {
-            problems.push_back(path + ":" + std::to_string(line) + ": " + e.message());
+            bad.add(e, static_cast<long>(line));
         }
     }
-    for (size_t i = 0; i < problems.size() && i < 10; ++i) std::fprintf(stderr, "hra: skipped record: %s\n", problems[i].c_str());
-    if (problems.size() > 10) std::fprintf(stderr, "hra: ... %zu bad records in all\n", problems.size());
-    if (out.empty())
-        throw Error("no usable record" + (problems.empty() ? std::string() : " (first problem: " + problems[0] + ")"), {path});
+    if (out.empty()) bad.fail_empty("no usable record");
+    bad.report();
     return out;
 }
 
@@ -240,8 +235,9 @@ std::vector<Example> tokenize_records(const std::vector<Rendered>& records, cons
         }
         out.push_back(std::move(ex));
     }
-    if (dropped) std::fprintf(stderr, "hra: %lld examples had no target token left after truncation to %lld tokens and were dropped\n",
-                              static_cast<long long>(dropped), static_cast<long long>(o.max_length));
+    if (dropped)
+        log_warning(strprintf("%s: %lld examples had no target token left after truncation to %lld tokens and were dropped",
+                              source.c_str(), static_cast<long long>(dropped), static_cast<long long>(o.max_length)));
     if (out.empty()) throw Error("no usable example after tokenization", {source});
     return out;
 }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "io/records.h"
 #include "text/tokenizer.h"
 
 namespace hra {
@@ -42,6 +43,7 @@ struct DataOptions {
     int64_t max_length = 512;              // tokens, longer examples truncated
     bool packing = false;                  // concatenate examples into max_length blocks
     std::optional<int64_t> limit;          // use the first N records
+    io::OnBadRecord on_bad_record = io::OnBadRecord::Skip;  // a bad record: skip (counted warning) or fail
 };
 
 // One rendered record: segments of text, some of them targets (trained on).
@@ -60,8 +62,9 @@ struct Example {
     std::vector<int64_t> labels;  // -100 where no loss
 };
 
-// Reads records; bad ones are reported on stderr with file and line and
-// skipped; hra::Error when the file is missing, empty or has no usable record.
+// Reads records; a bad one is skipped (one counted warning) or an error naming
+// file and line, as options.on_bad_record says; hra::Error when the file is
+// missing, empty or has no usable record.
 std::vector<Rendered> read_records(const std::string& path, const DataOptions& options);
 
 // Tokenizes (prompt masked unless train_on_prompt; BOS added as the tokenizer does).

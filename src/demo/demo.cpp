@@ -10,6 +10,7 @@
 
 #include "adapters/peft_model.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "io/atomic_file.h"
 #include "models/generate.h"
 #include "models/llama2c.h"
@@ -115,9 +116,8 @@ DemoResult run_demo(const DemoOptions& o) {
     auto base = load_llama(model_dir);
     auto tok = load_tokenizer(model_dir);
     res.before_accuracy = accuracy(*base.model, *tok, test_items);
-    if (!o.quiet)
-        std::fprintf(stderr, "hra demo: base model %.1f%% on %lld held-out questions (chance 50%%, majority %.1f%%)\n",
-                     100 * res.before_accuracy, static_cast<long long>(o.test_examples), 100 * res.majority);
+    log_info(strprintf("hra demo: base model %.1f%% on %lld held-out questions (chance 50%%, majority %.1f%%)",
+                       100 * res.before_accuracy, static_cast<long long>(o.test_examples), 100 * res.majority));
 
     std::vector<std::pair<std::string, std::vector<StepRecord>>> curves;
     for (const std::string method : {"hra", "lora"}) {
@@ -135,10 +135,9 @@ DemoResult run_demo(const DemoOptions& o) {
             t.data_options.format = "metamath";
             t.data_options.prompt_template = kTemplate;
             t.data_options.max_length = 64;
-            t.method = method == "hra" ? TrainMethod::Hra : TrainMethod::Lora;
-            t.adapter.method = method == "hra" ? Method::Hra : Method::Lora;
+            t.set_method(method);
             t.adapter.r = method == "hra" ? o.hra_r : o.lora_r;
-            t.adapter.lora_alpha = static_cast<double>(2 * o.lora_r);
+            if (method == "lora") t.adapter.set("lora_alpha", 2 * o.lora_r);
             t.adapter.target_modules = ModuleSelector::regex("all-linear");
             t.lr = lr;
             t.schedule = Schedule::Cosine;
@@ -147,9 +146,12 @@ DemoResult run_demo(const DemoOptions& o) {
             t.max_steps = o.steps;
             t.eval_every = std::max<int64_t>(1, o.steps / 6);
             t.seed = o.seed;
-            t.quiet = true;
             const auto t0 = std::chrono::steady_clock::now();
-            auto tr = train(t);
+            TrainResult tr;
+            {
+                ScopedLogLevel quiet(LogLevel::Warning);  // the sweep's runs print no step lines
+                tr = train(t);
+            }
             DemoRow row;
             row.method = method;
             row.lr = lr;
@@ -159,9 +161,8 @@ DemoResult run_demo(const DemoOptions& o) {
                 for (const auto& a : l->adapter_names())
                     for (const auto& p : l->adapter(a)->parameters()) row.parameters += p.numel();
             row.val_accuracy = accuracy(*m.base.model, *tok, val_items);
-            if (!o.quiet)
-                std::fprintf(stderr, "hra demo: %-4s lr %-6g  val loss %.4f  val accuracy %5.1f%%  (%.0f s)\n",
-                             method.c_str(), lr, tr.final_val_loss.value_or(NAN), 100 * row.val_accuracy, row.train_seconds);
+            log_info(strprintf("hra demo: %-4s lr %-6g  val loss %.4f  val accuracy %5.1f%%  (%.0f s)", method.c_str(), lr,
+                               tr.final_val_loss.value_or(NAN), 100 * row.val_accuracy, row.train_seconds));
             res.sweep.push_back(row);
             if (best.method.empty() || row.val_accuracy > best.val_accuracy) {
                 best = row;

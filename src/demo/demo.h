@@ -22,7 +22,6 @@ struct DemoOptions {
     std::vector<double> lora_lrs = {2e-3, 5e-3, 1e-2};
     int64_t hra_r = 8, lora_r = 4;
     uint64_t seed = 0;
-    bool quiet = false;
 };
 
 // A "who has more" question: two names, two counts, one object kind.

@@ -11,12 +11,12 @@
 #include <torch/torch.h>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "eval/glue.h"
 #include "io/atomic_file.h"
 #include "io/output_folder.h"
 #include "io/safetensors.h"
 #include "models/deberta.h"
-#include "models/llama.h"
 #include "text/pair_encoder.h"
 #include "text/sp_tokenizer.h"
 #include "train/tasks/glue.h"
@@ -54,12 +54,6 @@ json tiny_config(const NluDemoOptions& o, int64_t vocab) {
             {"pad_token_id", 0}};
 }
 
-std::string fmt(const char* f, double v) {
-    char b[64];
-    std::snprintf(b, sizeof b, f, v);
-    return b;
-}
-
 }  // namespace
 
 NluDemoResult run_nlu_demo(const NluDemoOptions& o) {
@@ -71,7 +65,7 @@ NluDemoResult run_nlu_demo(const NluDemoOptions& o) {
     io::make_dirs(o.out);
     NluDemoResult result;
     auto log = [&](const std::string& s) {
-        if (!o.quiet) std::fprintf(stderr, "hra demo nlu: %s\n", s.c_str());
+        log_info("hra demo nlu: " + s);
     };
 
     // 1. SentencePiece vocabulary on the training sentences.
@@ -103,7 +97,7 @@ NluDemoResult run_nlu_demo(const NluDemoOptions& o) {
         t.model = folder.temp_path();
         t.data = text_path;
         t.out = (fs::path(o.out) / "mlm").string();
-        t.method = TrainMethod::Full;
+        t.set_method("full");
         t.from_scratch = true;
         t.data_options.max_length = o.pretrain_max_length;
         t.lr = o.pretrain_lr;
@@ -119,8 +113,11 @@ NluDemoResult run_nlu_demo(const NluDemoOptions& o) {
         t.max_minutes = o.pretrain_minutes;
         t.seed = 0;
         t.overwrite = true;
-        t.quiet = true;
-        auto r = train(t);
+        TrainResult r;
+        {
+            ScopedLogLevel quiet(LogLevel::Warning);
+            r = train(t);
+        }
         result.pretrain_steps = r.steps;
         result.pretrain_seconds = 0;
         double smoothed = 0;
@@ -129,16 +126,16 @@ NluDemoResult run_nlu_demo(const NluDemoOptions& o) {
             result.pretrain_seconds += h.ms / 1000.0;
             smoothed = i == 0 ? h.loss : 0.98 * smoothed + 0.02 * h.loss;
             if ((i + 1) % 100 == 0)
-                log("MLM step " + std::to_string(i + 1) + ", loss " + fmt("%.3f", smoothed) + ", " +
-                    fmt("%.0f", result.pretrain_seconds) + " s");
+                log("MLM step " + std::to_string(i + 1) + ", loss " + strprintf("%.3f", smoothed) + ", " +
+                    strprintf("%.0f", result.pretrain_seconds) + " s");
         }
         if (!r.history.empty()) result.pretrain_first_loss = r.history.front().loss;
         result.pretrain_final_loss = smoothed;
         io::write_file_atomically(folder.file("model.safetensors"),
                                   io::read_file((fs::path(r.adapter_dir) / "model.safetensors").string()));
     }
-    log("MLM pretraining: " + std::to_string(result.pretrain_steps) + " steps in " + fmt("%.0f", result.pretrain_seconds) +
-        " s, loss " + fmt("%.3f", result.pretrain_first_loss) + " -> " + fmt("%.3f", result.pretrain_final_loss));
+    log("MLM pretraining: " + std::to_string(result.pretrain_steps) + " steps in " + strprintf("%.0f", result.pretrain_seconds) +
+        " s, loss " + strprintf("%.3f", result.pretrain_first_loss) + " -> " + strprintf("%.3f", result.pretrain_final_loss));
     folder.commit();
 
     // 3. Fine-tuning on SST-2: head only, HRA, LoRA; several seeds.
@@ -157,10 +154,9 @@ NluDemoResult run_nlu_demo(const NluDemoOptions& o) {
             g.train_file = train_file;
             g.dev_file = dev_file;
             g.out = (fs::path(o.out) / "runs" / (std::string(m.name) + "-seed" + std::to_string(seed))).string();
-            g.method = parse_train_method(m.name);
-            g.adapter.method = g.method == TrainMethod::Lora ? hra::Method::Lora : hra::Method::Hra;
+            g.set_method(m.name);
             g.adapter.r = o.r;
-            g.adapter.lora_alpha = static_cast<double>(o.r);
+            if (g.method == "lora") g.adapter.set("lora_alpha", o.r);
             glue_task_defaults(g);
             g.lr = m.lr;
             g.epochs = o.finetune_epochs;
@@ -169,11 +165,14 @@ NluDemoResult run_nlu_demo(const NluDemoOptions& o) {
             g.seed = seed;
             g.max_train_examples = o.finetune_examples;
             g.overwrite = true;
-            g.quiet = true;
-            auto r = train(g);
+            TrainResult r;
+            {
+                ScopedLogLevel quiet(LogLevel::Warning);
+                r = train(g);
+            }
             row.trainable = r.result["config"]["task_config"]["trainable_params"].get<int64_t>();
             row.accuracy.push_back(r.best_score.value_or(0));
-            log(std::string(m.name) + " seed " + std::to_string(seed) + ": dev accuracy " + fmt("%.4f", r.best_score.value_or(0)) +
+            log(std::string(m.name) + " seed " + std::to_string(seed) + ": dev accuracy " + strprintf("%.4f", r.best_score.value_or(0)) +
                 " (epoch " + std::to_string(r.result.value("best_epoch", int64_t(0))) + ")");
         }
         const auto [lo, hi] = std::minmax_element(row.accuracy.begin(), row.accuracy.end());
@@ -188,12 +187,12 @@ NluDemoResult run_nlu_demo(const NluDemoOptions& o) {
     std::string t = "| method | trainable | lr | dev accuracy per seed | mean | spread |\n|---|---|---|---|---|---|\n";
     for (const auto& r : result.rows) {
         std::string accs;
-        for (double a : r.accuracy) accs += (accs.empty() ? "" : " / ") + fmt("%.1f%%", 100 * a);
-        t += "| " + r.method + " | " + std::to_string(r.trainable) + " | " + fmt("%g", r.lr) + " | " + accs + " | " +
-             fmt("%.1f%%", 100 * r.mean) + " | " + fmt("%.1f", 100 * r.spread) + " |\n";
+        for (double a : r.accuracy) accs += (accs.empty() ? "" : " / ") + strprintf("%.1f%%", 100 * a);
+        t += "| " + r.method + " | " + std::to_string(r.trainable) + " | " + strprintf("%g", r.lr) + " | " + accs + " | " +
+             strprintf("%.1f%%", 100 * r.mean) + " | " + strprintf("%.1f", 100 * r.spread) + " |\n";
     }
-    t += "\nMLM pretraining: " + std::to_string(result.pretrain_steps) + " steps, " + fmt("%.0f s", result.pretrain_seconds) +
-         ", loss " + fmt("%.2f", result.pretrain_first_loss) + " -> " + fmt("%.2f", result.pretrain_final_loss) + "\n";
+    t += "\nMLM pretraining: " + std::to_string(result.pretrain_steps) + " steps, " + strprintf("%.0f s", result.pretrain_seconds) +
+         ", loss " + strprintf("%.2f", result.pretrain_first_loss) + " -> " + strprintf("%.2f", result.pretrain_final_loss) + "\n";
     t += std::string("HRA and LoRA each beat head-only by more than the seed spread: ") + (result.passed ? "yes" : "no") + "\n";
     result.table = t;
     json j = {{"pretrain_steps", result.pretrain_steps}, {"pretrain_seconds", result.pretrain_seconds},

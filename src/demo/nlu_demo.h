@@ -26,7 +26,6 @@ struct NluDemoOptions {
     std::vector<uint64_t> seeds = {0, 1, 2};
     double head_lr = 3e-3, hra_lr = 3e-3, lora_lr = 1e-3;
     int64_t r = 8;
-    bool quiet = false;
 };
 
 struct NluDemoRow {

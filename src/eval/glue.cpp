@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <numeric>
@@ -88,12 +89,9 @@ std::string dev_path(const Task& t, const std::string& dir) {
 // HF's order; MNLI, QNLI and RTE use the names.
 static double label_from_text(const Task& t, const std::string& text, const std::string& path, int64_t line) {
     if (t.regression()) {
-        try {
-            size_t used = 0;
-            const double v = std::stod(text, &used);
-            if (used == text.size() && std::isfinite(v)) return v;
-        } catch (const std::exception&) {
-        }
+        char* end = nullptr;
+        const double v = text.empty() ? NAN : std::strtod(text.c_str(), &end);
+        if (end == text.c_str() + text.size() && std::isfinite(v)) return v;
         throw Error("score '" + text + "' is not a number", {path, "", line});
     }
     for (size_t i = 0; i < t.labels.size(); ++i)
@@ -101,7 +99,7 @@ static double label_from_text(const Task& t, const std::string& text, const std:
     throw Error("unknown label '" + text + "' for " + t.name, {path, "", line});
 }
 
-std::vector<Example> read_tsv(const Task& t, const std::string& path) {
+std::vector<Example> read_tsv(const Task& t, const std::string& path, io::OnBadRecord on_bad_record) {
     if (!std::filesystem::is_regular_file(path)) throw Error("no such GLUE file", {path});
     std::string text = io::read_file(path);
     if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) text = text.substr(3);
@@ -111,6 +109,7 @@ std::vector<Example> read_tsv(const Task& t, const std::string& path) {
     std::vector<Example> out;
     int ia = -1, ib = -1, il = -1;
     size_t columns = 0;
+    io::BadRecords bad(path, on_bad_record);
     if (t.name == "cola") {
         ia = 3, il = 1, columns = 4;
     } else {
@@ -136,29 +135,37 @@ std::vector<Example> read_tsv(const Task& t, const std::string& path) {
         if (line.empty()) continue;
         const auto f = split_tabs(line);
         // MNLI's train.tsv has one annotator label, dev files five: only the header decides.
-        if (f.size() != columns)
-            throw Error("row has " + std::to_string(f.size()) + " fields, expected " + std::to_string(columns),
-                        {path, "", number});
+        if (f.size() != columns) {
+            bad.add("row has " + std::to_string(f.size()) + " fields, expected " + std::to_string(columns),
+                    static_cast<long>(number));
+            continue;
+        }
         Example e;
         e.line = number;
         e.a = f[static_cast<size_t>(ia)];
         if (ib >= 0) e.b = f[static_cast<size_t>(ib)];
-        e.label = il >= 0 ? label_from_text(t, f[static_cast<size_t>(il)], path, number) : -1;
+        try {
+            e.label = il >= 0 ? label_from_text(t, f[static_cast<size_t>(il)], path, number) : -1;
+        } catch (const Error& err) {
+            bad.add(err, static_cast<long>(number));
+            continue;
+        }
         out.push_back(std::move(e));
     }
-    if (out.empty()) throw Error("no examples in the GLUE file", {path});
+    if (out.empty()) bad.fail_empty("no examples in the GLUE file");
+    bad.report();
     return out;
 }
 
-double parse_label(const Task& t, const nlohmann::json& v, const std::string& where) {
+double parse_label(const Task& t, const nlohmann::json& v, const std::string& file, long line) {
     if (v.is_number()) {
         const double x = v.get<double>();
         if (t.regression()) return x;
         if (x == std::floor(x) && x >= 0 && x < static_cast<double>(t.labels.size())) return x;
-        throw Error("class id " + v.dump() + " is out of range for " + t.name, {where});
+        throw Error("class id " + v.dump() + " is out of range for " + t.name, {file, "", line});
     }
-    if (v.is_string()) return label_from_text(t, v.get<std::string>(), where, 0);
-    throw Error("expected a number or a label name, got " + v.dump(), {where});
+    if (v.is_string()) return label_from_text(t, v.get<std::string>(), file, line);
+    throw Error("expected a number or a label name, got " + v.dump(), {file, "", line});
 }
 
 double accuracy(const std::vector<int64_t>& p, const std::vector<int64_t>& g) {
@@ -258,29 +265,37 @@ nlohmann::json metrics(const Task& t, const std::vector<double>& pred, const std
     return j;
 }
 
-nlohmann::json score_predictions_file(const Task& t, const std::string& path) {
+nlohmann::json score_predictions_file(const Task& t, const std::string& path, io::OnBadRecord on_bad_record) {
     if (!std::filesystem::is_regular_file(path)) throw Error("no such predictions file", {path});
     std::istringstream in(io::read_file(path));
     std::string line;
     int64_t number = 0;
     std::vector<double> pred, gold;
+    io::BadRecords bad(path, on_bad_record);
     while (std::getline(in, line)) {
         ++number;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        nlohmann::json r;
         try {
-            r = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::exception& e) {
-            throw Error(std::string("invalid JSON: ") + e.what(), {path, "", number});
+            nlohmann::json r;
+            try {
+                r = nlohmann::json::parse(line);
+            } catch (const nlohmann::json::exception& e) {
+                throw Error(std::string("invalid JSON: ") + e.what());
+            }
+            for (const char* k : {"prediction", "label"})
+                if (!r.is_object() || !r.contains(k)) throw Error(std::string("missing field '") + k + "'", {"", k});
+            const double p = parse_label(t, r["prediction"]), g = parse_label(t, r["label"]);
+            pred.push_back(p);
+            gold.push_back(g);
+        } catch (const Error& e) {
+            bad.add(e, static_cast<long>(number));
         }
-        const std::string where = path + ":" + std::to_string(number);
-        for (const char* k : {"prediction", "label"})
-            if (!r.is_object() || !r.contains(k)) throw Error(std::string("missing field '") + k + "'", {path, k, number});
-        pred.push_back(parse_label(t, r["prediction"], where));
-        gold.push_back(parse_label(t, r["label"], where));
     }
-    if (pred.empty()) throw Error("no predictions in the file", {path});
-    return metrics(t, pred, gold);
+    if (pred.empty()) bad.fail_empty("no predictions in the file");
+    bad.report();
+    auto m = metrics(t, pred, gold);
+    m["skipped"] = bad.count();
+    return m;
 }
 
 }  // namespace hra::glue

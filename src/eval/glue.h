@@ -9,6 +9,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "io/records.h"
+
 namespace hra::glue {
 
 struct Task {
@@ -34,15 +36,18 @@ struct Example {
 // Reads a task's TSV (train.tsv, dev*.tsv or test*.tsv). Columns are found by
 // the header's names (CoLA: fixed columns, no header); a UTF-8 BOM is skipped.
 // Rows with the wrong number of fields, unknown labels or unparsable scores
-// are errors naming the file and line; an empty file is an error.
-std::vector<Example> read_tsv(const Task& t, const std::string& path);
+// are errors naming the file and line, or skipped with a counted warning, as
+// `on_bad_record` says; a file without examples is an error.
+std::vector<Example> read_tsv(const Task& t, const std::string& path,
+                              io::OnBadRecord on_bad_record = io::OnBadRecord::Fail);
 
 // <data_dir>/<folder>/train.tsv and the dev file.
 std::string train_path(const Task& t, const std::string& data_dir);
 std::string dev_path(const Task& t, const std::string& data_dir);
 
-// A label given as a class id, a label name (or a number for STS-B).
-double parse_label(const Task& t, const nlohmann::json& value, const std::string& where);
+// A label given as a class id, a label name (or a number for STS-B); errors
+// name `file` and `line`.
+double parse_label(const Task& t, const nlohmann::json& value, const std::string& file = "", long line = 0);
 
 // Metrics as fractions.
 double accuracy(const std::vector<int64_t>& pred, const std::vector<int64_t>& gold);
@@ -58,7 +63,9 @@ std::vector<double> average_ranks(const std::vector<double>& x);  // 1-based
 nlohmann::json metrics(const Task& t, const std::vector<double>& pred, const std::vector<double>& gold);
 std::string main_metric(const Task& t);
 
-// hra eval --predictions: JSONL records with `prediction` and `label`.
-nlohmann::json score_predictions_file(const Task& t, const std::string& path);
+// hra eval --predictions: JSONL records with `prediction` and `label`; a bad
+// record fails or is skipped (counted in "skipped") as `on_bad_record` says.
+nlohmann::json score_predictions_file(const Task& t, const std::string& path,
+                                      io::OnBadRecord on_bad_record = io::OnBadRecord::Fail);
 
 }  // namespace hra::glue

@@ -197,24 +197,29 @@ std::optional<GiNaC::ex> parse_python_expr(const std::string& s, GiNaC::symtab& 
     }
 }
 
+// A check that GiNaC cannot carry out (division by zero, ...) counts as "not
+// shown equal", as the seed's `try: ... except: pass` around sympy.
+template <class Check>
+bool shown(Check check) {
+    try {
+        return check();
+    } catch (const std::exception&) {
+        return false;
+    }
+}
+
 bool symbolic_equal(const std::string& a, const std::string& b) {
     GiNaC::symtab symbols;
     auto ea = parse_python_expr(a, symbols), eb = parse_python_expr(b, symbols);
     if (!ea || !eb) return false;
-    try {
-        if (GiNaC::normal(GiNaC::expand(*ea - *eb)).is_zero()) return true;
-    } catch (const std::exception&) {
-    }
-    try {
+    if (shown([&] { return GiNaC::normal(GiNaC::expand(*ea - *eb)).is_zero(); })) return true;
+    return shown([&] {
         GiNaC::ex na = GiNaC::evalf(*ea), nb = GiNaC::evalf(*eb);
-        if (GiNaC::is_a<GiNaC::numeric>(na) && GiNaC::is_a<GiNaC::numeric>(nb)) {
-            const auto& x = GiNaC::ex_to<GiNaC::numeric>(na);
-            const auto& y = GiNaC::ex_to<GiNaC::numeric>(nb);
-            if (x.is_real() && y.is_real()) return isclose(x.to_double(), y.to_double(), 1e-3);
-        }
-    } catch (const std::exception&) {
-    }
-    return false;
+        if (!GiNaC::is_a<GiNaC::numeric>(na) || !GiNaC::is_a<GiNaC::numeric>(nb)) return false;
+        const auto& x = GiNaC::ex_to<GiNaC::numeric>(na);
+        const auto& y = GiNaC::ex_to<GiNaC::numeric>(nb);
+        return x.is_real() && y.is_real() && isclose(x.to_double(), y.to_double(), 1e-3);
+    });
 }
 
 bool starts(const std::string& s, char c) { return !s.empty() && s.front() == c; }

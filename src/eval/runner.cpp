@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "eval/math_answer.h"
@@ -45,7 +46,7 @@ Scored score_one(const std::string& task, const std::string& completion, const s
     throw Error("unknown task '" + task + "' (expected gsm8k or math)");
 }
 
-std::vector<std::pair<json, int64_t>> read_jsonl(const std::string& path) {
+std::vector<std::pair<json, int64_t>> read_jsonl(const std::string& path, io::BadRecords& bad) {
     std::ifstream in(path);
     if (!in) throw Error("cannot open", {path});
     std::vector<std::pair<json, int64_t>> out;
@@ -57,23 +58,26 @@ std::vector<std::pair<json, int64_t>> read_jsonl(const std::string& path) {
         try {
             out.emplace_back(json::parse(line), n);
         } catch (const json::exception& e) {
-            throw Error(std::string("invalid JSON: ") + e.what(), {path, "", n});
+            bad.add(std::string("invalid JSON: ") + e.what(), static_cast<long>(n));
         }
     }
-    if (out.empty()) throw Error("no records", {path});
+    if (out.empty()) bad.fail_empty("no records");
     return out;
 }
 
-std::string string_field(const json& j, const std::string& name, const std::string& path, int64_t line) {
-    if (!j.is_object() || !j.contains(name)) throw Error("missing field '" + name + "'", {path, "", line});
+// Errors carry the field as their key; the caller adds file and line.
+std::string string_field(const json& j, const std::string& name) {
+    if (!j.is_object() || !j.contains(name)) throw Error("missing field '" + name + "'", {"", name});
     if (j[name].is_string()) return j[name].get<std::string>();
     if (j[name].is_number()) return j[name].dump();
-    throw Error("field '" + name + "' must be a string or a number", {path, "", line});
+    throw Error("field '" + name + "' must be a string or a number", {"", name});
 }
 
-json summary(const std::string& task, Protocol p, int64_t n, int64_t correct) {
+json summary(const std::string& task, Protocol p, int64_t n, int64_t correct, const io::BadRecords& bad) {
+    bad.report();
     return {{"task", task}, {"protocol", protocol_name(p)}, {"n", n}, {"correct", correct},
-            {"accuracy", n ? static_cast<double>(correct) / static_cast<double>(n) : 0.0}};
+            {"accuracy", n ? static_cast<double>(correct) / static_cast<double>(n) : 0.0},
+            {"skipped", bad.count()}};
 }
 
 }  // namespace
@@ -81,14 +85,16 @@ json summary(const std::string& task, Protocol p, int64_t n, int64_t correct) {
 json score_predictions(const std::string& path, const ScoreOptions& o) {
     std::string scored;
     int64_t n = 0, correct = 0;
-    for (const auto& [rec, line] : read_jsonl(path)) {
-        const std::string completion = string_field(rec, o.completion_field, path, line);
-        const std::string answer = string_field(rec, o.answer_field, path, line);
+    io::BadRecords bad(path, o.on_bad_record);
+    for (const auto& [rec, line] : read_jsonl(path, bad)) {
         Scored s;
         try {
+            const std::string completion = string_field(rec, o.completion_field);
+            const std::string answer = string_field(rec, o.answer_field);
             s = score_one(o.task, completion, answer, o.protocol);
         } catch (const Error& e) {
-            throw Error(e.message(), {path, "", line});
+            bad.add(e, static_cast<long>(line));
+            continue;
         }
         ++n;
         correct += s.correct;
@@ -99,11 +105,12 @@ json score_predictions(const std::string& path, const ScoreOptions& o) {
         scored += out.dump() + "\n";
     }
     if (!o.output.empty()) io::write_file_atomically(o.output, scored);
-    return summary(o.task, o.protocol, n, correct);
+    return summary(o.task, o.protocol, n, correct, bad);
 }
 
 json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const GenerateEvalOptions& o) {
-    auto records = read_jsonl(o.data);
+    io::BadRecords bad(o.data, o.on_bad_record);
+    auto records = read_jsonl(o.data, bad);
     auto pick = [&](const json& j, const std::string& chosen, std::initializer_list<const char*> defaults) {
         if (!chosen.empty()) return chosen;
         for (const char* d : defaults)
@@ -128,7 +135,11 @@ json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const
                                                                   : std::initializer_list<const char*>{"question"});
         const std::string af = pick(rec, o.answer_field, math ? std::initializer_list<const char*>{"output", "solution"}
                                                                 : std::initializer_list<const char*>{"answer"});
-        items.push_back({seed_eval_prompt(string_field(rec, qf, o.data, line)), string_field(rec, af, o.data, line), line});
+        try {
+            items.push_back({seed_eval_prompt(string_field(rec, qf)), string_field(rec, af), line});
+        } catch (const Error& e) {
+            bad.add(e, static_cast<long>(line));
+        }
     }
     const auto t0 = std::chrono::steady_clock::now();
     const size_t bs = static_cast<size_t>(std::max<int64_t>(1, o.batch_size));
@@ -142,7 +153,7 @@ json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const
             try {
                 sc = score_one(o.task, results[k].text, it.answer, o.protocol);
             } catch (const Error& e) {
-                throw Error(e.message(), {o.data, "", it.line});
+                throw e.located(o.data, static_cast<long>(it.line));
             }
             ++n;
             correct += sc.correct;
@@ -152,13 +163,14 @@ json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const
                    "\n";
         }
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (!o.quiet)
-            std::fprintf(stderr, "\rhra: %lld/%zu scored, %lld correct, %.2f questions/s", static_cast<long long>(n), items.size(),
-                         static_cast<long long>(correct), static_cast<double>(n) / secs);
+        show_progress(strprintf("hra: %lld/%zu scored, %lld correct, %.2f questions/s", static_cast<long long>(n),
+                                items.size(), static_cast<long long>(correct), static_cast<double>(n) / secs));
     }
-    if (!o.quiet) std::fprintf(stderr, "\n");
+    clear_progress();
+    log_info(strprintf("hra: %lld/%zu scored, %lld correct", static_cast<long long>(n), items.size(),
+                       static_cast<long long>(correct)));
     if (!o.output.empty()) io::write_file_atomically(o.output, out);
-    auto result = summary(o.task, o.protocol, n, correct);
+    auto result = summary(o.task, o.protocol, n, correct, bad);
     result["questions_per_s"] =
         static_cast<double>(n) / std::max(1e-9, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return result;

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "io/records.h"
 #include "eval/gsm8k.h"
 
 namespace hra {
@@ -26,6 +27,7 @@ struct ScoreOptions {
     std::string completion_field = "completion";
     std::string answer_field = "answer";
     std::string output;  // scored predictions JSONL (optional)
+    io::OnBadRecord on_bad_record = io::OnBadRecord::Fail;  // skip: counted in "skipped"
 };
 
 // Scores a predictions JSONL file: {"task", "protocol", "n", "correct", "accuracy"}.
@@ -40,7 +42,7 @@ struct GenerateEvalOptions {
     int64_t max_new_tokens = 512;
     int64_t batch_size = 16;  // questions generated together (left padding, one KV cache)
     std::string output;  // predictions JSONL: prompt, completion, extracted, reference, correct
-    bool quiet = false;
+    io::OnBadRecord on_bad_record = io::OnBadRecord::Fail;  // skip: counted in "skipped"
 };
 
 nlohmann::json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tokenizer,

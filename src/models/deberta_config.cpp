@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "io/json_file.h"
 #include "io/json_value.h"
 
 namespace hra {
@@ -13,12 +14,7 @@ namespace hra {
 using json = nlohmann::json;
 
 DebertaConfig parse_deberta_config(const std::string& text, const std::string& source) {
-    json j;
-    try {
-        j = json::parse(text);
-    } catch (const json::exception& e) {
-        throw Error(std::string("invalid JSON: ") + e.what(), {source});
-    }
+    const json j = io::parse_json(text, source);
     if (!j.is_object()) throw Error("config is not a JSON object", {source});
     DebertaConfig c;
     c.source_json = text;
@@ -105,9 +101,7 @@ DebertaConfig parse_deberta_config(const std::string& text, const std::string& s
 }
 
 DebertaConfig read_deberta_config(const std::string& path) {
-    std::string file = path;
-    if (std::filesystem::is_directory(path)) file = (std::filesystem::path(path) / "config.json").string();
-    if (!std::filesystem::is_regular_file(file)) throw Error("missing config.json", {path});
+    const std::string file = io::file_in_folder(path, "config.json");
     return parse_deberta_config(io::read_file(file), file);
 }
 

@@ -4,17 +4,19 @@
 
 #include "common/error.h"
 #include "common/log.h"
-#include "models/loader.h"
+#include "common/strings.h"
+#include "models/model_weights.h"
 
 namespace hra {
 
-namespace {
-
-bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
-
-bool ends_with(const std::string& s, const std::string& p) {
-    return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+InjectOptions deberta_inject_options() {
+    InjectOptions o;
+    o.model_type = "deberta-v2";
+    o.default_targets = {"query_proj", "value_proj"};  // PEFT's for deberta-v2
+    return o;
 }
+
+namespace {
 
 DebertaConfig config_for(const std::string& dir, const DebertaLoadOptions& o) {
     auto c = read_deberta_config(dir);

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "adapters/peft_model.h"
 #include "models/deberta.h"
 
 namespace hra {
@@ -33,5 +34,8 @@ struct LoadedDeberta {
 // missing, unexpected or mis-shaped is an error naming the keys. Checkpoints
 // saved from the bare encoder (keys without "deberta.") are accepted.
 LoadedDeberta load_deberta(const std::string& dir, const DebertaLoadOptions& options = {});
+
+// Injection options for DeBERTa-v2/v3: PEFT's default targets (query_proj, value_proj).
+InjectOptions deberta_inject_options();
 
 }  // namespace hra

@@ -241,12 +241,4 @@ torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& l
         torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
 }
 
-std::vector<std::pair<std::string, torch::Tensor>> unique_named_parameters(const torch::nn::Module& m) {
-    std::vector<std::pair<std::string, torch::Tensor>> out;
-    std::unordered_set<const c10::TensorImpl*> seen;
-    for (const auto& p : m.named_parameters())
-        if (seen.insert(p.value().unsafeGetTensorImpl()).second) out.emplace_back(p.key(), p.value());
-    return out;
-}
-
 }  // namespace hra

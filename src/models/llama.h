@@ -150,7 +150,4 @@ TORCH_MODULE(LlamaForCausalLM);
 // (the shift is done here, as transformers does); float32 or wider.
 torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& labels);
 
-// Parameters without duplicates (a tied head shares the embedding), by name.
-std::vector<std::pair<std::string, torch::Tensor>> unique_named_parameters(const torch::nn::Module& m);
-
 }  // namespace hra

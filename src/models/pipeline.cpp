@@ -20,9 +20,7 @@ AdaptedModel load_with_adapters(const std::string& model_dir, const std::vector<
     AdaptedModel m;
     m.base = load_llama(model_dir, options);
     if (adapter_dirs.empty()) return m;
-    InjectOptions inject;
-    inject.model_type = m.base.config.model_type;
-    m.peft = std::make_unique<PeftModel>(m.base.model.ptr(), inject);
+    m.peft = std::make_unique<PeftModel>(m.base.model.ptr(), llama_inject_options(m.base.config.model_type));
     std::vector<std::string> names;
     for (size_t i = 0; i < adapter_dirs.size(); ++i) {
         names.push_back("adapter" + std::to_string(i));

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "adapters/peft_model.h"
-#include "models/loader.h"
+#include "models/llama_loader.h"
 
 namespace hra {
 

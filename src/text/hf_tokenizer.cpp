@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "io/json_file.h"
 #include "text/regex.h"
 #include "text/unicode.h"
 
@@ -102,12 +103,7 @@ class HfTokenizer : public Tokenizer {
 public:
     HfTokenizer(const std::string& text, const std::string& source, const HfTokenizerOptions& options)
         : source_(source) {
-        json j;
-        try {
-            j = json::parse(text);
-        } catch (const json::exception& e) {
-            throw Error(std::string("invalid JSON: ") + e.what(), {source});
-        }
+        const json j = io::parse_json(text, source);
         try {
             parse(j, options);
         } catch (const Error& e) {

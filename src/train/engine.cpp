@@ -17,6 +17,8 @@
 #include <torch/torch.h>
 
 #include "common/error.h"
+#include "common/log.h"
+#include "common/runtime.h"
 #include "common/torch_compat.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
@@ -86,12 +88,6 @@ std::string progress_bar(int64_t step, int64_t total, double seconds_per_step) {
     return buf;
 }
 
-std::string fmt(const char* f, double v) {
-    char b[64];
-    std::snprintf(b, sizeof b, f, v);
-    return b;
-}
-
 // The RNG states of this process: the CPU generator and, on CUDA, the device's.
 at::Tensor cpu_rng_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
 void set_cpu_rng_state(const at::Tensor& t) {
@@ -117,24 +113,6 @@ int64_t json_int(const json& j, const char* key, int64_t lo, int64_t hi, const s
 }
 
 }  // namespace
-
-double matmul_rate(c10::ScalarType dtype, const std::string& device) {
-    torch::NoGradGuard ng;
-    const c10::Device d(device);
-    // No random numbers here: the global generator drives dropout and must not move.
-    auto a = torch::linspace(-1, 1, 1024 * 1024).view({1024, 1024}).to(d, dtype), b = a.t().contiguous();
-    auto c = torch::mm(a, b);  // warm-up
-    compat::cuda_synchronize(d);
-    std::vector<double> t;
-    for (int i = 0; i < 7; ++i) {
-        auto t0 = std::chrono::steady_clock::now();
-        c = torch::mm(a, b);
-        compat::cuda_synchronize(d);
-        t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::nth_element(t.begin(), t.begin() + 3, t.end());
-    return 2.0 * 1024 * 1024 * 1024 / t[3];
-}
 
 double peak_memory_mb(const std::string& device) {
     if (device.rfind("cuda", 0) == 0) {
@@ -258,13 +236,13 @@ TrainResult train(const TrainOptions& options) {
         set_cpu_rng_state(saved.tensor("rng.cpu." + std::to_string(rank)).clone());
         if (device.is_cuda()) set_cuda_rng_state(device, saved.tensor("rng.cuda." + std::to_string(rank)).clone());
     }
-    if (main && !o.quiet) {
-        std::fprintf(stderr, "hra: task %s on %s%s: %s\n", o.task.c_str(), o.device.c_str(),
-                     world > 1 ? (", " + std::to_string(world) + " processes").c_str() : "", task->summary().c_str());
-        std::fprintf(stderr, "hra: %lld training examples, %lld for evaluation; %lld steps of %lld examples%s\n",
-                     static_cast<long long>(n), static_cast<long long>(task->eval_size()), static_cast<long long>(total_steps),
-                     static_cast<long long>(per_step),
-                     resume_from ? (" (resuming after step " + std::to_string(step) + ")").c_str() : "");
+    if (main) {
+        log_info(strprintf("hra: task %s on %s%s: %s", o.task.c_str(), o.device.c_str(),
+                           world > 1 ? (", " + std::to_string(world) + " processes").c_str() : "", task->summary().c_str()));
+        log_info(strprintf("hra: %lld training examples, %lld for evaluation; %lld steps of %lld examples%s",
+                           static_cast<long long>(n), static_cast<long long>(task->eval_size()),
+                           static_cast<long long>(total_steps), static_cast<long long>(per_step),
+                           resume_from ? (" (resuming after step " + std::to_string(step) + ")").c_str() : ""));
     }
 
     // Metrics: keep the lines up to the resume point.
@@ -274,11 +252,15 @@ TrainResult train(const TrainOptions& options) {
         std::string kept;
         if (resume_from && fs::exists(metrics_path)) {
             std::ifstream in(metrics_path);
+            long line_no = 0;
             for (std::string line; std::getline(in, line);) {
+                ++line_no;
                 json j;
                 try {
                     j = json::parse(line);
                 } catch (const json::exception&) {
+                    // A run killed while writing leaves a partial last line.
+                    log_warning(metrics_path + ":" + std::to_string(line_no) + ": not a JSON line; dropped on resume");
                     continue;
                 }
                 if (!j.is_object() || j.value("step", int64_t(0)) > step) continue;
@@ -306,7 +288,6 @@ TrainResult train(const TrainOptions& options) {
 
     // GEMM efficiency is against the rate in the base weights' dtype.
     const double gemm_rate = matmul_rate(o.dtype, o.device);
-    const bool tty = main && isatty(STDERR_FILENO) && !o.quiet;
     SigintScope sigint;
     std::vector<int64_t> order = epoch_order(n, o.seed, cursor.epoch, o.shuffle);
     auto save = [&](int64_t at_step) {
@@ -458,36 +439,30 @@ TrainResult train(const TrainOptions& options) {
             line["train_loss"] = e.train_loss;
             line["score"] = e.score;
             line["best"] = e.best;
-            eval_msg = " | eval " + result.main_metric + " " + fmt("%.4f", e.score) + (e.best ? " (best)" : "");
+            eval_msg = " | eval " + result.main_metric + " " + strprintf("%.4f", e.score) + (e.best ? " (best)" : "");
             result.evals.push_back(e);
             loss_since_eval = 0;
             steps_since_eval = 0;
         }
         if (main) {
             metrics << line.dump() << "\n" << std::flush;
-            if (!o.quiet && (step % o.log_every == 0 || last || !eval_msg.empty())) {
-                char buf[320];
-                std::snprintf(buf, sizeof buf,
-                              "step %5lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f ms | %.0f tok/s | GEMM eff %.1f%% | peak %.0f MB",
-                              static_cast<long long>(step), static_cast<long long>(total_steps), rec.loss, rec.lr,
-                              rec.grad_norm, rec.ms, rec.tokens_per_s, 100 * rec.gemm_efficiency, rec.peak_mem_mb);
-                std::fprintf(stderr, "%s%s%s\n", tty ? "\r\033[K" : "", buf, eval_msg.c_str());
-                if (tty && !last) std::fprintf(stderr, "%s", progress_bar(step, total_steps, seconds_per_step).c_str());
+            if (step % o.log_every == 0 || last || !eval_msg.empty()) {
+                log_info(strprintf("step %5lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f ms | %.0f tok/s | "
+                                   "GEMM eff %.1f%% | peak %.0f MB",
+                                   static_cast<long long>(step), static_cast<long long>(total_steps), rec.loss, rec.lr,
+                                   rec.grad_norm, rec.ms, rec.tokens_per_s, 100 * rec.gemm_efficiency, rec.peak_mem_mb) +
+                         eval_msg);
+                if (!last) show_progress(progress_bar(step, total_steps, seconds_per_step));
             }
         }
         result.history.push_back(rec);
         if ((o.save_every > 0 && step % o.save_every == 0) || last || interrupted) save(step);
         if (timed_out) {
-            if (main && !o.quiet)
-                std::fprintf(stderr, "%shra: --max-minutes reached after step %lld\n", tty ? "\r\033[K" : "",
-                             static_cast<long long>(step));
+            if (main) log_info("hra: --max-minutes reached after step " + std::to_string(step));
             break;
         }
         if (interrupted && !last) {
-            if (main) {
-                if (tty) std::fprintf(stderr, "\r\033[K");
-                std::fprintf(stderr, "hra: interrupted; checkpoint-%lld saved in %s\n", static_cast<long long>(step), o.out.c_str());
-            }
+            if (main) log_warning("interrupted; checkpoint-" + std::to_string(step) + " saved in " + o.out);
             result.interrupted = true;
             break;
         }
@@ -501,7 +476,7 @@ TrainResult train(const TrainOptions& options) {
     for (const auto& e : result.evals)
         evals.push_back({{"step", e.step}, {"epoch", e.epoch}, {"train_loss", e.train_loss}, {"metrics", e.metrics}, {"best", e.best}});
     result.result = {{"task", o.task},
-                     {"method", train_method_name(o.method)},
+                     {"method", o.method},
                      {"steps", step},
                      {"interrupted", result.interrupted},
                      {"checkpoint", result.adapter_dir},

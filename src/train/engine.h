@@ -56,11 +56,6 @@ struct TrainResult {
     nlohmann::json result;     // what results.json holds
 };
 
-// Measured matmul rate (FLOP/s) of this machine in `dtype` on `device`
-// (1024^3, median of 7 after a warm-up), what GEMM efficiency is reported
-// against. Draws no random numbers.
-double matmul_rate(c10::ScalarType dtype, const std::string& device = "cpu");
-
 // Validates the options, then trains; throws hra::Error on bad input and on a
 // non-finite loss (leaving the last checkpoint as it was).
 TrainResult train(const TrainOptions& options);

@@ -5,30 +5,36 @@
 
 #include <nlohmann/json.hpp>
 
+#include "adapters/hra.h"
+#include "adapters/method.h"
 #include "common/error.h"
+#include "common/strings.h"
 #include "train/task.h"
 
 namespace hra {
 
 using json = nlohmann::json;
 
-TrainMethod parse_train_method(const std::string& n) {
-    if (n == "hra") return TrainMethod::Hra;
-    if (n == "lora") return TrainMethod::Lora;
-    if (n == "head") return TrainMethod::Head;
-    if (n == "full") return TrainMethod::Full;
-    throw Error("unknown method '" + n + "' (expected hra, lora, head or full)");
+std::vector<std::string> train_method_names() {
+    auto names = adapter_method_names();
+    names.push_back("head");
+    names.push_back("full");
+    return names;
 }
 
-const char* train_method_name(TrainMethod m) {
-    switch (m) {
-        case TrainMethod::Hra: return "hra";
-        case TrainMethod::Lora: return "lora";
-        case TrainMethod::Head: return "head";
-        case TrainMethod::Full: return "full";
-    }
-    return "?";
+bool is_known_train_method(const std::string& name) {
+    const auto names = train_method_names();
+    return std::find(names.begin(), names.end(), name) != names.end();
 }
+
+void TrainOptions::set_method(const std::string& name) {
+    if (!is_known_train_method(name))
+        throw Error("unknown method '" + name + "' (expected " + join_names(train_method_names()) + ")");
+    method = name;
+    if (trains_adapters() && adapter_method(name).peft_type != adapter.peft_type) adapter.set_method(name);
+}
+
+bool TrainOptions::trains_adapters() const { return is_adapter_method(method) && method != "head" && method != "full"; }
 
 c10::ScalarType parse_train_dtype(const std::string& n) {
     if (n == "float32") return c10::ScalarType::Float;
@@ -67,14 +73,14 @@ void validate(const TrainOptions& o) {
     const auto& info = find_task(o.task);
     check(!o.model.empty(), "model", "is required");
     check(!o.out.empty(), "out", "is required");
-    bool method_ok = false;
-    for (auto m : info.methods) method_ok |= m == o.method;
-    if (!method_ok) {
-        std::string names;
-        for (auto m : info.methods) names += std::string(names.empty() ? "" : ", ") + train_method_name(m);
-        throw Error(std::string("--method ") + train_method_name(o.method) + " does not apply to --task " + o.task +
-                    " (it takes " + names + ")");
-    }
+    if (!is_known_train_method(o.method))
+        throw Error("unknown method '" + o.method + "' (expected " + join_names(train_method_names()) + ")");
+    if (std::find(info.methods.begin(), info.methods.end(), o.method) == info.methods.end())
+        throw Error("--method " + o.method + " does not apply to --task " + o.task + " (it takes " +
+                    join_names(info.methods) + ")");
+    if (o.trains_adapters() && adapter_method(o.method).peft_type != o.adapter.peft_type)
+        throw Error("--method " + o.method + " with a " + o.adapter.peft_type +
+                    " adapter configuration (set the method with TrainOptions::set_method)");
     if (o.grad_checkpoint && !info.grad_checkpoint)
         throw Error("--grad-checkpoint does not apply to --task " + o.task + " (LLaMA-family tasks only)");
     static const std::regex device_re("cpu|cuda(:[0-9]+)?");
@@ -105,11 +111,7 @@ void validate(const TrainOptions& o) {
     check(o.max_eval_examples >= 0, "max-eval-examples", "must be >= 0");
     check(finite(o.mask_prob) && o.mask_prob > 0 && o.mask_prob < 1, "mask-prob", "must be in (0, 1)");
     check(o.preset == "seed" || o.preset == "paper", "preset", "must be seed or paper");
-    if (o.method == TrainMethod::Hra || o.method == TrainMethod::Lora) {
-        AdapterConfig a = o.adapter;
-        a.method = o.method == TrainMethod::Lora ? Method::Lora : Method::Hra;
-        a.validate();
-    }
+    if (o.trains_adapters()) o.adapter.validate();
 }
 
 json to_json(const TrainOptions& o) {
@@ -119,12 +121,10 @@ json to_json(const TrainOptions& o) {
     j["out"] = o.out;
     j["device"] = o.device;
     j["dtype"] = train_dtype_name(o.dtype);
-    j["method"] = train_method_name(o.method);
-    if (o.method == TrainMethod::Hra || o.method == TrainMethod::Lora) {
-        AdapterConfig a = o.adapter;
-        a.method = o.method == TrainMethod::Lora ? Method::Lora : Method::Hra;
-        j["adapter"] = json::parse(adapter_config_json(a));
-        j["strategy"] = strategy_name(o.strategy);
+    j["method"] = o.method;
+    if (o.trains_adapters()) {
+        j["adapter"] = json::parse(adapter_config_json(o.adapter));
+        if (o.method == "hra") j["strategy"] = hra_strategy_name(o.strategy);
     }
     j["lr"] = o.lr;
     j["schedule"] = schedule_name(o.schedule);

@@ -7,23 +7,23 @@
 #include <cstdint>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <c10/core/ScalarType.h>
 #include <nlohmann/json_fwd.hpp>
 
-#include "adapters/adapter.h"
 #include "adapters/config.h"
+#include "adapters/layers.h"
 #include "core/householder.h"
 #include "data/dataset.h"
 #include "train/optim.h"
 
 namespace hra {
 
-// What trains: adapters (hra, lora), the classifier head alone (head), or
-// every parameter (full).
-enum class TrainMethod { Hra, Lora, Head, Full };
-TrainMethod parse_train_method(const std::string& name);
-const char* train_method_name(TrainMethod m);
+// What trains (`--method`): adapters of a registered method (hra, lora; see
+// adapters/method.h), the classifier head alone ("head"), or every parameter ("full").
+bool is_known_train_method(const std::string& name);
+std::vector<std::string> train_method_names();  // the adapter methods, then head and full
 
 // Base-weight dtypes training takes: float32, bfloat16, float64 (hra::Error otherwise).
 c10::ScalarType parse_train_dtype(const std::string& name);
@@ -37,9 +37,13 @@ struct TrainOptions {
     c10::ScalarType dtype = c10::ScalarType::Float;  // base weights: Float, BFloat16 or Double; adapters and optimizer state stay float32
 
     // What trains.
-    TrainMethod method = TrainMethod::Hra;
-    AdapterConfig adapter;  // r, targets, ... with PEFT's names and defaults (lora_alpha 8)
-    Strategy strategy = Strategy::Auto;
+    std::string method = "hra";  // set with set_method() so that `adapter` follows
+    AdapterConfig adapter;       // r, targets, ... with PEFT's names and defaults (lora_alpha 8)
+    MultiplyPath strategy = MultiplyPath::Auto;  // HRA's path (--strategy wy_input, ...)
+
+    // Sets `method`; for an adapter method also `adapter`'s method (its own options reset).
+    void set_method(const std::string& name);
+    bool trains_adapters() const;
 
     // Optimisation (AdamW with PyTorch's defaults, Hugging Face's schedules).
     double lr = 1e-4;
@@ -67,7 +71,6 @@ struct TrainOptions {
     int64_t log_every = 1;
     bool resume = false;
     bool overwrite = false;  // start over in a non-empty run folder
-    bool quiet = false;      // no per-step lines (metrics are still written)
 
     // causal-lm
     std::string data, val_data;  // records (JSON / JSONL); mlm: text, one example per line

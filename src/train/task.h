@@ -64,7 +64,7 @@ struct TaskInfo {
     std::string name;
     std::string help;
     std::vector<std::string> options;     // task-specific options it takes (long names without --)
-    std::vector<TrainMethod> methods;     // allowed --method values; the first is the default
+    std::vector<std::string> methods;     // allowed --method values; the first is the default
     bool grad_checkpoint = false;         // whether --grad-checkpoint applies
     // Fills task defaults (presets) for options not in `given`.
     std::function<void(TrainOptions&, const std::set<std::string>& given)> defaults;

@@ -12,7 +12,8 @@
 #include "data/dataset.h"
 #include "eval/glue.h"
 #include "eval/runner.h"
-#include "train/tasks/glue.h"
+#include "eval/glue_model.h"
+#include "models/model_weights.h"
 #include "models/pipeline.h"
 #include "text/tokenizer.h"
 
@@ -23,6 +24,7 @@ Command add_eval(CLI::App& app) {
     add_config_option(cmd);
     struct Opts {
         std::string task, protocol = "strict", predictions, model, data, data_dir, output, dtype = "float32";
+        std::string bad_records = "fail";
         std::vector<std::string> adapters;
         std::string completion_field = "completion", answer_field = "answer", question_field;
         int64_t limit = 0, max_new_tokens = 512, batch_size = 8;
@@ -52,17 +54,31 @@ Command add_eval(CLI::App& app) {
     cmd->add_option("--max-length", o->data_options.max_length, "perplexity: tokens per example")->default_val(512);
     cmd->add_option("--dtype", o->dtype, "compute dtype")->default_val("float32");
     cmd->add_option("--output", o->output, "write the scored predictions (JSONL) here");
+    cmd->add_option("--bad-records", o->bad_records, "a bad record or row: fail (name file and line) or skip (counted in \"skipped\")")
+        ->default_val("fail")
+        ->check(CLI::IsMember({"fail", "skip"}));
     return {cmd, [cmd, o]() {
                 nlohmann::json result;
                 const auto protocol = eval::parse_protocol(o->protocol);
+                const auto bad = io::parse_on_bad_record(o->bad_records);
+                o->data_options.on_bad_record = bad;
                 if (o->task.rfind("glue-", 0) == 0) {
                     if (!o->predictions.empty()) {
-                        result = glue::score_predictions_file(glue::task(o->task), o->predictions);
+                        result = glue::score_predictions_file(glue::task(o->task), o->predictions, bad);
                     } else {
                         if (o->model.empty()) throw Error("glue tasks: give --predictions, or --model (with --adapter) and --data-dir");
-                        const int64_t len = cmd->count("--max-length") ? o->data_options.max_length : 0;
-                        result = evaluate_glue(o->model, o->adapters, o->task, o->data_dir, o->data, len, o->limit, o->dtype,
-                                               o->output);
+                        GlueEvalOptions g;
+                        g.model = o->model;
+                        g.adapters = o->adapters;
+                        g.task = o->task;
+                        g.data_dir = o->data_dir;
+                        g.dev_file = o->data;
+                        g.max_length = cmd->count("--max-length") ? o->data_options.max_length : 0;
+                        g.limit = o->limit;
+                        g.dtype = parse_dtype(o->dtype);
+                        g.output = o->output;
+                        g.on_bad_record = bad;
+                        result = evaluate_glue(g);
                     }
                 } else if (!o->predictions.empty()) {
                     if (o->task == "perplexity") throw Error("--predictions needs --task gsm8k or math");
@@ -72,6 +88,7 @@ Command add_eval(CLI::App& app) {
                     s.completion_field = o->completion_field;
                     s.answer_field = o->answer_field;
                     s.output = o->output;
+                    s.on_bad_record = bad;
                     result = eval::score_predictions(o->predictions, s);
                 } else {
                     if (o->model.empty() || o->data.empty()) throw Error("give --predictions, or --model and --data");
@@ -92,6 +109,7 @@ Command add_eval(CLI::App& app) {
                         g.max_new_tokens = o->max_new_tokens;
                         g.batch_size = o->batch_size;
                         g.output = o->output;
+                        g.on_bad_record = bad;
                         result = eval::generate_and_score(*m.base.model, *tok, g);
                     }
                 }

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "commands.h"
+#include "common/log.h"
 #include "models/generate.h"
 #include "models/pipeline.h"
 #include "text/tokenizer.h"
@@ -47,13 +48,12 @@ Command add_generate(CLI::App& app) {
                 });
                 std::printf("\n");
                 const double decode_tokens = static_cast<double>(res.tokens.size() > 0 ? res.tokens.size() - 1 : 0);
-                std::fprintf(stderr,
-                             "hra: prompt %lld tokens in %.3f s (%.1f tok/s); generated %zu tokens, decode %.1f tok/s; "
-                             "finish: %s\n",
-                             static_cast<long long>(res.prompt_tokens), res.prompt_seconds,
-                             res.prompt_seconds > 0 ? static_cast<double>(res.prompt_tokens) / res.prompt_seconds : 0.0,
-                             res.tokens.size(), res.decode_seconds > 0 ? decode_tokens / res.decode_seconds : 0.0,
-                             res.finish_reason.c_str());
+                log_info(strprintf("hra: prompt %lld tokens in %.3f s (%.1f tok/s); generated %zu tokens, decode %.1f tok/s; "
+                                   "finish: %s",
+                                   static_cast<long long>(res.prompt_tokens), res.prompt_seconds,
+                                   res.prompt_seconds > 0 ? static_cast<double>(res.prompt_tokens) / res.prompt_seconds : 0.0,
+                                   res.tokens.size(), res.decode_seconds > 0 ? decode_tokens / res.decode_seconds : 0.0,
+                                   res.finish_reason.c_str()));
                 return 0;
             }};
 }

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "adapters/config.h"
+#include "adapters/method.h"
 #include "commands.h"
 #include "io/peft_folder.h"
 
@@ -19,14 +20,12 @@ Command add_inspect(CLI::App& app) {
         io::PeftFolder folder = io::read_peft_folder(*dir);
         AdapterConfig c = parse_adapter_config(folder.config_text, folder.config_path);
         std::printf("adapter:   %s\n", dir->c_str());
-        std::printf("peft_type: %s   r: %lld", c.peft_type(), static_cast<long long>(c.r));
-        if (c.method == Method::Hra) {
-            std::printf("   apply_GS: %s   init_weights: %s\n", c.apply_GS ? "true" : "false",
-                        c.init_weights ? "true" : "false");
-        } else {
-            std::printf("   lora_alpha: %g   lora_dropout: %g   use_rslora: %s\n", c.lora_alpha, c.lora_dropout,
-                        c.use_rslora ? "true" : "false");
-        }
+        std::printf("peft_type: %s   r: %lld", c.peft_type.c_str(), static_cast<long long>(c.r));
+        // The method's own keys, as its registry entry lists them.
+        const auto& defaults = adapter_method(c.peft_type).defaults;
+        for (auto it = defaults.begin(); it != defaults.end(); ++it)
+            std::printf("   %s: %s", it.key().c_str(), c.option(it.key()).dump().c_str());
+        std::printf("\n");
         std::printf("targets:   %s\n", c.target_modules.describe().c_str());
         std::printf("bias:      %s\n", c.bias.c_str());
         int64_t total = 0;

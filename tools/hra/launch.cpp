@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/log.h"
 
 extern char** environ;
 
@@ -133,7 +134,7 @@ int launch_workers(int nproc) {
             }
         } else if (code != 0 && !failure) {
             failure = code;
-            std::fprintf(stderr, "hra: worker process %d failed (exit %d); stopping the others\n", static_cast<int>(pid), code);
+            log_error("worker process " + std::to_string(pid) + " failed (exit " + std::to_string(code) + "); stopping the others");
             forward_signal(SIGTERM);
             term_sent = true;
             deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);

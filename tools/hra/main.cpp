@@ -1,5 +1,4 @@
 // hra: Householder Reflection Adaptation toolkit, command-line entry point.
-#include <cstdio>
 #include <algorithm>
 #include <vector>
 
@@ -10,6 +9,7 @@
 #include "config_file.h"
 #include "launch.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "common/runtime.h"
 
 int main(int argc, char** argv) {
@@ -20,8 +20,9 @@ int main(int argc, char** argv) {
     app.add_option("--threads", threads, "intra-op threads (default: OMP_NUM_THREADS, else all online CPUs)")
         ->envname("HRA_THREADS")
         ->check(CLI::NonNegativeNumber);
-    bool quiet = false;
-    app.add_flag("-q,--quiet", quiet, "do not print the runtime summary");
+    bool quiet = false, verbose = false;
+    app.add_flag("-q,--quiet", quiet, "print only warnings and errors on stderr (no summaries, step lines, progress)");
+    app.add_flag("-v,--verbose", verbose, "also print debug details on stderr");
 
     const std::vector<hra::cli::Command> commands = {
         hra::cli::add_demo(app),
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
             break;
         }
     } catch (const hra::Error& e) {
-        std::fprintf(stderr, "hra: error: %s\n", e.what());
+        hra::log_error(e.what());
         return 1;
     }
     std::reverse(args.begin(), args.end());  // CLI11 takes the arguments reversed
@@ -59,20 +60,22 @@ int main(int argc, char** argv) {
         return app.exit(e);
     }
     try {
-        hra::init_runtime(threads, quiet);
+        if (quiet && verbose) throw hra::Error("--quiet and --verbose exclude each other");
+        hra::set_log_level(quiet ? hra::LogLevel::Warning : verbose ? hra::LogLevel::Debug : hra::LogLevel::Info);
+        hra::init_runtime(threads);
         for (const auto& c : commands)
             if (c.app->parsed()) return c.run();
         return 2;
     } catch (const hra::Error& e) {
-        std::fprintf(stderr, "hra: error: %s\n", e.what());
+        hra::log_error(e.what());
         return 1;
     } catch (const c10::Error& e) {
         // libtorch's messages carry a backtrace; keep the first line.
         std::string msg = e.what_without_backtrace();
-        std::fprintf(stderr, "hra: error: %s\n", msg.substr(0, msg.find('\n')).c_str());
+        hra::log_error(msg.substr(0, msg.find('\n')));
         return 1;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "hra: error: %s\n", e.what());
+        hra::log_error(e.what());
         return 1;
     }
 }

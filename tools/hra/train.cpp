@@ -8,6 +8,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "adapters/hra.h"
+#include "adapters/method.h"
 #include "commands.h"
 #include "common/error.h"
 #include "config_file.h"
@@ -24,6 +26,9 @@ struct Raw {
     std::vector<std::string> targets, save;
     std::string target_regex;
     int nproc = 1;
+    bool apply_gs = false, init_weights = true;
+    double lora_alpha = 8, lora_dropout = 0;
+    std::string bad_records = "skip";
 };
 
 std::string task_list() {
@@ -61,12 +66,12 @@ Command add_train(CLI::App& app) {
 
     // What trains.
     cmd->add_option("--method", raw->method, "hra, lora, head (GLUE: pooler and classifier alone) or full (mlm)")
-        ->check(CLI::IsMember({"hra", "lora", "head", "full"}));
+        ->check(CLI::IsMember(train_method_names()));
     cmd->add_option("--r", a.r, "rank: Householder vectors (HRA) or LoRA rank")->default_val(8);
-    cmd->add_flag("--apply-GS,--apply-gs", a.apply_GS, "HRA: Gram-Schmidt orthogonalisation (lambda = infinity)");
-    cmd->add_option("--init-weights", a.init_weights, "HRA: paired init so H = I at start")->default_val(true);
-    cmd->add_option("--lora-alpha", a.lora_alpha, "LoRA alpha (scaling alpha/r; PEFT's default 8)")->default_val(8);
-    cmd->add_option("--lora-dropout", a.lora_dropout, "LoRA dropout")->default_val(0.0);
+    cmd->add_flag("--apply-GS,--apply-gs", raw->apply_gs, "HRA: Gram-Schmidt orthogonalisation (lambda = infinity)");
+    cmd->add_option("--init-weights", raw->init_weights, "HRA: paired init so H = I at start")->default_val(true);
+    cmd->add_option("--lora-alpha", raw->lora_alpha, "LoRA alpha (scaling alpha/r; PEFT's default 8)")->default_val(8);
+    cmd->add_option("--lora-dropout", raw->lora_dropout, "LoRA dropout")->default_val(0.0);
     cmd->add_option("--target-modules", raw->targets, "module names (exact or dotted suffix); default: the task's / model type's");
     cmd->add_option("--target-regex", raw->target_regex, "target modules as a full-match regex, or all-linear");
     cmd->add_option("--bias", a.bias, "none, all, hra_only / lora_only")->default_val("none");
@@ -121,6 +126,10 @@ Command add_train(CLI::App& app) {
     cmd->add_option("--train-on-prompt", d.train_on_prompt, "causal-lm: loss on prompt tokens too")->default_val(false);
     cmd->add_option("--max-length", d.max_length, "tokens per example (longer ones truncated); GLUE: from the preset")->default_val(512);
     cmd->add_option("--packing", d.packing, "causal-lm: concatenate examples into max-length blocks")->default_val(false);
+    cmd->add_option("--bad-records", raw->bad_records,
+                    "a bad training record or TSV row: skip (one counted warning) or fail (name file and line)")
+        ->default_val("skip")
+        ->check(CLI::IsMember({"skip", "fail"}));
     // glue-*.
     cmd->add_option("--data-dir", o->data_dir, "GLUE: the glue_data folder (<TASK>/train.tsv, dev.tsv)");
     cmd->add_option("--train-file", o->train_file, "GLUE: training TSV (instead of --data-dir)");
@@ -146,26 +155,31 @@ Command add_train(CLI::App& app) {
                 for (const auto& name : task_specific_options())
                     if (given.count(name) && std::find(info.options.begin(), info.options.end(), name) == info.options.end())
                         throw Error("--" + name + " does not apply to --task " + o->task);
-                o->method = given.count("method") ? parse_train_method(raw->method) : info.methods.front();
-                const bool adapters = o->method == TrainMethod::Hra || o->method == TrainMethod::Lora;
-                auto refuse = [&](std::initializer_list<const char*> opts, bool applies, const std::string& why) {
-                    for (const char* n : opts)
-                        if (given.count(n) && !applies) throw Error(std::string("--") + n + " does not apply to " + why);
-                };
-                refuse({"apply-GS", "init-weights", "strategy", "ortho-lambda", "ortho-form"}, o->method == TrainMethod::Hra,
-                       std::string("--method ") + train_method_name(o->method) + " (HRA only)");
-                refuse({"lora-alpha", "lora-dropout"}, o->method == TrainMethod::Lora,
-                       std::string("--method ") + train_method_name(o->method) + " (LoRA only)");
-                refuse({"r", "target-modules", "target-regex", "bias", "modules-to-save"}, adapters,
-                       std::string("--method ") + train_method_name(o->method) + " (adapters only)");
-                o->adapter.method = o->method == TrainMethod::Lora ? Method::Lora : Method::Hra;
+                o->set_method(given.count("method") ? raw->method : info.methods.front());
+                const bool adapters = o->trains_adapters();
+                // A method's own flags (the registry says which) are refused with another method.
+                for (const auto& m : adapter_methods())
+                    for (const auto& flag : m.cli_flags)
+                        if (given.count(flag) && o->method != m.name)
+                            throw Error("--" + flag + " does not apply to --method " + o->method + " (" + m.peft_type + " only)");
+                for (const char* n : {"r", "target-modules", "target-regex", "bias", "modules-to-save"})
+                    if (given.count(n) && !adapters)
+                        throw Error(std::string("--") + n + " does not apply to --method " + o->method + " (adapters only)");
+                if (o->method == "hra") {
+                    o->adapter.set("apply_GS", raw->apply_gs);
+                    o->adapter.set("init_weights", raw->init_weights);
+                } else if (o->method == "lora") {
+                    o->adapter.set("lora_alpha", raw->lora_alpha);
+                    o->adapter.set("lora_dropout", raw->lora_dropout);
+                }
                 if (!raw->target_regex.empty()) o->adapter.target_modules = ModuleSelector::regex(raw->target_regex);
                 else if (!raw->targets.empty()) o->adapter.target_modules = ModuleSelector::of(raw->targets);
                 if (!raw->save.empty()) o->adapter.modules_to_save = raw->save;
-                o->strategy = parse_strategy(raw->strategy);
+                o->strategy = parse_hra_strategy(raw->strategy);
                 o->schedule = parse_schedule(raw->schedule);
                 o->ortho_form = core::parse_penalty_form(raw->ortho_form);
                 o->dtype = parse_train_dtype(raw->dtype);
+                o->data_options.on_bad_record = io::parse_on_bad_record(raw->bad_records);
                 info.defaults(*o, given);
                 validate(*o);
                 const char* world = std::getenv("WORLD_SIZE");

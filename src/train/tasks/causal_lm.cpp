@@ -5,10 +5,11 @@
 
 #include <torch/torch.h>
 
+#include "adapters/method.h"
 #include "adapters/peft_model.h"
 #include "common/error.h"
 #include "data/batch.h"
-#include "models/loader.h"
+#include "models/llama_loader.h"
 #include "text/tokenizer.h"
 #include "train/task.h"
 
@@ -18,7 +19,6 @@ namespace {
 
 AdapterConfig adapter_config(const TrainOptions& o) {
     AdapterConfig cfg = o.adapter;
-    cfg.method = o.method == TrainMethod::Lora ? Method::Lora : Method::Hra;
     cfg.inference_mode = false;
     if (!cfg.task_type) cfg.task_type = "CAUSAL_LM";
     return cfg;
@@ -42,9 +42,7 @@ public:
             std::tie(train_, val_) = split_validation(std::move(train_), o_.val_split, o_.seed);
         }
         if (o_.data_options.packing) train_ = pack_examples(train_, o_.data_options.max_length);
-        InjectOptions inject;
-        inject.model_type = base_.config.model_type;
-        peft_ = std::make_unique<PeftModel>(base_.model.ptr(), inject);
+        peft_ = std::make_unique<PeftModel>(base_.model.ptr(), llama_inject_options(base_.config.model_type));
         if (!resume_dir.empty()) peft_->load_adapter(resume_dir, "default", /*trainable=*/true);
         else peft_->add_adapter("default", adapter_config(o_));
         peft_->set_strategy(o_.strategy);
@@ -165,7 +163,7 @@ std::vector<TaskInfo> causal_lm_tasks() {
     t.options = {"data",          "val-data",     "val-split",     "format",       "prompt-field",
                  "response-field", "input-field", "text-field",    "messages-field", "prompt-template",
                  "chat-template", "train-on-prompt", "max-length", "packing"};
-    t.methods = {TrainMethod::Hra, TrainMethod::Lora};
+    t.methods = adapter_method_names();
     t.grad_checkpoint = true;
     t.defaults = [](TrainOptions&, const std::set<std::string>&) {};
     t.make = [](const TrainOptions& o) { return std::make_unique<CausalLmTask>(o); };

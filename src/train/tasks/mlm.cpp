@@ -13,14 +13,14 @@
 #include <torch/torch.h>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "data/batch.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
 #include "models/deberta.h"
 #include "models/deberta_config.h"
-#include "models/llama.h"
-#include "models/loader.h"
+#include "models/model_weights.h"
 #include "text/pair_encoder.h"
 #include "train/task.h"
 
@@ -52,9 +52,9 @@ public:
                 params_by_name(), io::WeightStore::open(o_.model),
                 [](const std::string& k) { return k.rfind("deberta.", 0) != 0 && k.rfind("cls.", 0) != 0; },
                 [](const std::string& k) { return k.rfind("cls.", 0) == 0; });
-            if (!report.not_in_file.empty() && !o_.quiet)
-                std::fprintf(stderr, "hra: %zu masked-LM head tensors not in %s: initialised (seed %llu)\n",
-                             report.not_in_file.size(), o_.model.c_str(), static_cast<unsigned long long>(o_.seed));
+            if (!report.not_in_file.empty())
+                log_info(strprintf("hra: %zu masked-LM head tensors not in %s: initialised (seed %llu)",
+                                   report.not_in_file.size(), o_.model.c_str(), static_cast<unsigned long long>(o_.seed)));
         }
         model_->to(o_.dtype);
         model_->to(c10::Device(o_.device));
@@ -205,10 +205,8 @@ std::vector<TaskInfo> mlm_tasks() {
     t.name = "mlm";
     t.help = "masked-LM training of a DeBERTa-v2/v3 encoder on text lines (every parameter; --from-scratch)";
     t.options = {"data", "val-data", "val-split", "max-length", "mask-prob", "from-scratch"};
-    t.methods = {TrainMethod::Full};
-    t.defaults = [](TrainOptions& o, const std::set<std::string>& given) {
-        if (!given.count("method")) o.method = TrainMethod::Full;
-    };
+    t.methods = {"full"};
+    t.defaults = [](TrainOptions&, const std::set<std::string>&) {};
     t.make = [](const TrainOptions& o) { return std::make_unique<MlmTask>(o); };
     return {t};
 }
