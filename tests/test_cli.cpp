@@ -142,6 +142,21 @@ TEST(Cli, EvalScoresPredictionsAsOneJsonLine) {
     EXPECT_EQ(r.code, 1);
     EXPECT_NE(r.err.find(dir / "q.jsonl:2"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("solution"), std::string::npos) << r.err;
+    // --bad-records skip: the bad record is counted, not scored; nothing usable is still an error.
+    r = run_hra("-q eval --task math --bad-records skip --predictions " + (dir / "q.jsonl") +
+                    " --completion-field output --answer-field solution",
+                dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["n"], 1);
+    EXPECT_EQ(j["correct"], 1);
+    EXPECT_EQ(j["skipped"], 1);
+    EXPECT_NE(r.err.find(dir / "q.jsonl: 1 bad record skipped"), std::string::npos) << r.err;
+    io::write_file_atomically(dir / "none.jsonl", R"({"output": "x"})" "\n");
+    r = run_hra("-q eval --task math --bad-records skip --predictions " + (dir / "none.jsonl") + " --completion-field output",
+                dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("no usable record"), std::string::npos) << r.err;
 }
 
 TEST(Cli, TrainTakesAYamlOrJsonConfigThatFlagsOverride) {

@@ -217,6 +217,7 @@ TEST(Config, MethodsComeFromTheRegistry) {
     EXPECT_FALSE(is_adapter_method("OFT"));
     EXPECT_THROW(adapter_method("OFT"), Error);
     EXPECT_THROW(parse_adapter_config(R"({"peft_type":"OFT"})", "x"), Error);
+    EXPECT_THROW(parse_adapter_config(R"({"peft_type":"lora"})", "x"), Error);  // PEFT's spelling only
 
     AdapterConfig c;  // HRA by default, PEFT's defaults
     EXPECT_FALSE(c.get<bool>("apply_GS"));

@@ -135,4 +135,12 @@ TEST(GlueMetrics, EvalCommandScoresPredictions) {
     r = test::run_hra("-q eval --task glue-mrpc --predictions " + (dir / "bad.jsonl"), dir);
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.err.find("bad.jsonl:1"), std::string::npos) << r.err;
+    // Skipped instead, and counted: one good record left of two.
+    write(dir / "bad.jsonl", "{\"prediction\": 3, \"label\": 1}\n{\"prediction\": 1, \"label\": 1}\n");
+    r = test::run_hra("-q eval --task glue-mrpc --bad-records skip --predictions " + (dir / "bad.jsonl"), dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["skipped"], 1);
+    EXPECT_EQ(j["n"], 1);
+    EXPECT_NE(r.err.find("bad.jsonl:1: class id 3 is out of range"), std::string::npos) << r.err;
 }

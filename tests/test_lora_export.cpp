@@ -62,7 +62,8 @@ TEST(LoraExport, ExportedAdapterServesTheSameOutputs) {
         EXPECT_EQ(lc.peft_type, "LORA");
         EXPECT_EQ(lc.get<double>("lora_alpha"), 4);  // scaling 1: the exact form
 
-        for (const char* sub : {"files"}) {
+        {
+            const std::string sub = "files";
             torch::manual_seed(1);
             std::shared_ptr<test::TestModel> fresh =
                 conv ? std::shared_ptr<test::TestModel>(std::make_shared<test::ConvNet>()) : std::make_shared<test::Mlp>();

@@ -41,23 +41,33 @@ TEST(Log, LevelsFilterAndWarningsPrintOnce) {
     log_debug("hidden detail");
     log_info("shown summary");
     log_warning("a warning");
-    warn_once("only once");
-    warn_once("only once");
+    static int run = 0;  // warn_once remembers for the whole process (--gtest_repeat)
+    const std::string once = "only once " + std::to_string(run++);
+    warn_once(once);
+    warn_once(once);
     {
         ScopedLogLevel quiet(LogLevel::Warning);
         log_info("inner run step line");
         log_warning("inner warning");
     }
     log_info("after the scope");
+    {
+        ScopedLogLevel louder(LogLevel::Debug);  // a scope never makes output louder
+        log_debug("still hidden");
+    }
+    set_log_level(LogLevel::Debug);  // -v
+    log_debug("a debug detail");
+    set_log_level(LogLevel::Info);
     log_error("an error");
     const std::string out = testing::internal::GetCapturedStderr();
     set_log_level(before);
     EXPECT_EQ(out,
               "shown summary\n"
               "hra: warning: a warning\n"
-              "hra: warning: only once\n"
+              "hra: warning: " + once + "\n"
               "hra: warning: inner warning\n"
               "after the scope\n"
+              "a debug detail\n"
               "hra: error: an error\n");
     EXPECT_EQ(strprintf("%05.1f|%s|%lld", 3.14159, "x", 12LL), "003.1|x|12");
 }

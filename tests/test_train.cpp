@@ -580,6 +580,8 @@ TEST_F(TrainerTest, OptionsAreCheckedBeforeTheRunFolderIsMade) {
              {"--schedule cosin", "--schedule"},
              {"--data-dir x", "--data-dir does not apply to --task causal-lm"},
              {"--method lora --apply-GS", "--apply-GS does not apply to --method lora"},
+             {"--method hra --lora-alpha 4", "--lora-alpha does not apply to --method hra"},
+             {"--method lora --lora-alpha big", "--lora-alpha expects a number"},
              {"--ortho-lambda 0.1 --method lora", "--ortho-lambda does not apply"},
              {"--lr nan", "--lr"},
              {"--lr -1", "--lr must be a positive number"},

@@ -163,7 +163,7 @@ AdapterConfig parse_adapter_config(const std::string& text, const std::string& s
     const json j = io::parse_json(text, source);
     if (!j.is_object()) throw Error("adapter config is not a JSON object", {source});
     const std::string type = j.contains("peft_type") && j["peft_type"].is_string() ? j["peft_type"].get<std::string>() : "";
-    if (!is_adapter_method(type)) {
+    if (!find_peft_type(type)) {  // exactly as PEFT spells it: "lora" is not a peft_type
         std::string known;
         for (const auto& m : adapter_methods()) known += (known.empty() ? "" : " and ") + m.peft_type;
         throw Error("unsupported peft_type '" + type + "' (hra reads " + known + " adapters)", {source, "peft_type"});

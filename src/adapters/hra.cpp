@@ -35,7 +35,9 @@ AdapterMethod hra_method() {
     m.name = "hra";
     m.peft_type = "HRA";
     m.defaults = {{"apply_GS", false}, {"init_weights", true}};
-    m.cli_flags = {"apply-GS", "init-weights", "strategy", "ortho-lambda", "ortho-form"};
+    m.config_flags = {{"apply-GS", "apply_GS", "Gram-Schmidt orthogonalisation (lambda = infinity)", true, {"apply-gs"}},
+                      {"init-weights", "init_weights", "paired init so H = I at start", false, {}}};
+    m.cli_flags = {"strategy", "ortho-lambda", "ortho-form"};
     m.make = [](const LayerShape& shape, const AdapterConfig& c, const torch::TensorOptions& options) {
         return std::make_shared<HraAdapterImpl>(shape, c.r, c.get<bool>("apply_GS"), c.get<bool>("init_weights"), options);
     };

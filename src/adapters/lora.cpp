@@ -48,7 +48,8 @@ AdapterMethod lora_method() {
     m.name = "lora";
     m.peft_type = "LORA";
     m.defaults = {{"lora_alpha", 8}, {"lora_dropout", 0.0}, {"init_lora_weights", true}, {"use_rslora", false}};
-    m.cli_flags = {"lora-alpha", "lora-dropout"};
+    m.config_flags = {{"lora-alpha", "lora_alpha", "alpha (scaling alpha/r; PEFT's default 8)", false, {}},
+                      {"lora-dropout", "lora_dropout", "dropout on the adapter's input", false, {}}};
     m.parse = [](const json& j, AdapterConfig&, std::set<std::string>& set_aside, const std::string& source) {
         // A named initialisation (gaussian, pissa, ...) only matters for fresh adapters: kept as the file has it.
         if (j.contains("init_lora_weights") && j["init_lora_weights"].is_string()) set_aside.insert("init_lora_weights");

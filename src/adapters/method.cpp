@@ -44,6 +44,12 @@ const AdapterMethod& adapter_method(const std::string& key) {
 
 bool is_adapter_method(const std::string& key) { return find_method(key) != nullptr; }
 
+const AdapterMethod* find_peft_type(const std::string& peft_type) {
+    for (const auto& m : adapter_methods())
+        if (m.peft_type == peft_type) return &m;
+    return nullptr;
+}
+
 std::vector<std::string> adapter_method_names() {
     std::vector<std::string> out;
     for (const auto& m : adapter_methods()) out.push_back(m.name);

@@ -6,7 +6,7 @@
 // with PEFT's defaults (AdapterConfig keeps their values as JSON), their checks
 // and quirks, the construction of one adapter for a host layer, and the `hra
 // train` flags that belong to it. Costs and penalties are virtual functions of
-// the adapter itself (AdapterImpl::row_cost, AdapterImpl::penalty).
+// the adapter itself (AdapterImpl::row_cost, AdapterImpl::orthogonality_penalty).
 #pragma once
 
 #include <functional>
@@ -24,13 +24,25 @@ namespace hra {
 
 struct AdapterConfig;
 
+// An `hra train` flag that sets one of the method's config keys; the CLI
+// creates it from this description (value type from the key's default).
+struct MethodFlag {
+    std::string flag;                  // "lora-alpha" for --lora-alpha
+    std::string key;                   // the config key it sets: "lora_alpha"
+    std::string help;
+    bool switch_only = false;          // given alone means true (--apply-GS)
+    std::vector<std::string> aliases;  // other spellings ("apply-gs")
+};
+
 struct AdapterMethod {
     std::string name;       // lower case, as `--method` and PEFT's bias "<name>_only" spell it: "hra"
     std::string peft_type;  // adapter_config.json's peft_type: "HRA"
     // The method's own config keys with PEFT's defaults; a file's value must
     // have the default's JSON type (any number where the default is a number).
     nlohmann::json defaults = nlohmann::json::object();
-    // `hra train` flags that only this method takes (refused with another method).
+    // `hra train` flags for its config keys, and other flags that only this
+    // method takes (HRA's --strategy); both are refused with another method.
+    std::vector<MethodFlag> config_flags;
     std::vector<std::string> cli_flags;
 
     // Optional quirks. parse: reads keys of `file` beyond the generic rule (may
@@ -52,6 +64,8 @@ const std::vector<AdapterMethod>& adapter_methods();
 // By peft_type ("HRA") or name ("hra"), case-insensitive; hra::Error listing the known ones.
 const AdapterMethod& adapter_method(const std::string& peft_type_or_name);
 bool is_adapter_method(const std::string& peft_type_or_name);
+// By the exact peft_type a file holds ("HRA", not "hra"); nullptr when none.
+const AdapterMethod* find_peft_type(const std::string& peft_type);
 std::vector<std::string> adapter_method_names();  // {"hra", "lora"}
 
 }  // namespace hra

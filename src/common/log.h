@@ -37,8 +37,8 @@ bool progress_enabled();
 void show_progress(const std::string& text);
 void clear_progress();
 
-// Raises the threshold for a scope (a demo's inner training runs print nothing
-// but warnings), then restores it.
+// Makes output quieter for a scope (never louder): a demo's inner training runs
+// print nothing but warnings. The level in force before is restored after.
 class ScopedLogLevel {
 public:
     explicit ScopedLogLevel(LogLevel level);

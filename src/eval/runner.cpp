@@ -46,6 +46,10 @@ Scored score_one(const std::string& task, const std::string& completion, const s
     throw Error("unknown task '" + task + "' (expected gsm8k or math)");
 }
 
+void check_task(const std::string& task) {
+    if (task != "gsm8k" && task != "math") throw Error("unknown task '" + task + "' (expected gsm8k or math)");
+}
+
 std::vector<std::pair<json, int64_t>> read_jsonl(const std::string& path, io::BadRecords& bad) {
     std::ifstream in(path);
     if (!in) throw Error("cannot open", {path});
@@ -84,6 +88,7 @@ json summary(const std::string& task, Protocol p, int64_t n, int64_t correct, co
 
 json score_predictions(const std::string& path, const ScoreOptions& o) {
     std::string scored;
+    check_task(o.task);
     int64_t n = 0, correct = 0;
     io::BadRecords bad(path, o.on_bad_record);
     for (const auto& [rec, line] : read_jsonl(path, bad)) {
@@ -104,11 +109,13 @@ json score_predictions(const std::string& path, const ScoreOptions& o) {
         out["correct"] = s.correct;
         scored += out.dump() + "\n";
     }
+    if (n == 0) bad.fail_empty("no usable record");
     if (!o.output.empty()) io::write_file_atomically(o.output, scored);
     return summary(o.task, o.protocol, n, correct, bad);
 }
 
 json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const GenerateEvalOptions& o) {
+    check_task(o.task);
     io::BadRecords bad(o.data, o.on_bad_record);
     auto records = read_jsonl(o.data, bad);
     auto pick = [&](const json& j, const std::string& chosen, std::initializer_list<const char*> defaults) {
@@ -141,6 +148,7 @@ json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const
             bad.add(e, static_cast<long>(line));
         }
     }
+    if (items.empty()) bad.fail_empty("no usable record");
     const auto t0 = std::chrono::steady_clock::now();
     const size_t bs = static_cast<size_t>(std::max<int64_t>(1, o.batch_size));
     for (size_t start = 0; start < items.size(); start += bs) {
@@ -153,7 +161,8 @@ json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const
             try {
                 sc = score_one(o.task, results[k].text, it.answer, o.protocol);
             } catch (const Error& e) {
-                throw e.located(o.data, static_cast<long>(it.line));
+                bad.add(e, static_cast<long>(it.line));  // a reference the grader cannot read
+                continue;
             }
             ++n;
             correct += sc.correct;

@@ -17,10 +17,10 @@ OnBadRecord parse_on_bad_record(const std::string& name) {
 const char* on_bad_record_name(OnBadRecord policy) { return policy == OnBadRecord::Skip ? "skip" : "fail"; }
 
 void BadRecords::add(const Error& problem, long line) {
-    ErrorLocation where{file_, problem.key(), line > 0 ? line : problem.line()};
-    if (policy_ == OnBadRecord::Fail) throw Error(problem.message(), where);
+    const Error at = problem.located(file_, line > 0 ? line : problem.line());
+    if (policy_ == OnBadRecord::Fail) throw at;
     ++count_;
-    if (first_.size() < kListed) first_.push_back(format_error(problem.message(), where));
+    if (first_.size() < kListed) first_.push_back(at.what());
 }
 
 void BadRecords::report() const {

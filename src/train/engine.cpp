@@ -263,7 +263,11 @@ TrainResult train(const TrainOptions& options) {
                     log_warning(metrics_path + ":" + std::to_string(line_no) + ": not a JSON line; dropped on resume");
                     continue;
                 }
-                if (!j.is_object() || j.value("step", int64_t(0)) > step) continue;
+                if (!j.is_object()) {
+                    log_warning(metrics_path + ":" + std::to_string(line_no) + ": not a JSON object; dropped on resume");
+                    continue;
+                }
+                if (j.value("step", int64_t(0)) > step) continue;
                 StepRecord r{j.value("step", int64_t(0)), j.value("loss", 0.0),         j.value("lr", 0.0),
                              j.value("grad_norm", 0.0),   j.value("ms", 0.0),            j.value("tokens_per_s", 0.0),
                              j.value("gemm_eff", 0.0),    j.value("peak_mem_mb", 0.0), std::nullopt};

@@ -150,6 +150,7 @@ json to_json(const TrainOptions& o) {
     j["save_every"] = o.save_every;
     j["log_every"] = o.log_every;
     j["max_length"] = o.data_options.max_length;
+    j["bad_records"] = io::on_bad_record_name(o.data_options.on_bad_record);
     return j;
 }
 

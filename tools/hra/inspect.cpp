@@ -3,6 +3,7 @@
 #include <map>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "adapters/config.h"
@@ -21,10 +22,11 @@ Command add_inspect(CLI::App& app) {
         AdapterConfig c = parse_adapter_config(folder.config_text, folder.config_path);
         std::printf("adapter:   %s\n", dir->c_str());
         std::printf("peft_type: %s   r: %lld", c.peft_type.c_str(), static_cast<long long>(c.r));
-        // The method's own keys, as its registry entry lists them.
+        // The method's own keys, as its registry entry lists them, with the values the file holds.
         const auto& defaults = adapter_method(c.peft_type).defaults;
+        const auto written = nlohmann::json::parse(adapter_config_json(c));
         for (auto it = defaults.begin(); it != defaults.end(); ++it)
-            std::printf("   %s: %s", it.key().c_str(), c.option(it.key()).dump().c_str());
+            std::printf("   %s: %s", it.key().c_str(), written.at(it.key()).dump().c_str());
         std::printf("\n");
         std::printf("targets:   %s\n", c.target_modules.describe().c_str());
         std::printf("bias:      %s\n", c.bias.c_str());

@@ -3,10 +3,13 @@
 // through the same parser, so they resolve the same way for every task.
 // Options are validated before the run folder is created; a task-specific or
 // method-specific option given where it does not apply is an error.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "adapters/hra.h"
 #include "adapters/method.h"
@@ -26,10 +29,28 @@ struct Raw {
     std::vector<std::string> targets, save;
     std::string target_regex;
     int nproc = 1;
-    bool apply_gs = false, init_weights = true;
-    double lora_alpha = 8, lora_dropout = 0;
     std::string bad_records = "skip";
+    // The adapter methods' config flags (adapters/method.h), by flag name.
+    std::map<std::string, bool> switches;
+    std::map<std::string, std::string> values;
 };
+
+// A flag's text as the JSON type of the config key's default; errors name the flag.
+nlohmann::json flag_value(const MethodFlag& f, const std::string& text, const nlohmann::json& def) {
+    if (def.is_boolean()) {
+        if (text == "true" || text == "1" || text == "on" || text == "yes") return true;
+        if (text == "false" || text == "0" || text == "off" || text == "no") return false;
+        throw Error("--" + f.flag + " expects true or false, got '" + text + "'");
+    }
+    if (def.is_number()) {
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v))
+            throw Error("--" + f.flag + " expects a number, got '" + text + "'");
+        return v;
+    }
+    return text;
+}
 
 std::string task_list() {
     std::string s = "Tasks (--task):\n";
@@ -68,10 +89,21 @@ Command add_train(CLI::App& app) {
     cmd->add_option("--method", raw->method, "hra, lora, head (GLUE: pooler and classifier alone) or full (mlm)")
         ->check(CLI::IsMember(train_method_names()));
     cmd->add_option("--r", a.r, "rank: Householder vectors (HRA) or LoRA rank")->default_val(8);
-    cmd->add_flag("--apply-GS,--apply-gs", raw->apply_gs, "HRA: Gram-Schmidt orthogonalisation (lambda = infinity)");
-    cmd->add_option("--init-weights", raw->init_weights, "HRA: paired init so H = I at start")->default_val(true);
-    cmd->add_option("--lora-alpha", raw->lora_alpha, "LoRA alpha (scaling alpha/r; PEFT's default 8)")->default_val(8);
-    cmd->add_option("--lora-dropout", raw->lora_dropout, "LoRA dropout")->default_val(0.0);
+    // Each adapter method's own flags, as its registry entry describes them.
+    for (const auto& m : adapter_methods())
+        for (const auto& f : m.config_flags) {
+            std::string flag_names = "--" + f.flag;
+            for (const auto& alias : f.aliases) flag_names += ",--" + alias;
+            const std::string help = m.peft_type + ": " + f.help;
+            const auto& def = m.defaults.at(f.key);
+            if (f.switch_only) {
+                cmd->add_flag(flag_names, raw->switches[f.flag], help);
+            } else {
+                cmd->add_option(flag_names, raw->values[f.flag], help)
+                    ->type_name(def.is_boolean() ? "BOOL" : def.is_number() ? "FLOAT" : "TEXT")
+                    ->default_str(def.is_string() ? def.get<std::string>() : def.dump());
+            }
+        }
     cmd->add_option("--target-modules", raw->targets, "module names (exact or dotted suffix); default: the task's / model type's");
     cmd->add_option("--target-regex", raw->target_regex, "target modules as a full-match regex, or all-linear");
     cmd->add_option("--bias", a.bias, "none, all, hra_only / lora_only")->default_val("none");
@@ -158,19 +190,23 @@ Command add_train(CLI::App& app) {
                 o->set_method(given.count("method") ? raw->method : info.methods.front());
                 const bool adapters = o->trains_adapters();
                 // A method's own flags (the registry says which) are refused with another method.
-                for (const auto& m : adapter_methods())
-                    for (const auto& flag : m.cli_flags)
+                for (const auto& m : adapter_methods()) {
+                    std::vector<std::string> own = m.cli_flags;
+                    for (const auto& f : m.config_flags) own.push_back(f.flag);
+                    for (const auto& flag : own)
                         if (given.count(flag) && o->method != m.name)
                             throw Error("--" + flag + " does not apply to --method " + o->method + " (" + m.peft_type + " only)");
+                }
                 for (const char* n : {"r", "target-modules", "target-regex", "bias", "modules-to-save"})
                     if (given.count(n) && !adapters)
                         throw Error(std::string("--") + n + " does not apply to --method " + o->method + " (adapters only)");
-                if (o->method == "hra") {
-                    o->adapter.set("apply_GS", raw->apply_gs);
-                    o->adapter.set("init_weights", raw->init_weights);
-                } else if (o->method == "lora") {
-                    o->adapter.set("lora_alpha", raw->lora_alpha);
-                    o->adapter.set("lora_dropout", raw->lora_dropout);
+                if (adapters) {
+                    const auto& m = adapter_method(o->method);
+                    for (const auto& f : m.config_flags) {
+                        if (!given.count(f.flag)) continue;
+                        o->adapter.set(f.key, f.switch_only ? nlohmann::json(raw->switches[f.flag])
+                                                            : flag_value(f, raw->values[f.flag], m.defaults.at(f.key)));
+                    }
                 }
                 if (!raw->target_regex.empty()) o->adapter.target_modules = ModuleSelector::regex(raw->target_regex);
                 else if (!raw->targets.empty()) o->adapter.target_modules = ModuleSelector::of(raw->targets);

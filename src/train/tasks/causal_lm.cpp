@@ -37,7 +37,10 @@ public:
         pad_ = base_.config.pad_token_id.value_or(tokenizer_->eos_id().value_or(0));
         train_ = tokenize_records(read_records(o_.data, o_.data_options), *tokenizer_, o_.data_options, o_.data);
         if (!o_.val_data.empty()) {
-            val_ = tokenize_records(read_records(o_.val_data, o_.data_options), *tokenizer_, o_.data_options, o_.val_data);
+            // Validation data always fails on a bad record: a silently smaller set changes the metric.
+            DataOptions val_options = o_.data_options;
+            val_options.on_bad_record = io::OnBadRecord::Fail;
+            val_ = tokenize_records(read_records(o_.val_data, val_options), *tokenizer_, val_options, o_.val_data);
         } else if (o_.val_split > 0) {
             std::tie(train_, val_) = split_validation(std::move(train_), o_.val_split, o_.seed);
         }
