@@ -109,7 +109,7 @@ private:
 };
 TORCH_MODULE(DebertaModel);
 
-// DebertaV2ForSequenceClassification and, with `masked_lm`, DebertaV2ForMaskedLM.
+// DebertaV2ForSequenceClassification: the encoder, ContextPooler and classifier.
 class DebertaForSequenceClassificationImpl : public torch::nn::Module {
 public:
     explicit DebertaForSequenceClassificationImpl(const DebertaConfig& c);
@@ -125,6 +125,7 @@ private:
 };
 TORCH_MODULE(DebertaForSequenceClassification);
 
+// DebertaV2ForMaskedLM: the encoder and the masked-LM head (transform, tied decoder).
 class DebertaForMaskedLMImpl : public torch::nn::Module {
 public:
     explicit DebertaForMaskedLMImpl(const DebertaConfig& c);
