@@ -17,6 +17,7 @@ packages=(
     libicu-dev            # Unicode normalisation (NFC, ...) asked for by tokenizer.json
     libginac-dev          # symbolic equality of MATH answers (Python-syntax subset)
     libyaml-cpp-dev       # YAML config files for train / eval
+    zlib1g-dev            # gzip: CLIP's bundled BPE merges (data/clip/*.txt.gz)
     pkg-config
 )
 

@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
+#include "text/clip_tokenizer.h"
 #include "text/hf_tokenizer.h"
 #include "text/llama2c_tokenizer.h"
 #include "text/sp_tokenizer.h"
@@ -25,10 +26,24 @@ std::string token_name(const nlohmann::json& j, const char* key) {
     return "";
 }
 
+// CLIP's tokenizer: a folder (or a diffusers pipeline's tokenizer/) with
+// vocab.json and merges.txt whose tokenizer_config.json names a CLIP class, or
+// that has no tokenizer.json.
+bool is_clip_folder(const fs::path& d) {
+    if (!fs::is_regular_file(d / "vocab.json") || !fs::is_regular_file(d / "merges.txt")) return false;
+    if (!fs::is_regular_file(d / "tokenizer.json")) return true;
+    const fs::path cfg = d / "tokenizer_config.json";
+    if (!fs::is_regular_file(cfg)) return false;
+    const nlohmann::json j = io::read_json_file(cfg.string());
+    return j.value("tokenizer_class", std::string()).find("CLIP") != std::string::npos;
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
-    const fs::path d(dir);
+    fs::path d(dir);
+    if (!fs::is_regular_file(d / "tokenizer.json") && is_clip_folder(d / "tokenizer")) d /= "tokenizer";
+    if (is_clip_folder(d)) return ClipTokenizer::from_folder(d.string());
     if (fs::is_regular_file(d / "tokenizer.json")) {
         HfTokenizerOptions opt;
         const fs::path cfg = d / "tokenizer_config.json";

@@ -32,8 +32,9 @@ public:
     virtual std::string kind() const = 0;
 };
 
-// Picks the tokenizer from what a model folder holds: tokenizer.json, else
-// tokenizer.model (SentencePiece), else tokenizer.bin (llama2.c).
+// Picks the tokenizer from what a model folder holds: CLIP's vocab.json +
+// merges.txt (also in a diffusers pipeline's tokenizer/), tokenizer.json,
+// else tokenizer.model (SentencePiece), else tokenizer.bin (llama2.c).
 // tokenizer_config.json, when present, names BOS/EOS.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
 

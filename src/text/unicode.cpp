@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include <unicode/normalizer2.h>
+#include <unicode/locid.h>
 #include <unicode/unistr.h>
 
 #include "common/error.h"
@@ -139,6 +140,14 @@ std::string normalize_unicode(const std::string& s, const std::string& form) {
     if (U_FAILURE(status)) throw Error("ICU " + form + " normalisation failed");
     std::string utf8;
     out.toUTF8String(utf8);
+    return utf8;
+}
+
+std::string lowercase_unicode(const std::string& s) {
+    icu::UnicodeString u = icu::UnicodeString::fromUTF8(s);
+    u.toLower(icu::Locale::getRoot());
+    std::string utf8;
+    u.toUTF8String(utf8);
     return utf8;
 }
 

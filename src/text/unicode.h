@@ -27,5 +27,7 @@ int byte_from_unicode(const std::string& ch);            // -1 if not in the map
 
 // Unicode normalisation through ICU: form is "NFC", "NFD", "NFKC" or "NFKD".
 std::string normalize_unicode(const std::string& s, const std::string& form);
+// Full Unicode lowercase mapping (root locale), as Python's str.lower().
+std::string lowercase_unicode(const std::string& s);
 
 }  // namespace hra::text

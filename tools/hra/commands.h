@@ -23,5 +23,6 @@ Command add_merge(CLI::App& app);
 Command add_train(CLI::App& app);
 Command add_eval(CLI::App& app);
 Command add_demo(CLI::App& app);
+Command add_tokenize(CLI::App& app);
 
 }  // namespace hra::cli

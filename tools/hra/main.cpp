@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
         hra::cli::add_export_lora(app),
         hra::cli::add_convert(app),
         hra::cli::add_inspect(app),
+        hra::cli::add_tokenize(app),
     };
 
     // Settings from `--config FILE` of a subcommand join the command line.
