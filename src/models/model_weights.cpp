@@ -32,7 +32,7 @@ StrictLoadReport load_named_weights(const std::map<std::string, torch::Tensor>& 
                                     const std::function<bool(const std::string&)>& may_be_missing) {
     StrictLoadReport report;
     std::vector<std::string> unexpected, mismatched, missing;
-    std::set<std::string> loaded;
+    std::set<std::string> loaded, present;  // present: in the file, loaded or mis-shaped
     torch::NoGradGuard no_grad;
     for (const auto& key : store.keys()) {
         auto it = params.find(key);
@@ -41,6 +41,7 @@ StrictLoadReport load_named_weights(const std::map<std::string, torch::Tensor>& 
             else unexpected.push_back(key);
             continue;
         }
+        present.insert(key);
         auto t = store.get(key);
         if (t.sizes() != it->second.sizes()) {
             mismatched.push_back(key + " " + c10::str(t.sizes()) + " (model: " + c10::str(it->second.sizes()) + ")");
@@ -54,7 +55,7 @@ StrictLoadReport load_named_weights(const std::map<std::string, torch::Tensor>& 
         loaded.insert(key);
     }
     for (const auto& [name, p] : params) {
-        if (loaded.count(name)) continue;
+        if (present.count(name)) continue;  // a mis-shaped tensor is reported once, as such
         if (may_be_missing && may_be_missing(name)) report.not_in_file.push_back(name);
         else missing.push_back(name);
     }
