@@ -6,8 +6,9 @@
 //
 // Recognised so far: CLIPTextModel (transformers v4.36.2), float64 at 1e-13 and
 // float32 at 1e-5 relative (measured 7.2e-16 and 7.1e-7; the fixture README
-// allows 1e-10 and 1e-4). The UNet, VAE and schedulers come with their
-// runtimes (issue 10).
+// allows 1e-10 and 1e-4); the DDPM, DDIM and DPM-Solver++ schedulers (diffusers
+// v0.25.1) at 1e-6 (measured: bit-identical; the README allows 1e-5). The UNet
+// and VAE come with their runtimes (issue 10).
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -18,6 +19,7 @@
 
 #include <torch/torch.h>
 
+#include "diffusion/schedulers.h"
 #include "io/safetensors.h"
 #include "models/clip_text.h"
 #include "models/model_weights.h"
@@ -72,6 +74,58 @@ void check_clip_text(const std::string& dir, const SafetensorsFile& io, c10::Sca
     for (const auto& [g, err] : group) rep.check(tag + g + " (" + std::to_string(count[g]) + ")", err, tol);
 }
 
+// DDPM, DDIM and DPM-Solver++ 2M from SD 1.5's scheduler config: schedules,
+// timesteps (exact), add_noise, and every step of the stored trajectories, each
+// fed the stored input sample (so that errors do not accumulate).
+void check_schedulers(const std::string& dir, const SafetensorsFile& io, double tol, hra::test::ParityReport& rep) {
+    namespace d = hra::diffusion;
+    const auto cfg = d::read_schedule_config((std::filesystem::path(dir) / "config.json").string());
+    std::set<std::string> used;
+    auto ref = [&](const std::string& name) {
+        used.insert(name);
+        return io.tensor(name);
+    };
+    auto ids = [](const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); };
+    rep.check("schedulers betas", rel_err(d::betas(cfg), ref("betas")), tol);
+    rep.check("schedulers alphas_cumprod", rel_err(d::alphas_cumprod(cfg), ref("alphas_cumprod")), tol);
+    rep.check("schedulers add_noise",
+              rel_err(d::add_noise(d::alphas_cumprod(cfg), ref("add_noise.original_samples"), ref("add_noise.noise"),
+                                   ref("add_noise.timesteps")),
+                      ref("add_noise.noisy_samples")),
+              tol);
+    struct Run {
+        std::string prefix, scheduler;
+        int64_t steps;
+    };
+    for (const Run& run : {Run{"ddim", "ddim", 50}, Run{"ddpm", "ddpm", 50}, Run{"dpm", "dpm++2m", 25}}) {
+        auto sch = d::make_scheduler(run.scheduler, cfg);
+        sch->set_timesteps(run.steps);
+        const bool exact = ids(sch->timesteps()).equal(ref(run.prefix + ".timesteps"));
+        rep.check(run.prefix + " timesteps (exact)", exact ? 0.0 : 1.0, 0);
+        if (run.prefix == "dpm")
+            rep.check("dpm sigmas", rel_err(dynamic_cast<d::DpmSolverScheduler&>(*sch).sigmas(), ref("dpm.sigmas")), tol);
+        double prev_err = 0, x0_err = 0;
+        int x0_count = 0;
+        for (int64_t k = 0; k < run.steps; ++k) {
+            const std::string K = std::to_string(k);
+            auto sample = k == 0 ? ref(run.prefix + ".sample.0") : io.tensor(run.prefix + ".prev_sample." + std::to_string(k - 1));
+            const std::string noise_name = run.prefix + ".variance_noise." + K;
+            auto noise = io.contains(noise_name) ? ref(noise_name) : torch::Tensor();
+            auto out = sch->step(ref(run.prefix + ".model_output." + K), sch->timesteps()[static_cast<size_t>(k)], sample, noise);
+            prev_err = std::max(prev_err, rel_err(out.prev_sample, ref(run.prefix + ".prev_sample." + K)));
+            const std::string x0_name = run.prefix + ".pred_original_sample." + K;
+            if (io.contains(x0_name)) {
+                x0_err = std::max(x0_err, rel_err(out.pred_original_sample, ref(x0_name)));
+                ++x0_count;
+            }
+        }
+        rep.check(run.prefix + " prev_sample (" + std::to_string(run.steps) + " steps)", prev_err, tol);
+        if (x0_count) rep.check(run.prefix + " pred_original_sample (" + std::to_string(x0_count) + ")", x0_err, tol);
+    }
+    for (const auto& name : io.names())
+        if (!used.count(name)) rep.check("schedulers: unchecked tensor " + name, 1.0, 0);
+}
+
 }  // namespace
 
 int main() {
@@ -87,7 +141,7 @@ int main() {
         rep.width = 44;
         if (dirs.empty()) rep.check("fixture folders (io.safetensors) found", 1.0, 0);
         // The repo's copies: exactly these folders (a lost one must not pass quietly).
-        const size_t kRepoFolders = 1;  // clip-text-tiny
+        const size_t kRepoFolders = 2;  // clip-text-tiny, sd-schedulers
         if (!(env && *env) && dirs.size() != kRepoFolders)
             rep.check("repo fixture folders: " + std::to_string(dirs.size()) + " of " + std::to_string(kRepoFolders), 1.0, 0);
         for (const auto& dir : dirs) {
@@ -97,7 +151,9 @@ int main() {
                                     : meta.count("classes")   ? meta.at("classes")
                                                               : "";
             std::printf("%s: %s\n", dir.c_str(), cls.c_str());
-            if (cls == "CLIPTextModel") {
+            if (cls == "DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler") {
+                check_schedulers(dir, io, 1e-6, rep);
+            } else if (cls == "CLIPTextModel") {
                 check_clip_text(dir, io, torch::kDouble, 1e-13, rep);
                 check_clip_text(dir, io, torch::kFloat, 1e-5, rep);
             } else {
