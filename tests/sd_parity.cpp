@@ -7,8 +7,9 @@
 // Recognised so far: CLIPTextModel (transformers v4.36.2), float64 at 1e-13 and
 // float32 at 1e-5 relative (measured 7.2e-16 and 7.1e-7; the fixture README
 // allows 1e-10 and 1e-4); the DDPM, DDIM and DPM-Solver++ schedulers (diffusers
-// v0.25.1) at 1e-6 (measured: bit-identical; the README allows 1e-5). The UNet
-// and VAE come with their runtimes (issue 10).
+// v0.25.1) at 1e-6 (measured: bit-identical; the README allows 1e-5); the VAE
+// (diffusers v0.25.1 AutoencoderKL) at 1e-13 / 1e-5 (measured 1.4e-15 and
+// 8.6e-7). The UNet comes with its runtime (issue 10).
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -21,6 +22,7 @@
 
 #include "diffusion/schedulers.h"
 #include "io/safetensors.h"
+#include "models/autoencoder_kl.h"
 #include "models/clip_text.h"
 #include "models/model_weights.h"
 #include "test_util.h"
@@ -126,6 +128,39 @@ void check_schedulers(const std::string& dir, const SafetensorsFile& io, double 
         if (!used.count(name)) rep.check("schedulers: unchecked tensor " + name, 1.0, 0);
 }
 
+// AutoencoderKL: the latent distribution and every stored activation of encode,
+// and decode of the stored latent_mean (so the decoder is checked on its own).
+void check_vae(const std::string& dir, const SafetensorsFile& io, c10::ScalarType dtype, double tol,
+               hra::test::ParityReport& rep) {
+    const std::string tag = std::string(dtype == torch::kDouble ? "float64 " : "float32 ") + "AutoencoderKL ";
+    auto loaded = hra::load_vae(dir, dtype);
+    torch::NoGradGuard ng;
+    std::map<std::string, torch::Tensor> acts;
+    auto dist = loaded.model->encode(io.tensor("image").to(dtype), &acts);
+    auto decoded = loaded.model->decode(io.tensor("latent_mean").to(dtype), &acts);
+    std::map<std::string, torch::Tensor> ours = {
+        {"latent_mean", dist.mean}, {"latent_logvar", dist.logvar}, {"latent_std", dist.std}, {"decoded", decoded}};
+    for (auto& [k, v] : acts) ours["act." + k] = v;
+    std::map<std::string, double> group;
+    std::map<std::string, int> count;
+    for (const auto& name : io.names()) {
+        if (name == "image") continue;
+        auto it = ours.find(name);
+        if (it == ours.end()) {
+            rep.check(tag + "unknown tensor " + name, 1.0, 0);
+            continue;
+        }
+        auto ref = io.tensor(name);
+        const double err = it->second.sizes() == ref.sizes() ? rel_err(it->second, ref) : 1.0;
+        const std::string g = name.rfind("act.", 0) == 0 ? "activations" : name;
+        group[g] = std::max(group[g], err);
+        ++count[g];
+    }
+    for (const char* needed : {"latent_mean", "latent_logvar", "latent_std", "decoded", "activations"})
+        if (!count.count(needed)) rep.check(tag + "the fixture has no " + needed, 1.0, 0);
+    for (const auto& [g, err] : group) rep.check(tag + g + " (" + std::to_string(count[g]) + ")", err, tol);
+}
+
 }  // namespace
 
 int main() {
@@ -141,7 +176,7 @@ int main() {
         rep.width = 44;
         if (dirs.empty()) rep.check("fixture folders (io.safetensors) found", 1.0, 0);
         // The repo's copies: exactly these folders (a lost one must not pass quietly).
-        const size_t kRepoFolders = 2;  // clip-text-tiny, sd-schedulers
+        const size_t kRepoFolders = 3;  // clip-text-tiny, sd-schedulers, sd-vae-tiny
         if (!(env && *env) && dirs.size() != kRepoFolders)
             rep.check("repo fixture folders: " + std::to_string(dirs.size()) + " of " + std::to_string(kRepoFolders), 1.0, 0);
         for (const auto& dir : dirs) {
@@ -153,6 +188,9 @@ int main() {
             std::printf("%s: %s\n", dir.c_str(), cls.c_str());
             if (cls == "DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler") {
                 check_schedulers(dir, io, 1e-6, rep);
+            } else if (cls == "AutoencoderKL") {
+                check_vae(dir, io, torch::kDouble, 1e-13, rep);
+                check_vae(dir, io, torch::kFloat, 1e-5, rep);
             } else if (cls == "CLIPTextModel") {
                 check_clip_text(dir, io, torch::kDouble, 1e-13, rep);
                 check_clip_text(dir, io, torch::kFloat, 1e-5, rep);

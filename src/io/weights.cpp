@@ -44,21 +44,33 @@ WeightStore WeightStore::open(const std::string& path) {
     }
     if (!fs::is_directory(path)) throw Error("no such file or folder", {path});
     const fs::path dir(path);
-    if (fs::is_regular_file(dir / "model.safetensors")) {
-        size_t i = add_file((dir / "model.safetensors").string());
+    // transformers names its files model.safetensors / pytorch_model.bin; diffusers
+    // diffusion_pytorch_model.{safetensors,bin} (with the same index files).
+    auto any = [&](const std::string& st, const std::string& bin) {
+        for (const auto& f : {st + ".safetensors", st + ".safetensors.index.json", bin + ".bin", bin + ".bin.index.json"})
+            if (fs::is_regular_file(dir / f)) return true;
+        return false;
+    };
+    const bool diffusers = !any("model", "pytorch_model") && any("diffusion_pytorch_model", "diffusion_pytorch_model");
+    const std::string st = diffusers ? "diffusion_pytorch_model" : "model";
+    const std::string bin = diffusers ? "diffusion_pytorch_model" : "pytorch_model";
+    if (fs::is_regular_file(dir / (st + ".safetensors"))) {
+        size_t i = add_file((dir / (st + ".safetensors")).string());
         for (const auto& k : w.files_[i]->names()) w.index_[k] = i;
         return w;
     }
-    std::string index_path = (dir / "model.safetensors.index.json").string();
+    std::string index_path = (dir / (st + ".safetensors.index.json")).string();
     const bool torch_files = !fs::is_regular_file(index_path);
     if (torch_files) {
-        if (fs::is_regular_file(dir / "pytorch_model.bin")) {
-            add_bin((dir / "pytorch_model.bin").string());
+        if (fs::is_regular_file(dir / (bin + ".bin"))) {
+            add_bin((dir / (bin + ".bin")).string());
             return w;
         }
-        index_path = (dir / "pytorch_model.bin.index.json").string();
+        index_path = (dir / (bin + ".bin.index.json")).string();
         if (!fs::is_regular_file(index_path))
-            throw Error("no model.safetensors, pytorch_model.bin or an index of shards in the folder", {path});
+            throw Error("no model.safetensors, pytorch_model.bin, diffusion_pytorch_model.{safetensors,bin} or an index "
+                        "of shards in the folder",
+                        {path});
     }
     const nlohmann::json index = read_json_file(index_path);
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
