@@ -18,6 +18,7 @@ packages=(
     libginac-dev          # symbolic equality of MATH answers (Python-syntax subset)
     libyaml-cpp-dev       # YAML config files for train / eval
     zlib1g-dev            # gzip: CLIP's bundled BPE merges (data/clip/*.txt.gz)
+    libpng-dev            # PNG images (hra sd generate)
     pkg-config
 )
 

@@ -19,14 +19,7 @@ namespace {
 
 std::string fixture_dir() { return std::string(HRA_TEST_FIXTURES) + "/sd/clip-text-tiny"; }
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
-}
+using hra::test::error_of;
 
 }  // namespace
 

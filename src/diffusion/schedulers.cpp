@@ -244,12 +244,135 @@ StepOutput DpmSolverScheduler::step(const torch::Tensor& eps, int64_t t, const t
 
 // ------------------------------------------------------------------ factory
 
-std::vector<std::string> scheduler_names() { return {"dpm++2m", "dpm++2m-zero", "ddim", "ddim-trailing", "ddpm"}; }
+PndmScheduler::PndmScheduler(const ScheduleConfig& c) : Scheduler(c) {}
+
+void PndmScheduler::set_timesteps(int64_t n) {
+    if (n < 2 || n > c_.num_train_timesteps)
+        throw Error("PNDM takes 2 to " + std::to_string(c_.num_train_timesteps) + " steps, got " + std::to_string(n));
+    n_ = n;
+    const int64_t ratio = c_.num_train_timesteps / n;
+    std::vector<int64_t> lead;
+    for (int64_t i = 0; i < n; ++i) lead.push_back(i * ratio + c_.steps_offset);
+    // [t_0 .. t_{n-2}, t_{n-2}, t_{n-1}] reversed.
+    timesteps_.assign(lead.begin(), lead.end() - 1);
+    timesteps_.push_back(lead[static_cast<size_t>(n - 2)]);
+    timesteps_.push_back(lead.back());
+    std::reverse(timesteps_.begin(), timesteps_.end());
+    counter_ = 0;
+    ets_.clear();
+    cur_sample_ = torch::Tensor();
+}
+
+StepOutput PndmScheduler::step(const torch::Tensor& eps, int64_t t, const torch::Tensor& x, const torch::Tensor&) {
+    if (n_ == 0) throw Error("PNDM: set_timesteps before step");
+    const int64_t ratio = c_.num_train_timesteps / n_;
+    int64_t prev = t - ratio;
+    if (counter_ != 1) {
+        if (ets_.size() > 3) ets_.erase(ets_.begin(), ets_.end() - 3);
+        ets_.push_back(eps);
+    } else {
+        prev = t;
+        t = t + ratio;
+    }
+    check_timestep(t, c_);
+    torch::Tensor e = eps, sample = x;
+    const size_t k = ets_.size();
+    if (k == 1 && counter_ == 0) {
+        cur_sample_ = x;
+    } else if (k == 1 && counter_ == 1) {
+        e = (eps + ets_[0]) / 2;
+        sample = cur_sample_;
+        cur_sample_ = torch::Tensor();
+    } else if (k == 2) {
+        e = (3 * ets_[1] - ets_[0]) / 2;
+    } else if (k == 3) {
+        e = (23 * ets_[2] - 16 * ets_[1] + 5 * ets_[0]) / 12;
+    } else {
+        e = (1.0 / 24) * (55 * ets_[3] - 59 * ets_[2] + 37 * ets_[1] - 9 * ets_[0]);
+    }
+    // diffusers' _get_prev_sample, with its float32 0-dim coefficients.
+    auto a = ac_[t];
+    auto a_prev = prev >= 0 ? ac_[prev] : (c_.set_alpha_to_one ? f32(1.0) : ac_[0]);
+    auto b = 1.0 - a, b_prev = 1.0 - a_prev;
+    auto sample_coeff = (a_prev / a).pow(0.5);
+    auto denom = a * b_prev.pow(0.5) + (a * b * a_prev).pow(0.5);
+    StepOutput out;
+    out.prev_sample = sample_coeff * sample - (a_prev - a) * e / denom;
+    ++counter_;
+    return out;
+}
+
+EulerScheduler::EulerScheduler(const ScheduleConfig& c) : Scheduler(c) {}
+
+void EulerScheduler::set_timesteps(int64_t n) {
+    if (n < 1 || n > c_.num_train_timesteps)
+        throw Error("Euler takes 1 to " + std::to_string(c_.num_train_timesteps) + " steps, got " + std::to_string(n));
+    n_ = n;
+    const int64_t T = c_.num_train_timesteps;
+    // numpy: linspace(0, T-1, n) in float64, cast to float32, reversed.
+    std::vector<float> ts(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+        const double step = n > 1 ? static_cast<double>(T - 1) / static_cast<double>(n - 1) : 0.0;
+        double v = n > 1 && i == n - 1 ? static_cast<double>(T - 1) : static_cast<double>(i) * step;
+        ts[static_cast<size_t>(n - 1 - i)] = static_cast<float>(v);
+    }
+    // σ over the training steps in float32, then numpy.interp in float64.
+    auto sig = ((1.0 - ac_) / ac_).pow(0.5).to(torch::kDouble).contiguous();
+    const double* sp = sig.data_ptr<double>();
+    std::vector<float> sigmas;
+    timesteps_.clear();
+    for (float tf : ts) {
+        const double x = tf;
+        const int64_t j = std::min<int64_t>(static_cast<int64_t>(std::floor(x)), T - 1);
+        double v;
+        if (j >= T - 1 || x == static_cast<double>(j))
+            v = sp[j];
+        else
+            v = (sp[j + 1] - sp[j]) / 1.0 * (x - static_cast<double>(j)) + sp[j];
+        sigmas.push_back(static_cast<float>(v));
+        timesteps_.push_back(static_cast<int64_t>(std::llround(x)));
+    }
+    sigmas.push_back(0.0f);
+    sigmas_ = torch::tensor(sigmas, torch::kFloat);
+    model_t_ = torch::tensor(ts, torch::kFloat);
+    step_index_ = 0;
+}
+
+double EulerScheduler::init_noise_sigma() const {
+    if (!sigmas_.defined()) throw Error("Euler: set_timesteps before init_noise_sigma");
+    return sigmas_.max().item<double>();  // linspace spacing: σ_max itself
+}
+
+torch::Tensor EulerScheduler::scale_model_input(const torch::Tensor& sample, size_t k) const {
+    auto sigma = sigmas_[static_cast<int64_t>(k)];
+    return sample / (sigma.pow(2) + 1).pow(0.5);
+}
+
+StepOutput EulerScheduler::step(const torch::Tensor& eps, int64_t, const torch::Tensor& x, const torch::Tensor&) {
+    if (n_ == 0) throw Error("Euler: set_timesteps before step");
+    if (step_index_ >= n_) throw Error("Euler: more steps than set_timesteps chose");
+    auto sigma = sigmas_[step_index_];
+    auto sigma_hat = sigma * 1.0;  // s_churn 0: γ = 0
+    auto sample = x.to(torch::kFloat);
+    StepOutput out;
+    out.pred_original_sample = sample - sigma_hat * eps;
+    auto derivative = (sample - out.pred_original_sample) / sigma_hat;
+    auto dt = sigmas_[step_index_ + 1] - sigma_hat;
+    out.prev_sample = (sample + derivative * dt).to(eps.scalar_type());
+    ++step_index_;
+    return out;
+}
+
+std::vector<std::string> scheduler_names() {
+    return {"dpm++2m", "dpm++2m-zero", "ddim", "ddim-trailing", "pndm", "euler", "ddpm"};
+}
 
 std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const ScheduleConfig& c) {
     if (name == "ddim") return std::make_unique<DdimScheduler>(c, "leading");
     if (name == "ddim-trailing") return std::make_unique<DdimScheduler>(c, "trailing");
     if (name == "ddpm") return std::make_unique<DdpmScheduler>(c);
+    if (name == "pndm") return std::make_unique<PndmScheduler>(c);
+    if (name == "euler") return std::make_unique<EulerScheduler>(c);
     if (name == "dpm++2m") return std::make_unique<DpmSolverScheduler>(c, DpmSolverScheduler::FinalSigma::TimestepZero);
     if (name == "dpm++2m-zero") return std::make_unique<DpmSolverScheduler>(c, DpmSolverScheduler::FinalSigma::Zero);
     throw Error("unknown scheduler '" + name + "' (expected " + join_names(scheduler_names()) + ")");
@@ -257,6 +380,22 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const Schedul
 
 torch::Tensor guidance(const torch::Tensor& eps_uncond, const torch::Tensor& eps_cond, double scale) {
     return eps_uncond + scale * (eps_cond - eps_uncond);
+}
+
+
+std::string schedule_config_json(const ScheduleConfig& c) {
+    nlohmann::ordered_json j = {{"_class_name", "PNDMScheduler"},
+                                {"beta_end", c.beta_end},
+                                {"beta_schedule", c.beta_schedule},
+                                {"beta_start", c.beta_start},
+                                {"clip_sample", c.clip_sample},
+                                {"num_train_timesteps", c.num_train_timesteps},
+                                {"prediction_type", c.prediction_type},
+                                {"set_alpha_to_one", c.set_alpha_to_one},
+                                {"skip_prk_steps", true},
+                                {"steps_offset", c.steps_offset},
+                                {"trained_betas", nullptr}};
+    return j.dump(2) + "\n";
 }
 
 }  // namespace hra::diffusion

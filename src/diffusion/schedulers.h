@@ -30,6 +30,8 @@ struct ScheduleConfig {
 // trained_betas, other beta schedules) are refused rather than ignored.
 ScheduleConfig parse_schedule_config(const std::string& json_text, const std::string& source);
 ScheduleConfig read_schedule_config(const std::string& path);  // a file, or a folder's scheduler/scheduler_config.json
+// A scheduler_config.json for `c` (a PNDMScheduler config, as SD ships; every sampler is built from it).
+std::string schedule_config_json(const ScheduleConfig& c);
 
 // betas [T] and alphas_cumprod [T], float32.
 torch::Tensor betas(const ScheduleConfig& c);
@@ -55,6 +57,11 @@ public:
     // `noise`: the variance noise of stochastic samplers (DDPM), ignored by the others.
     virtual StepOutput step(const torch::Tensor& model_output, int64_t t, const torch::Tensor& sample,
                             const torch::Tensor& noise = {}) = 0;
+    // The timestep the model sees at step k (Euler's are fractional: float32).
+    virtual torch::Tensor model_timestep(size_t k) const { return torch::tensor(timesteps_.at(k), torch::kLong); }
+    // The initial noise's scale and the model input at step k (Euler: σ-scaled).
+    virtual double init_noise_sigma() const { return 1.0; }
+    virtual torch::Tensor scale_model_input(const torch::Tensor& sample, size_t) const { return sample; }
     const torch::Tensor& alphas_cumprod() const { return ac_; }
     const ScheduleConfig& config() const { return c_; }
 
@@ -118,7 +125,45 @@ private:
     torch::Tensor prev_x0_;
 };
 
-// "ddim", "ddim-trailing", "ddpm", "dpm++2m", "dpm++2m-zero"; hra::Error naming the choices otherwise.
+// PNDM as SD 1.5 ships it (skip_prk_steps: pseudo linear multistep only):
+// N+1 model calls on leading timesteps with the second-to-last repeated
+// (981, 961, 961, 941, ..., 1 for 50), the two calls at the repeated step
+// averaged, then Adams–Bashforth combinations of up to four outputs.
+class PndmScheduler : public Scheduler {
+public:
+    explicit PndmScheduler(const ScheduleConfig& c);
+    std::string name() const override { return "pndm"; }
+    void set_timesteps(int64_t n) override;
+    StepOutput step(const torch::Tensor& model_output, int64_t t, const torch::Tensor& sample,
+                    const torch::Tensor& noise = {}) override;
+
+private:
+    int64_t counter_ = 0;
+    std::vector<torch::Tensor> ets_;
+    torch::Tensor cur_sample_;
+};
+
+// Euler (EulerDiscreteScheduler, s_churn 0): linspace timesteps (fractional),
+// σ = sqrt((1 − ᾱ)/ᾱ) interpolated linearly at them, model input x/sqrt(σ²+1),
+// x ← x + (σ_next − σ)·ε; the initial noise is scaled by σ_max.
+class EulerScheduler : public Scheduler {
+public:
+    explicit EulerScheduler(const ScheduleConfig& c);
+    std::string name() const override { return "euler"; }
+    void set_timesteps(int64_t n) override;
+    StepOutput step(const torch::Tensor& model_output, int64_t t, const torch::Tensor& sample,
+                    const torch::Tensor& noise = {}) override;
+    torch::Tensor model_timestep(size_t k) const override { return model_t_[static_cast<int64_t>(k)]; }
+    double init_noise_sigma() const override;
+    torch::Tensor scale_model_input(const torch::Tensor& sample, size_t k) const override;
+    const torch::Tensor& sigmas() const { return sigmas_; }  // float32 [N+1]
+
+private:
+    torch::Tensor sigmas_, model_t_;
+    int64_t step_index_ = 0;
+};
+
+// "ddim", "ddim-trailing", "ddpm", "dpm++2m", "dpm++2m-zero", "pndm", "euler"; hra::Error naming the choices otherwise.
 std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const ScheduleConfig& config);
 std::vector<std::string> scheduler_names();
 

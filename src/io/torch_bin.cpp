@@ -391,6 +391,12 @@ std::map<std::string, at::Tensor> read_torch_state_dict(const std::string& path)
         Unpickler unpickler(pickle, reader);
         auto root = unpickler.run();
         if (root->kind != Value::Dict) throw std::runtime_error("the pickled object is not a dict of tensors");
+        // Lightning / CompVis checkpoints (SD's *.ckpt): {"state_dict": {...}, "global_step": ..., ...}.
+        for (const auto& [k, v] : root->entries)
+            if (k->kind == Value::Str && k->s == "state_dict" && v->kind == Value::Dict) {
+                root = v;
+                break;
+            }
         for (const auto& [k, v] : root->entries) {
             if (k->kind != Value::Str) throw std::runtime_error("a state dict key is not a string");
             if (v->kind != Value::Tensor || v->is_storage)

@@ -18,7 +18,8 @@
 
 namespace hra::io {
 
-// Every tensor of a flat {name: tensor} state dict, as CPU tensors. hra::Error
+// Every tensor of a flat {name: tensor} state dict, as CPU tensors (or of the
+// "state_dict" entry of a Lightning / CompVis checkpoint, SD's *.ckpt). hra::Error
 // naming the file for a legacy (non-zip) file, a corrupt archive, a refused
 // global, an unsupported opcode, or storage bytes that do not cover a tensor.
 std::map<std::string, at::Tensor> read_torch_state_dict(const std::string& path);

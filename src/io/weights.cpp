@@ -2,6 +2,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <regex>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -14,7 +16,7 @@ namespace hra::io {
 
 namespace fs = std::filesystem;
 
-WeightStore WeightStore::open(const std::string& path) {
+WeightStore WeightStore::open(const std::string& path, const std::string& variant) {
     WeightStore w;
     w.path_ = path;
     auto add_file = [&](const std::string& file) -> size_t {
@@ -45,31 +47,55 @@ WeightStore WeightStore::open(const std::string& path) {
     if (!fs::is_directory(path)) throw Error("no such file or folder", {path});
     const fs::path dir(path);
     // transformers names its files model.safetensors / pytorch_model.bin; diffusers
-    // diffusion_pytorch_model.{safetensors,bin} (with the same index files).
-    auto any = [&](const std::string& st, const std::string& bin) {
-        for (const auto& f : {st + ".safetensors", st + ".safetensors.index.json", bin + ".bin", bin + ".bin.index.json"})
+    // diffusion_pytorch_model.{safetensors,bin} (with the same index files). A
+    // variant ("fp16") goes before the extension: model.fp16.safetensors,
+    // model.safetensors.index.fp16.json, as both libraries name them.
+    auto named = [&](const std::string& stem, const std::string& ext, const std::string& v) {
+        if (v.empty()) return stem + ext;
+        const auto dot = ext.rfind('.');
+        return stem + ext.substr(0, dot) + "." + v + ext.substr(dot);
+    };
+    auto any = [&](const std::string& stem, const std::string& v) {
+        const std::string bin = stem == "model" ? "pytorch_model" : stem;
+        for (const auto& f : {named(stem, ".safetensors", v), named(stem, ".safetensors.index.json", v), named(bin, ".bin", v),
+                              named(bin, ".bin.index.json", v)})
             if (fs::is_regular_file(dir / f)) return true;
         return false;
     };
-    const bool diffusers = !any("model", "pytorch_model") && any("diffusion_pytorch_model", "diffusion_pytorch_model");
-    const std::string st = diffusers ? "diffusion_pytorch_model" : "model";
-    const std::string bin = diffusers ? "diffusion_pytorch_model" : "pytorch_model";
-    if (fs::is_regular_file(dir / (st + ".safetensors"))) {
-        size_t i = add_file((dir / (st + ".safetensors")).string());
+    std::string v = variant;
+    if (v.empty() && !any("model", "") && !any("diffusion_pytorch_model", "")) {
+        // Only variant files: take the one variant there is (a folder with fp16 weights only).
+        std::set<std::string> found;
+        static const std::regex variant_file(
+            R"(^(?:diffusion_pytorch_model|pytorch_model|model)\.(?:([^.]+)\.(?:safetensors|bin)|(?:safetensors|bin)\.index\.([^.]+)\.json)$)");
+        for (const auto& e : fs::directory_iterator(dir)) {
+            std::smatch m;
+            const std::string f = e.path().filename().string();
+            if (std::regex_match(f, m, variant_file)) found.insert(m[1].matched ? m[1].str() : m[2].str());
+        }
+        found.erase("safetensors"), found.erase("bin");
+        if (found.size() == 1) v = *found.begin();
+    }
+    const bool diffusers = !any("model", v) && any("diffusion_pytorch_model", v);
+    const std::string st_stem = diffusers ? "diffusion_pytorch_model" : "model";
+    const std::string bin_stem = diffusers ? "diffusion_pytorch_model" : "pytorch_model";
+    if (fs::is_regular_file(dir / named(st_stem, ".safetensors", v))) {
+        size_t i = add_file((dir / named(st_stem, ".safetensors", v)).string());
         for (const auto& k : w.files_[i]->names()) w.index_[k] = i;
         return w;
     }
-    std::string index_path = (dir / (st + ".safetensors.index.json")).string();
+    std::string index_path = (dir / named(st_stem, ".safetensors.index.json", v)).string();
     const bool torch_files = !fs::is_regular_file(index_path);
     if (torch_files) {
-        if (fs::is_regular_file(dir / (bin + ".bin"))) {
-            add_bin((dir / (bin + ".bin")).string());
+        if (fs::is_regular_file(dir / named(bin_stem, ".bin", v))) {
+            add_bin((dir / named(bin_stem, ".bin", v)).string());
             return w;
         }
-        index_path = (dir / (bin + ".bin.index.json")).string();
+        index_path = (dir / named(bin_stem, ".bin.index.json", v)).string();
         if (!fs::is_regular_file(index_path))
-            throw Error("no model.safetensors, pytorch_model.bin, diffusion_pytorch_model.{safetensors,bin} or an index "
-                        "of shards in the folder",
+            throw Error(std::string("no model.safetensors, pytorch_model.bin, diffusion_pytorch_model.{safetensors,bin} or an "
+                                    "index of shards in the folder") +
+                            (v.empty() ? "" : " (variant '" + v + "')"),
                         {path});
     }
     const nlohmann::json index = read_json_file(index_path);

@@ -16,8 +16,11 @@ namespace hra::io {
 class WeightStore {
 public:
     // `path`: a .safetensors or .bin file, or a folder holding one of the files
-    // above. hra::Error when none is there or a file is bad.
-    static WeightStore open(const std::string& path);
+    // above. hra::Error when none is there or a file is bad. `variant` picks
+    // model.<variant>.safetensors and the like (diffusers' and transformers'
+    // variant files); without one, a folder holding only the files of one
+    // variant uses those.
+    static WeightStore open(const std::string& path, const std::string& variant = "");
 
     bool contains(const std::string& key) const;
     at::Tensor get(const std::string& key) const;  // hra::Error naming the key when absent

@@ -11,6 +11,7 @@
 #include "io/json_file.h"
 #include "io/json_value.h"
 #include "io/weights.h"
+#include "models/diffusion_layers.h"
 #include "models/model_weights.h"
 
 namespace hra {
@@ -23,18 +24,10 @@ namespace {
 constexpr double kVaeEps = 1e-6;
 
 Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1, int64_t padding = 0) {
-    Conv2dOptions o;
-    o.in_channels = in;
-    o.out_channels = out;
-    o.kernel = {k, k};
-    o.stride = {stride, stride};
-    o.padding = {padding, padding};
-    return Conv2d(o);
+    return diffusion_conv(in, out, k, stride, padding);
 }
 
-torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels) {
-    return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(kVaeEps));
-}
+torch::nn::GroupNorm group_norm(int64_t groups, int64_t channels) { return diffusion_group_norm(groups, channels, kVaeEps); }
 
 }  // namespace
 
@@ -100,7 +93,7 @@ torch::Tensor VaeAttentionImpl::forward(const torch::Tensor& x) {
     auto normed = group_norm(tokens.transpose(1, 2)).transpose(1, 2);
     auto q = to_q(normed), k = to_k(normed), v = to_v(normed);
     const double scale = 1.0 / std::sqrt(static_cast<double>(c));
-    auto scores = torch::baddbmm(torch::empty({b, h * w, h * w}, q.options()), q, k.transpose(-1, -2), 0.0, scale);
+    auto scores = torch::baddbmm(torch::zeros({b, h * w, h * w}, q.options()), q, k.transpose(-1, -2), 0.0, scale);  // beta 0
     auto probs = scores.to(torch::kFloat).softmax(-1).to(q.scalar_type());  // upcast_softmax: float32, as diffusers
     auto out = to_out(torch::bmm(probs, v));
     return out.transpose(-1, -2).reshape({b, c, h, w}) + x;
@@ -232,21 +225,17 @@ torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z, std::map<std::st
     return out;
 }
 
-LoadedVae load_vae(const std::string& dir, c10::ScalarType dtype) {
-    fs::path d(dir);
-    if (!fs::is_regular_file(d / "config.json") && fs::is_regular_file(d / "vae" / "config.json")) d /= "vae";
+LoadedVae load_vae(const std::string& dir, c10::ScalarType dtype, const std::string& variant) {
+    const fs::path d(component_folder(dir, "vae"));
     LoadedVae out;
     out.dir = d.string();
     const std::string cfg = io::file_in_folder(d.string(), "config.json");
     out.config = parse_vae_config(io::read_file(cfg), cfg);
     {
-        SkipInitGuard skip;
-        out.model = AutoencoderKL(out.config);
+        SkipInitGuard skip;  // every parameter is read from the file
+        out.model = frozen(AutoencoderKL(out.config), dtype);
     }
-    out.model->to(dtype);
-    out.model->eval();
-    for (auto& p : out.model->parameters()) p.set_requires_grad(false);
-    const auto store = io::WeightStore::open(d.string());
+    const auto store = io::WeightStore::open(d.string(), variant);
     // Older diffusers attention names, as ModelMixin._convert_deprecated_attention_blocks reads them.
     std::map<std::string, torch::Tensor> params;
     for (auto& [name, p] : base_parameters(*out.model)) {
@@ -264,6 +253,23 @@ LoadedVae load_vae(const std::string& dir, c10::ScalarType dtype) {
     }
     load_named_weights(params, store);
     return out;
+}
+
+
+std::string vae_config_json(const VaeConfig& c) {
+    const size_t n = c.block_out_channels.size();
+    nlohmann::ordered_json j = {{"_class_name", "AutoencoderKL"},
+                                {"act_fn", "silu"},
+                                {"block_out_channels", c.block_out_channels},
+                                {"down_block_types", std::vector<std::string>(n, "DownEncoderBlock2D")},
+                                {"in_channels", c.in_channels},
+                                {"latent_channels", c.latent_channels},
+                                {"layers_per_block", c.layers_per_block},
+                                {"norm_num_groups", c.norm_num_groups},
+                                {"out_channels", c.out_channels},
+                                {"scaling_factor", c.scaling_factor},
+                                {"up_block_types", std::vector<std::string>(n, "UpDecoderBlock2D")}};
+    return j.dump(2) + "\n";
 }
 
 }  // namespace hra

@@ -32,6 +32,8 @@ struct VaeConfig {
 // config.json of an AutoencoderKL (down blocks DownEncoderBlock2D, up blocks
 // UpDecoderBlock2D, act silu); anything else is an error naming the key.
 VaeConfig parse_vae_config(const std::string& json_text, const std::string& source);
+// The config.json diffusers would write for `c` (parse_vae_config reads it back).
+std::string vae_config_json(const VaeConfig& c);
 
 class VaeResnetImpl : public torch::nn::Module {
 public:
@@ -121,6 +123,7 @@ struct LoadedVae {
 // A vae/ folder (config.json + weights) or a pipeline folder holding one.
 // Strict; the attention names of older diffusers (query, key, value,
 // proj_attn) are read as to_q, to_k, to_v, to_out.0.
-LoadedVae load_vae(const std::string& dir, c10::ScalarType dtype = c10::ScalarType::Float);
+LoadedVae load_vae(const std::string& dir, c10::ScalarType dtype = c10::ScalarType::Float,
+                      const std::string& variant = "");
 
 }  // namespace hra

@@ -152,26 +152,38 @@ ClipTextOutputs ClipTextModelImpl::forward(const torch::Tensor& input_ids) {
     return out;
 }
 
-LoadedClipText load_clip_text(const std::string& dir, c10::ScalarType dtype) {
-    fs::path d(dir);
-    if (!fs::is_regular_file(d / "config.json") && fs::is_regular_file(d / "text_encoder" / "config.json"))
-        d /= "text_encoder";
+LoadedClipText load_clip_text(const std::string& dir, c10::ScalarType dtype, const std::string& variant) {
+    const fs::path d(component_folder(dir, "text_encoder"));
     LoadedClipText out;
     out.dir = d.string();
     const std::string cfg = io::file_in_folder(d.string(), "config.json");
     out.config = parse_clip_text_config(io::read_file(cfg), cfg);
-    const auto store = io::WeightStore::open(d.string());
+    const auto store = io::WeightStore::open(d.string(), variant);
     out.config.with_projection = store.contains("text_projection.weight");
     {
         SkipInitGuard skip;  // every parameter is overwritten from the file
-        out.model = ClipTextModel(out.config);
+        out.model = frozen(ClipTextModel(out.config), dtype);
     }
-    out.model->to(dtype);
-    out.model->eval();
-    for (auto& p : out.model->parameters()) p.set_requires_grad(false);
     load_named_weights(base_parameters(*out.model), store,
                        [](const std::string& key) { return ends_with(key, "embeddings.position_ids"); });
     return out;
+}
+
+
+std::string clip_text_config_json(const ClipTextConfig& c) {
+    nlohmann::ordered_json j = {{"architectures", {"CLIPTextModel"}},
+                                {"eos_token_id", c.eos_token_id},
+                                {"hidden_act", c.hidden_act},
+                                {"hidden_size", c.hidden_size},
+                                {"intermediate_size", c.intermediate_size},
+                                {"layer_norm_eps", c.layer_norm_eps},
+                                {"max_position_embeddings", c.max_position_embeddings},
+                                {"model_type", "clip_text_model"},
+                                {"num_attention_heads", c.num_attention_heads},
+                                {"num_hidden_layers", c.num_hidden_layers},
+                                {"projection_dim", c.projection_dim},
+                                {"vocab_size", c.vocab_size}};
+    return j.dump(2) + "\n";
 }
 
 }  // namespace hra

@@ -117,6 +117,9 @@ struct LoadedClipText {
 // unexpected or mis-shaped tensors are one error naming them; a
 // `position_ids` buffer (older transformers) is accepted and ignored. The
 // projection is loaded when the file has `text_projection.weight`.
-LoadedClipText load_clip_text(const std::string& dir, c10::ScalarType dtype = c10::ScalarType::Float);
+LoadedClipText load_clip_text(const std::string& dir, c10::ScalarType dtype = c10::ScalarType::Float,
+                            const std::string& variant = "");
+// A transformers config.json (clip_text_model) for `c` (parse_clip_text_config reads it back).
+std::string clip_text_config_json(const ClipTextConfig& c);
 
 }  // namespace hra

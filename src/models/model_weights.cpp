@@ -1,5 +1,7 @@
 #include "models/model_weights.h"
 
+#include <filesystem>
+
 #include <set>
 #include <unordered_set>
 
@@ -74,6 +76,13 @@ std::map<std::string, torch::Tensor> base_parameters(const torch::nn::Module& mo
     for (auto& [name, p] : unique_named_parameters(model))
         if (name.find(".adapters.") == std::string::npos) out.emplace(name, p);
     return out;
+}
+
+std::string component_folder(const std::string& dir, const std::string& sub) {
+    const std::filesystem::path d(dir);
+    if (!std::filesystem::is_regular_file(d / "config.json") && std::filesystem::is_regular_file(d / sub / "config.json"))
+        return (d / sub).string();
+    return dir;
 }
 
 }  // namespace hra

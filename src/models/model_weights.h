@@ -39,4 +39,17 @@ StrictLoadReport load_named_weights(const std::map<std::string, torch::Tensor>& 
                                     const std::function<bool(const std::string&)>& ignore = {},
                                     const std::function<bool(const std::string&)>& may_be_missing = {});
 
+// A component folder: `dir` itself when it holds config.json, else dir/<sub>
+// when that does (a diffusers pipeline folder and its unet/, vae/, ...).
+std::string component_folder(const std::string& dir, const std::string& sub);
+
+// A loaded model for inference: cast to `dtype`, eval mode, no gradients.
+template <class Holder>
+Holder frozen(Holder model, c10::ScalarType dtype) {
+    model->to(dtype);
+    model->eval();
+    for (auto& p : model->parameters()) p.set_requires_grad(false);
+    return model;
+}
+
 }  // namespace hra

@@ -374,4 +374,29 @@ std::optional<int64_t> ClipTokenizer::token_id(const std::string& t) const {
     return it->second;
 }
 
+void ClipTokenizer::save_folder(const std::string& dir) const {
+    io::make_dirs(dir);
+    nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
+    for (size_t i = 0; i < tokens_.size(); ++i) vocab[tokens_[i]] = static_cast<int64_t>(i);
+    std::vector<std::pair<int64_t, std::pair<std::string, std::string>>> by_rank;
+    for (const auto& [pair, rank] : ranks_) by_rank.emplace_back(rank, pair);
+    std::sort(by_rank.begin(), by_rank.end());
+    std::string merges = "#version: 0.2\n";
+    for (const auto& [rank, pair] : by_rank) merges += pair.first + " " + pair.second + "\n";
+    const std::string end = tokens_[static_cast<size_t>(end_id_)];
+    nlohmann::ordered_json special = {{"bos_token", tokens_[static_cast<size_t>(start_id_)]},
+                                      {"eos_token", end},
+                                      {"pad_token", tokens_[static_cast<size_t>(pad_id_)]},
+                                      {"unk_token", end}};
+    nlohmann::ordered_json config = special;
+    config["do_lower_case"] = true;
+    config["model_max_length"] = max_length_;
+    config["tokenizer_class"] = "CLIPTokenizer";
+    const std::filesystem::path d(dir);
+    io::write_file_atomically((d / "vocab.json").string(), vocab.dump());
+    io::write_file_atomically((d / "merges.txt").string(), merges);
+    io::write_file_atomically((d / "tokenizer_config.json").string(), config.dump(2) + "\n");
+    io::write_file_atomically((d / "special_tokens_map.json").string(), special.dump(2) + "\n");
+}
+
 }  // namespace hra

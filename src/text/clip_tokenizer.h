@@ -55,6 +55,9 @@ public:
     std::string decode(const std::vector<int64_t>& ids, bool skip_special = true) const override;
     // The prompt as the SD pipelines encode it (padding="max_length", truncation).
     ClipIds encode_padded(const std::string& text) const;
+    // Writes a Hugging Face CLIPTokenizer folder (vocab.json, merges.txt,
+    // tokenizer_config.json, special_tokens_map.json) that from_folder reads back.
+    void save_folder(const std::string& dir) const;
 
     // The cleaned text the pre-tokenizer sees.
     static std::string clean(const std::string& text);

@@ -24,5 +24,6 @@ Command add_train(CLI::App& app);
 Command add_eval(CLI::App& app);
 Command add_demo(CLI::App& app);
 Command add_tokenize(CLI::App& app);
+Command add_sd(CLI::App& app);
 
 }  // namespace hra::cli

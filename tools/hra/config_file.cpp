@@ -1,5 +1,7 @@
 #include "config_file.h"
 
+#include <filesystem>
+
 #include <set>
 
 #include <yaml-cpp/yaml.h>
@@ -25,6 +27,7 @@ std::vector<std::string> expand_config(CLI::App* sub, const std::vector<std::str
         if (name == "config") path = eq != std::string::npos ? a.substr(eq + 1) : (i + 1 < args.size() ? args[i + 1] : "");
     }
     if (path.empty()) return args;
+    if (!std::filesystem::is_regular_file(path)) throw Error("the config file is not a readable file", {path});
     YAML::Node root;
     try {
         root = YAML::LoadFile(path);

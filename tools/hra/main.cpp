@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
         hra::cli::add_convert(app),
         hra::cli::add_inspect(app),
         hra::cli::add_tokenize(app),
+        hra::cli::add_sd(app),
     };
 
     // Settings from `--config FILE` of a subcommand join the command line.
