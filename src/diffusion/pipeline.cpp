@@ -143,7 +143,8 @@ std::vector<std::string> load_sd_adapters(StableDiffusion& sd, const std::string
 void save_stable_diffusion(const StableDiffusion& sd, const std::string& dir) {
     if (fs::exists(dir)) throw Error("already exists; give a new folder", {dir});
     const fs::path tmp = fs::path(dir).string() + ".tmp";
-    fs::remove_all(tmp);
+    if (fs::exists(tmp)) throw Error("a folder of that name is in the way; remove it first", {tmp.string()});
+    try {
     auto save_part = [&](const char* part, const std::string& file, const torch::nn::Module& m, const std::string& config) {
         io::make_dirs((tmp / part).string());
         io::NamedTensors tensors;
@@ -168,9 +169,17 @@ void save_stable_diffusion(const StableDiffusion& sd, const std::string& dir) {
                                           {"vae", {"diffusers", "AutoencoderKL"}}};
     io::write_file_atomically((tmp / "model_index.json").string(), index.dump(2) + "\n");
     fs::rename(tmp, dir);
+    } catch (...) {
+        std::error_code ec;
+        fs::remove_all(tmp, ec);  // nothing half-written stays behind
+        throw;
+    }
 }
 
 void save_sd_single_file(const StableDiffusion& sd, const std::string& path) {
+    if (sd.unet.config.use_linear_projection || sd.text_encoder.config.hidden_act != "quick_gelu")
+        throw Error("only SD 1.x models convert to a single file (this one has SD 2.x's linear projections or text encoder)",
+                    {sd.dir});
     auto tensors = sd_to_single_file(base_parameters(*sd.unet.model), base_parameters(*sd.vae.model),
                                      base_parameters(*sd.text_encoder.model), sd.unet.config, sd.vae.config);
     for (auto& [k, t] : tensors) t = t.detach().contiguous();

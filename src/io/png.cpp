@@ -33,7 +33,13 @@ void on_warning(png_structp, png_const_charp) {}
 
 void append(png_structp png, png_bytep data, png_size_t n) {
     auto* out = static_cast<std::vector<unsigned char>*>(png_get_io_ptr(png));
-    out->insert(out->end(), data, data + n);
+    bool failed = false;
+    try {  // no C++ exception may cross libpng's C frames
+        out->insert(out->end(), data, data + n);
+    } catch (...) {
+        failed = true;
+    }
+    if (failed) png_error(png, "out of memory");
 }
 void no_flush(png_structp) {}
 
@@ -74,7 +80,7 @@ bool decode(Reader* reader, png_uint_32* h, png_uint_32* w, int* channels, std::
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, err, on_error, on_warning);
     if (!png) return false;
     png_infop info = png_create_info_struct(png);
-    png_bytep* rows = nullptr;
+    png_bytep* volatile rows = nullptr;  // read after a longjmp: volatile
     if (!info || setjmp(png_jmpbuf(png))) {
         png_destroy_read_struct(&png, info ? &info : nullptr, nullptr);
         std::free(rows);
@@ -90,7 +96,13 @@ bool decode(Reader* reader, png_uint_32* h, png_uint_32* w, int* channels, std::
     *channels = png_get_channels(png, info);
     if (static_cast<uint64_t>(*h) * *w * static_cast<uint64_t>(*channels) > (uint64_t{1} << 31))
         png_error(png, "the image is too large");
-    pixels->resize(static_cast<size_t>(*h) * *w * static_cast<size_t>(*channels));  // may throw: before any libpng data
+    bool failed = false;
+    try {  // no C++ exception may cross libpng's C frames
+        pixels->resize(static_cast<size_t>(*h) * *w * static_cast<size_t>(*channels));
+    } catch (...) {
+        failed = true;
+    }
+    if (failed) png_error(png, "out of memory");
     rows = static_cast<png_bytep*>(std::malloc(sizeof(png_bytep) * (*h ? *h : 1)));
     if (!rows) png_error(png, "out of memory");
     for (png_uint_32 y = 0; y < *h; ++y) rows[y] = pixels->data() + static_cast<size_t>(y) * *w * static_cast<size_t>(*channels);
@@ -99,7 +111,12 @@ bool decode(Reader* reader, png_uint_32* h, png_uint_32* w, int* channels, std::
     png_textp t = nullptr;
     int n = 0;
     png_get_text(png, info, &t, &n);
-    for (int i = 0; i < n; ++i) text->emplace_back(t[i].key, t[i].text ? t[i].text : "");
+    try {
+        for (int i = 0; i < n; ++i) text->emplace_back(t[i].key, t[i].text ? t[i].text : "");
+    } catch (...) {
+        failed = true;
+    }
+    if (failed) png_error(png, "out of memory");
     png_destroy_read_struct(&png, &info, nullptr);
     std::free(rows);
     return true;

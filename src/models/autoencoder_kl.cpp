@@ -45,6 +45,7 @@ VaeConfig parse_vae_config(const std::string& text, const std::string& source) {
     const std::string act = io::json_value_or<std::string>(j, "act_fn", "silu", source);
     if (act != "silu") throw Error("act_fn '" + act + "' is not supported (silu)", {source, "act_fn"});
     if (c.block_out_channels.empty()) throw Error("must not be empty", {source, "block_out_channels"});
+    if (c.norm_num_groups < 1) throw Error("must be positive", {source, "norm_num_groups"});
     for (auto ch : c.block_out_channels)
         if (ch <= 0 || ch % c.norm_num_groups != 0)
             throw Error("every entry must be a positive multiple of norm_num_groups (" + std::to_string(c.norm_num_groups) + ")",

@@ -116,6 +116,7 @@ UNetConfig parse_unet_config(const std::string& text, const std::string& source)
 
     const size_t n = c.block_out_channels.size();
     if (n == 0) throw Error("must not be empty", {source, "block_out_channels"});
+    if (c.norm_num_groups < 1) throw Error("must be positive", {source, "norm_num_groups"});
     for (auto ch : c.block_out_channels)
         if (ch <= 0 || ch % c.norm_num_groups != 0)
             throw Error("every entry must be a positive multiple of norm_num_groups (" + std::to_string(c.norm_num_groups) + ")",
@@ -390,9 +391,9 @@ void UNet2DConditionModelImpl::set_attention_chunk(int64_t rows) {
 torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample_in, const torch::Tensor& timestep,
                                                 const torch::Tensor& context, const torch::Tensor& input_residual,
                                                 std::map<std::string, torch::Tensor>* acts) {
-    const int64_t b = sample_in.size(0);
     if (sample_in.dim() != 4 || sample_in.size(1) != c_.in_channels)
         throw Error("the UNet denoises [B, " + std::to_string(c_.in_channels) + ", h, w], got " + c10::str(sample_in.sizes()));
+    const int64_t b = sample_in.size(0);
     if (context.dim() != 3 || context.size(0) != b || context.size(2) != c_.cross_attention_dim)
         throw Error("the UNet's context must be [" + std::to_string(b) + ", tokens, " + std::to_string(c_.cross_attention_dim) +
                     "], got " + c10::str(context.sizes()));

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <map>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -13,6 +15,9 @@
 #include "common/log.h"
 #include "common/strings.h"
 #include "diffusion/pipeline.h"
+#include "diffusion/shape_world.h"
+#include "io/atomic_file.h"
+#include "io/json_file.h"
 #include "io/png.h"
 #include "models/model_weights.h"
 
@@ -70,11 +75,14 @@ Command add_sd_generate(CLI::App& sd) {
                              (o->merge ? " (merged)" : ""));
                 const auto start = std::chrono::steady_clock::now();
                 auto g = o->g;
+                auto counting = diffusion::make_scheduler(g.scheduler, sd.schedule);
+                counting->set_timesteps(g.steps);
+                const auto total = static_cast<int64_t>(counting->timesteps().size());  // PNDM: steps + 1 model calls
                 g.on_step = [&](int64_t k, int64_t t, const torch::Tensor&) {
                     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-                    const double eta = s / static_cast<double>(k + 1) * static_cast<double>(g.steps - k - 1);
+                    const double eta = s / static_cast<double>(k + 1) * static_cast<double>(total - k - 1);
                     show_progress(strprintf("step %lld/%lld (t=%lld)  %.1f s, ETA %.1f s", static_cast<long long>(k + 1),
-                                            static_cast<long long>(g.steps), static_cast<long long>(t), s, eta));
+                                            static_cast<long long>(total), static_cast<long long>(t), s, eta));
                 };
                 auto out = diffusion::generate(sd, g);
                 clear_progress();
@@ -133,12 +141,114 @@ Command add_sd_convert(CLI::App& sd) {
             }};
 }
 
+
+Command add_sd_world(CLI::App& sd) {
+    auto* world = sd.add_subcommand("world", "the shape world: captioned images and their exact checker");
+    world->require_subcommand(1);
+    auto* render = world->add_subcommand("render", "write captioned images (PNG + metadata.jsonl with file_name, text)");
+    struct RenderOpts {
+        std::string out, split = "all";
+        int64_t per_scene = 1, size = 32, heldout = 100;
+        uint64_t seed = 0;
+    };
+    auto ro = std::make_shared<RenderOpts>();
+    render->add_option("--out", ro->out, "a new folder")->required();
+    render->add_option("--split", ro->split, "train, heldout or all (of the 324 captions)")->capture_default_str();
+    render->add_option("--per-scene", ro->per_scene, "images per caption (different jitters)")->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    render->add_option("--size", ro->size, "pixels (at least 32)")->capture_default_str();
+    render->add_option("--heldout", ro->heldout, "captions held out of training")->capture_default_str();
+    render->add_option("--seed", ro->seed, "jitter seed")->capture_default_str();
+    auto* check = world->add_subcommand("check", "score images against their captions; prints one JSON line");
+    struct CheckOpts {
+        std::string images;
+    };
+    auto co = std::make_shared<CheckOpts>();
+    check->add_option("--images", co->images, "a folder with metadata.jsonl (file_name, text) and the images")->required();
+    Command render_cmd{render, [ro]() {
+                           const auto split = diffusion::split_world(ro->heldout);
+                           std::vector<diffusion::Scene> scenes = ro->split == "train"     ? split.train
+                                                                  : ro->split == "heldout" ? split.heldout
+                                                                  : ro->split == "all"     ? diffusion::all_scenes()
+                                                                                           : std::vector<diffusion::Scene>{};
+                           if (scenes.empty()) throw Error("--split must be train, heldout or all, got '" + ro->split + "'");
+                           if (ro->size < 32) throw Error("--size must be at least 32, got " + std::to_string(ro->size));
+                           if (std::filesystem::exists(ro->out)) throw Error("already exists; give a new folder", {ro->out});
+                           const std::string tmp = ro->out + ".tmp";
+                           if (std::filesystem::exists(tmp)) throw Error("a folder of that name is in the way; remove it first", {tmp});
+                           io::make_dirs(tmp);
+                           int64_t k = 0;
+                           try {
+                               std::string meta;
+                               for (const auto& scene : scenes)
+                                   for (int64_t i = 0; i < ro->per_scene; ++i, ++k) {
+                                       const std::string name = strprintf("%05lld.png", static_cast<long long>(k));
+                                       io::write_png(tmp + "/" + name, diffusion::render(scene, ro->size,
+                                                                                         ro->seed * 1000003u + static_cast<uint64_t>(k)));
+                                       meta += nlohmann::json{{"file_name", name}, {"text", diffusion::caption(scene)}}.dump() + "\n";
+                                   }
+                               io::write_file_atomically(tmp + "/metadata.jsonl", meta);
+                               std::filesystem::rename(tmp, ro->out);
+                           } catch (...) {
+                               std::error_code ec;
+                               std::filesystem::remove_all(tmp, ec);  // nothing half-written stays behind
+                               throw;
+                           }
+                           log_info(strprintf("wrote %lld images to %s", static_cast<long long>(k), ro->out.c_str()));
+                           return 0;
+                       }};
+    Command check_cmd{check, [co]() {
+                          const std::string meta_path = io::file_in_folder(co->images, "metadata.jsonl");
+                          std::ifstream in(meta_path);
+                          std::string line;
+                          int64_t n = 0, accepted = 0, line_no = 0;
+                          std::map<std::string, int64_t> right = {{"colour", 0}, {"shape", 0}, {"position", 0}, {"size", 0}};
+                          while (std::getline(in, line)) {
+                              ++line_no;
+                              if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+                              const auto j = io::parse_json(line, meta_path);
+                              if (!j.is_object() || !j.contains("file_name") || !j.contains("text") || !j["file_name"].is_string() ||
+                                  !j["text"].is_string())
+                                  throw Error("each line needs file_name and text strings", {meta_path, "", line_no});
+                              const std::string file = j["file_name"].get<std::string>();
+                              if (file.empty() || file[0] == '/' || file.find("..") != std::string::npos)
+                                  throw Error("file_name must name a file inside the folder: '" + file + "'", {meta_path, "", line_no});
+                              const auto want = diffusion::parse_caption(j["text"].get<std::string>());
+                              if (!want) throw Error("not a shape-world caption: " + j["text"].dump(), {meta_path, "", line_no});
+                              const auto img = io::read_png((std::filesystem::path(co->images) / j["file_name"].get<std::string>()).string());
+                              if (img.pixels.size(2) != 3)
+                                  throw Error("expected an RGB image", {j["file_name"].get<std::string>()});
+                              const auto got = diffusion::check_image(img.pixels);
+                              ++n;
+                              if (!got.found) continue;
+                              accepted += got.scene == *want;
+                              right["colour"] += got.scene.colour == want->colour;
+                              right["shape"] += got.scene.shape == want->shape;
+                              right["position"] += got.scene.row == want->row && got.scene.col == want->col;
+                              right["size"] += got.scene.size == want->size;
+                          }
+                          if (n == 0) throw Error("no images listed", {meta_path});
+                          nlohmann::json out = {{"images", n},
+                                                {"accepted", accepted},
+                                                {"accuracy", static_cast<double>(accepted) / static_cast<double>(n)},
+                                                {"chance", 1.0 / static_cast<double>(diffusion::all_scenes().size())}};
+                          for (const auto& [k, v] : right) out[k + "_accuracy"] = static_cast<double>(v) / static_cast<double>(n);
+                          std::printf("%s\n", out.dump().c_str());
+                          return 0;
+                      }};
+    return {world, [render_cmd, check_cmd]() {
+                if (render_cmd.app->parsed()) return render_cmd.run();
+                if (check_cmd.app->parsed()) return check_cmd.run();
+                return 2;
+            }};
+}
+
 }  // namespace
 
 Command add_sd(CLI::App& app) {
-    auto* sd = app.add_subcommand("sd", "Stable Diffusion: generate, convert");
+    auto* sd = app.add_subcommand("sd", "Stable Diffusion: generate, convert, the shape world");
     sd->require_subcommand(1);
-    const std::vector<Command> subs = {add_sd_generate(*sd), add_sd_convert(*sd)};
+    const std::vector<Command> subs = {add_sd_generate(*sd), add_sd_convert(*sd), add_sd_world(*sd)};
     return {sd, [subs]() {
                 for (const auto& c : subs)
                     if (c.app->parsed()) return c.run();
