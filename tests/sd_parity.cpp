@@ -345,6 +345,45 @@ void check_pndm_euler(const std::string& dir, const SafetensorsFile& io, double 
     ref.report("pndm/euler: ", rep);
 }
 
+// v-prediction and x0 ("sample", with clip_sample) models through every
+// sampler: each step fed the stored sample and model output (DDPM also its
+// variance noise), and the v training target (get_velocity).
+void check_prediction_types(const SafetensorsFile& io, double tol, hra::test::ParityReport& rep) {
+    namespace d = hra::diffusion;
+    const auto runs = nlohmann::json::parse(io.metadata().at("runs"));
+    Tracked ref(io);
+    const std::map<std::string, std::string> sampler = {{"DDIMScheduler", "ddim"},
+                                                        {"DDPMScheduler", "ddpm"},
+                                                        {"DPMSolverMultistepScheduler", "dpm++2m"},
+                                                        {"EulerDiscreteScheduler", "euler"},
+                                                        {"PNDMScheduler", "pndm"}};
+    for (auto it = runs.begin(); it != runs.end(); ++it) {
+        const std::string r = it.key();
+        const auto cfg = d::parse_schedule_config(it.value().at("config").dump(), r);
+        auto sch = d::make_scheduler(sampler.at(it.value().at("class")), cfg);
+        sch->set_timesteps(it.value().at("steps").get<int64_t>());
+        const auto steps = sch->timesteps();
+        std::vector<torch::Tensor> model_t;
+        for (size_t k = 0; k < steps.size(); ++k) model_t.push_back(sch->model_timestep(k));
+        rep.check(r + " timesteps (exact)", torch::stack(model_t).equal(ref(r + ".timesteps")) ? 0.0 : 1.0, 0);
+        double err = 0;
+        for (size_t k = 0; k < steps.size(); ++k) {
+            const std::string K = std::to_string(k);
+            auto sample = k == 0 ? ref(r + ".sample.0") : io.tensor(r + ".prev_sample." + std::to_string(k - 1));
+            torch::Tensor noise;
+            if (io.contains(r + ".noise." + K)) noise = ref(r + ".noise." + K);
+            auto out = sch->step(ref(r + ".model_output." + K), steps[k], sample, noise);
+            err = std::max(err, rel_err(out.prev_sample, ref(r + ".prev_sample." + K)));
+        }
+        rep.check(r + " prev_sample (" + std::to_string(steps.size()) + " steps)", err, tol);
+    }
+    const auto vcfg = d::parse_schedule_config(io.metadata().at("velocity_config"), "velocity_config");
+    auto v = d::training_target(vcfg.prediction_type, d::alphas_cumprod(vcfg), ref("velocity.x0"), ref("velocity.noise"),
+                                ref("velocity.timesteps"));
+    rep.check("v-prediction target (get_velocity)", rel_err(v, ref("velocity.v")), tol);
+    ref.report("prediction types: ", rep);
+}
+
 }  // namespace
 
 int main() {
@@ -360,8 +399,8 @@ int main() {
         rep.width = 44;
         if (dirs.empty()) rep.check("fixture folders (io.safetensors) found", 1.0, 0);
         // The repo's copies: exactly these folders (a lost one must not pass quietly).
-        const size_t kRepoFolders = 8;  // clip-text-tiny, sd-pipeline-tiny, sd-schedulers, sd-schedulers-pndm-euler, sd-single-file-tiny,
-                                        // sd-unet-tiny, sd-unet-v2-tiny, sd-vae-tiny
+        const size_t kRepoFolders = 9;  // clip-text-tiny, sd-pipeline-tiny, sd-schedulers, sd-schedulers-pndm-euler,
+                                        // sd-schedulers-prediction, sd-single-file-tiny, sd-unet-tiny, sd-unet-v2-tiny, sd-vae-tiny
         if (!(env && *env) && dirs.size() != kRepoFolders)
             rep.check("repo fixture folders: " + std::to_string(dirs.size()) + " of " + std::to_string(kRepoFolders), 1.0, 0);
         for (const auto& dir : dirs) {
@@ -371,7 +410,9 @@ int main() {
                                     : meta.count("classes")   ? meta.at("classes")
                                                               : "";
             std::printf("%s: %s\n", dir.c_str(), cls.c_str());
-            if (cls == "PNDMScheduler, EulerDiscreteScheduler") {
+            if (cls == "scheduler prediction types") {
+                check_prediction_types(io, 1e-5, rep);
+            } else if (cls == "PNDMScheduler, EulerDiscreteScheduler") {
                 check_pndm_euler(dir, io, 1e-6, rep);
             } else if (cls == "DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler") {
                 check_schedulers(dir, io, 1e-6, rep);

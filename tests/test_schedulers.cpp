@@ -72,7 +72,14 @@ TEST(Schedulers, GuidanceAndBadInput) {
     auto u = torch::tensor({1.0, 2.0}), c = torch::tensor({3.0, 0.0});
     EXPECT_TRUE(guidance(u, c, 7.5).allclose(torch::tensor({16.0, -13.0})));  // 1 + 7.5·2, 2 + 7.5·(−2)
     EXPECT_THROW(make_scheduler("euler_a", sd15()), hra::Error);
-    EXPECT_THROW(parse_schedule_config(R"({"prediction_type": "v_prediction"})", "x"), hra::Error);
+    EXPECT_THROW(parse_schedule_config(R"({"prediction_type": "x0"})", "x"), hra::Error);
+    EXPECT_THROW(parse_schedule_config(R"({"thresholding": true})", "x"), hra::Error);
+    EXPECT_THROW(parse_schedule_config(R"({"clip_sample": true, "clip_sample_range": 0})", "x"), hra::Error);
+    auto sample_cfg = parse_schedule_config(R"({"prediction_type": "sample"})", "x");
+    auto pndm = make_scheduler("pndm", sample_cfg);  // diffusers' PNDM takes epsilon and v_prediction only
+    pndm->set_timesteps(10);
+    auto z = torch::zeros({1, 4, 2, 2});
+    EXPECT_THROW(pndm->step(z, pndm->timesteps()[0], z), hra::Error);
     EXPECT_THROW(parse_schedule_config(R"({"beta_schedule": "squaredcos_cap_v2"})", "x"), hra::Error);
     EXPECT_THROW(parse_schedule_config(R"({"trained_betas": [0.1]})", "x"), hra::Error);
     EXPECT_NO_THROW(parse_schedule_config(R"({"lambda_min_clipped": -Infinity})", "x"));  // diffusers writes this

@@ -31,10 +31,35 @@ void check_parts(const StableDiffusion& sd, const std::string& where) {
         throw Error("the text encoder's width " + std::to_string(text_dim) + " is not the UNet's cross_attention_dim " +
                         std::to_string(sd.unet.config.cross_attention_dim),
                     {where});
+    if (!sd.has_vae()) {
+        if (sd.unet.config.in_channels != 3 || sd.unet.config.out_channels != 3)
+            throw Error("a pipeline without a VAE denoises pixels: its UNet needs 3 in and out channels, not " +
+                            std::to_string(sd.unet.config.in_channels) + " and " + std::to_string(sd.unet.config.out_channels),
+                        {where});
+        return;
+    }
     if (sd.vae.config.latent_channels != sd.unet.config.in_channels || sd.unet.config.out_channels != sd.unet.config.in_channels)
         throw Error("the VAE's latent_channels " + std::to_string(sd.vae.config.latent_channels) +
                         " do not match the UNet's in/out channels",
                     {where});
+}
+
+// Whether model_index.json names a VAE: a missing or null "vae" entry means a pixel-space pipeline.
+bool index_has_vae(const nlohmann::json& index) {
+    const auto it = index.find("vae");
+    if (it == index.end() || it->is_null()) return false;
+    return !(it->is_array() && !it->empty() && it->front().is_null());
+}
+
+// A component built from its config.json with random weights (the global generator).
+template <class Loaded, class Model, class Parse>
+Loaded random_component(const fs::path& folder, c10::ScalarType dtype, Parse parse) {
+    Loaded out;
+    out.dir = folder.string();
+    const std::string cfg = io::file_in_folder(folder.string(), "config.json");
+    out.config = parse(io::read_file(cfg), cfg);
+    out.model = frozen(Model(out.config), dtype);
+    return out;
 }
 
 StableDiffusion load_single_file(const std::string& path, c10::ScalarType dtype, const SdLoadOptions& o) {
@@ -101,15 +126,23 @@ StableDiffusion load_stable_diffusion(const std::string& path, c10::ScalarType d
         throw Error("not a diffusers pipeline folder (no model_index.json) nor a single-file checkpoint", {path});
     const auto index = io::read_json_file((d / "model_index.json").string());
     if (!index.is_object()) throw Error("not a JSON object", {(d / "model_index.json").string()});
+    const bool vae = index_has_vae(index);
     for (const char* part : {"tokenizer", "text_encoder", "unet", "vae", "scheduler"})
-        if (!fs::is_directory(d / part)) throw Error(std::string("the pipeline has no ") + part + "/ folder", {path});
+        if ((vae || part != std::string("vae")) && !fs::is_directory(d / part))
+            throw Error(std::string("the pipeline has no ") + part + "/ folder", {path});
     StableDiffusion sd;
     sd.dir = path;
     sd.dtype = dtype;
     sd.tokenizer = ClipTokenizer::from_folder((d / "tokenizer").string());
-    sd.text_encoder = load_clip_text((d / "text_encoder").string(), dtype, o.variant);
-    sd.unet = load_unet((d / "unet").string(), dtype, o.variant);
-    sd.vae = load_vae((d / "vae").string(), dtype, o.variant);
+    if (o.random_init) {
+        sd.text_encoder = random_component<LoadedClipText, ClipTextModel>(d / "text_encoder", dtype, parse_clip_text_config);
+        sd.unet = random_component<LoadedUNet, UNet2DConditionModel>(d / "unet", dtype, parse_unet_config);
+        if (vae) sd.vae = random_component<LoadedVae, AutoencoderKL>(d / "vae", dtype, parse_vae_config);
+    } else {
+        sd.text_encoder = load_clip_text((d / "text_encoder").string(), dtype, o.variant);
+        sd.unet = load_unet((d / "unet").string(), dtype, o.variant);
+        if (vae) sd.vae = load_vae((d / "vae").string(), dtype, o.variant);
+    }
     sd.schedule = read_schedule_config((d / "scheduler" / "scheduler_config.json").string());
     check_parts(sd, path);
     return sd;
@@ -145,6 +178,18 @@ void save_stable_diffusion(const StableDiffusion& sd, const std::string& dir) {
     const fs::path tmp = fs::path(dir).string() + ".tmp";
     if (fs::exists(tmp)) throw Error("a folder of that name is in the way; remove it first", {tmp.string()});
     try {
+        io::make_dirs(tmp.string());
+        write_stable_diffusion(sd, tmp.string());
+        fs::rename(tmp, dir);
+    } catch (...) {
+        std::error_code ec;
+        fs::remove_all(tmp, ec);  // nothing half-written stays behind
+        throw;
+    }
+}
+
+void write_stable_diffusion(const StableDiffusion& sd, const std::string& dir) {
+    const fs::path tmp(dir);
     auto save_part = [&](const char* part, const std::string& file, const torch::nn::Module& m, const std::string& config) {
         io::make_dirs((tmp / part).string());
         io::NamedTensors tensors;
@@ -153,7 +198,7 @@ void save_stable_diffusion(const StableDiffusion& sd, const std::string& dir) {
         io::write_file_atomically((tmp / part / "config.json").string(), config);
     };
     save_part("unet", "diffusion_pytorch_model.safetensors", *sd.unet.model, unet_config_json(sd.unet.config));
-    save_part("vae", "diffusion_pytorch_model.safetensors", *sd.vae.model, vae_config_json(sd.vae.config));
+    if (sd.has_vae()) save_part("vae", "diffusion_pytorch_model.safetensors", *sd.vae.model, vae_config_json(sd.vae.config));
     save_part("text_encoder", "model.safetensors", *sd.text_encoder.model, clip_text_config_json(sd.text_encoder.config));
     sd.tokenizer->save_folder((tmp / "tokenizer").string());
     io::make_dirs((tmp / "scheduler").string());
@@ -166,17 +211,13 @@ void save_stable_diffusion(const StableDiffusion& sd, const std::string& dir) {
                                           {"text_encoder", {"transformers", "CLIPTextModel"}},
                                           {"tokenizer", {"transformers", "CLIPTokenizer"}},
                                           {"unet", {"diffusers", "UNet2DConditionModel"}},
-                                          {"vae", {"diffusers", "AutoencoderKL"}}};
+                                          {"vae", sd.has_vae() ? nlohmann::ordered_json{"diffusers", "AutoencoderKL"}
+                                                               : nlohmann::ordered_json{nullptr, nullptr}}};
     io::write_file_atomically((tmp / "model_index.json").string(), index.dump(2) + "\n");
-    fs::rename(tmp, dir);
-    } catch (...) {
-        std::error_code ec;
-        fs::remove_all(tmp, ec);  // nothing half-written stays behind
-        throw;
-    }
 }
 
 void save_sd_single_file(const StableDiffusion& sd, const std::string& path) {
+    if (!sd.has_vae()) throw Error("a pixel-space pipeline (no VAE) has no SD 1.x single-file layout", {sd.dir});
     if (sd.unet.config.use_linear_projection || sd.text_encoder.config.hidden_act != "quick_gelu")
         throw Error("only SD 1.x models convert to a single file (this one has SD 2.x's linear projections or text encoder)",
                     {sd.dir});
@@ -218,18 +259,31 @@ Generated generate(StableDiffusion& sd, const GenerateOptions& o) {
 
     Generated g;
     const bool cfg = o.guidance > 1.0;
+    const bool batch = !o.prompts.empty();  // one image per prompt
+    const int64_t images = batch ? static_cast<int64_t>(o.prompts.size()) : o.num_images;
     bool truncated = false, neg_truncated = false;
-    g.prompt_embeds = encode_prompt(sd, o.prompt, &truncated);
-    if (truncated) log_warning("the prompt is longer than 75 tokens; only the first 75 are used");
+    if (batch) {
+        std::vector<torch::Tensor> embeds;
+        for (const auto& p : o.prompts) {
+            bool t = false;
+            embeds.push_back(encode_prompt(sd, p, &t));
+            truncated = truncated || t;
+        }
+        g.prompt_embeds = torch::cat(embeds);
+    } else {
+        g.prompt_embeds = encode_prompt(sd, o.prompt, &truncated);
+    }
+    const std::string keep = std::to_string(sd.tokenizer->max_length() - 2);
+    if (truncated) log_warning("a prompt is longer than " + keep + " tokens; only the first " + keep + " are used");
     g.truncated = truncated;
-    auto context = g.prompt_embeds.repeat({o.num_images, 1, 1});
+    auto context = batch ? g.prompt_embeds : g.prompt_embeds.repeat({images, 1, 1});
     if (cfg) {
         g.negative_prompt_embeds = encode_prompt(sd, o.negative_prompt, &neg_truncated);
-        if (neg_truncated) log_warning("the negative prompt is longer than 75 tokens; only the first 75 are used");
-        context = torch::cat({g.negative_prompt_embeds.repeat({o.num_images, 1, 1}), context});
+        if (neg_truncated) log_warning("the negative prompt is longer than " + keep + " tokens; only the first " + keep + " are used");
+        context = torch::cat({g.negative_prompt_embeds.repeat({images, 1, 1}), context});
     }
 
-    const std::vector<int64_t> shape = {o.num_images, sd.unet.config.in_channels, height / factor, width / factor};
+    const std::vector<int64_t> shape = {images, sd.unet.config.in_channels, height / factor, width / factor};
     auto gen = at::detail::createCPUGenerator(o.seed);
     torch::Tensor latents;
     if (o.latents.defined()) {
@@ -255,7 +309,7 @@ Generated generate(StableDiffusion& sd, const GenerateOptions& o) {
         if (o.on_step) o.on_step(static_cast<int64_t>(k), t, latents);
     }
     g.latents = latents;
-    auto decoded = sd.vae.model->decode(latents / sd.vae.config.scaling_factor);
+    auto decoded = sd.has_vae() ? sd.vae.model->decode(latents / sd.vae.config.scaling_factor) : latents;
     g.image = (decoded / 2 + 0.5).clamp(0, 1);
     g.pixels = to_pixels(g.image);
     return g;

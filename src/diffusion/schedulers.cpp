@@ -46,15 +46,19 @@ ScheduleConfig parse_schedule_config(const std::string& text, const std::string&
     c.steps_offset = io::json_value_or<int64_t>(j, "steps_offset", c.steps_offset, source);
     c.set_alpha_to_one = io::json_value_or<bool>(j, "set_alpha_to_one", c.set_alpha_to_one, source);
     c.clip_sample = io::json_value_or<bool>(j, "clip_sample", c.clip_sample, source);
+    c.clip_sample_range = io::json_value_or<double>(j, "clip_sample_range", c.clip_sample_range, source);
+    if (io::json_value_or<bool>(j, "thresholding", false, source))
+        throw Error("thresholding (dynamic x0 thresholding) is not supported", {source, "thresholding"});
     if (c.num_train_timesteps < 2 || c.num_train_timesteps > 100000)
         throw Error("must be in [2, 100000]", {source, "num_train_timesteps"});
     if (c.beta_schedule != "linear" && c.beta_schedule != "scaled_linear")
         throw Error("beta_schedule '" + c.beta_schedule + "' is not supported (linear, scaled_linear)", {source, "beta_schedule"});
     if (!(c.beta_start > 0 && c.beta_end > c.beta_start && c.beta_end < 1))
         throw Error("betas must satisfy 0 < beta_start < beta_end < 1", {source, "beta_end"});
-    if (c.prediction_type != "epsilon")
-        throw Error("prediction_type '" + c.prediction_type + "' is not supported (epsilon)", {source, "prediction_type"});
-    if (c.clip_sample) throw Error("clip_sample true is not supported", {source, "clip_sample"});
+    if (c.prediction_type != "epsilon" && c.prediction_type != "v_prediction" && c.prediction_type != "sample")
+        throw Error("prediction_type '" + c.prediction_type + "' is not supported (epsilon, v_prediction, sample)",
+                    {source, "prediction_type"});
+    if (!(c.clip_sample_range > 0)) throw Error("must be positive", {source, "clip_sample_range"});
     if (j.contains("trained_betas") && !j["trained_betas"].is_null())
         throw Error("trained_betas are not supported", {source, "trained_betas"});
     if (c.steps_offset < 0) throw Error("must be >= 0", {source, "steps_offset"});
@@ -91,7 +95,39 @@ torch::Tensor add_noise(const torch::Tensor& ac, const torch::Tensor& x0, const 
     return s * x0 + r * noise;
 }
 
+torch::Tensor training_target(const std::string& type, const torch::Tensor& ac, const torch::Tensor& x0, const torch::Tensor& noise,
+                              const torch::Tensor& timesteps) {
+    if (type == "epsilon") return noise;
+    if (type == "sample") return x0;
+    if (type != "v_prediction") throw Error("prediction_type '" + type + "' is not supported (epsilon, v_prediction, sample)");
+    auto a = ac.index_select(0, timesteps.to(torch::kLong).cpu()).to(x0.device());
+    std::vector<int64_t> shape(static_cast<size_t>(x0.dim()), 1);
+    shape[0] = x0.size(0);
+    auto s = a.sqrt().view(shape).to(x0.scalar_type()), r = (1.0 - a).sqrt().view(shape).to(x0.scalar_type());
+    return s * noise - r * x0;
+}
+
 Scheduler::Scheduler(const ScheduleConfig& c) : c_(c), ac_(diffusion::alphas_cumprod(c)) {}
+
+std::pair<torch::Tensor, torch::Tensor> Scheduler::x0_and_eps(const torch::Tensor& out, int64_t t, const torch::Tensor& x,
+                                                              bool clip) const {
+    auto a = ac_[t];
+    auto b = 1.0 - a;
+    auto sa = a.sqrt().to(x.options()), sb = b.sqrt().to(x.options());
+    torch::Tensor x0, eps;
+    if (c_.prediction_type == "epsilon") {
+        x0 = (x - sb * out) / sa;
+        eps = out;
+    } else if (c_.prediction_type == "sample") {
+        x0 = out;
+        eps = (x - sa * x0) / sb;
+    } else {
+        x0 = sa * x - sb * out;
+        eps = sa * out + sb * x;
+    }
+    if (clip && c_.clip_sample) x0 = x0.clamp(-c_.clip_sample_range, c_.clip_sample_range);
+    return {x0, eps};
+}
 
 std::vector<int64_t> leading_timesteps(int64_t train, int64_t n, int64_t offset) {
     std::vector<int64_t> t;
@@ -139,16 +175,15 @@ void DdimScheduler::set_timesteps(int64_t n) {
                                        : trailing_timesteps(c_.num_train_timesteps, n);
 }
 
-StepOutput DdimScheduler::step(const torch::Tensor& eps, int64_t t, const torch::Tensor& x, const torch::Tensor&) {
+StepOutput DdimScheduler::step(const torch::Tensor& model_output, int64_t t, const torch::Tensor& x, const torch::Tensor&) {
     if (n_ == 0) throw Error("DDIM: set_timesteps before step");
     check_timestep(t, c_);
     const int64_t prev = t - c_.num_train_timesteps / n_;
-    auto a = ac_[t];
     auto a_prev = prev >= 0 ? ac_[prev] : (c_.set_alpha_to_one ? f32(1.0) : ac_[0]);
-    auto beta = 1.0 - a;
     StepOutput out;
-    out.pred_original_sample = (x - beta.sqrt().to(x.options()) * eps) / a.sqrt().to(x.options());
-    out.prev_sample = lin(a_prev.sqrt(), out.pred_original_sample, (1.0 - a_prev).sqrt(), eps);
+    auto [x0, e] = x0_and_eps(model_output, t, x, true);
+    out.pred_original_sample = x0;
+    out.prev_sample = lin(a_prev.sqrt(), out.pred_original_sample, (1.0 - a_prev).sqrt(), e);
     return out;
 }
 
@@ -162,7 +197,7 @@ void DdpmScheduler::set_timesteps(int64_t n) {
     timesteps_ = leading_timesteps(c_.num_train_timesteps, n, c_.steps_offset);
 }
 
-StepOutput DdpmScheduler::step(const torch::Tensor& eps, int64_t t, const torch::Tensor& x, const torch::Tensor& noise) {
+StepOutput DdpmScheduler::step(const torch::Tensor& model_output, int64_t t, const torch::Tensor& x, const torch::Tensor& noise) {
     if (n_ == 0) throw Error("DDPM: set_timesteps before step");
     check_timestep(t, c_);
     const int64_t prev = t - c_.num_train_timesteps / n_;
@@ -171,7 +206,7 @@ StepOutput DdpmScheduler::step(const torch::Tensor& eps, int64_t t, const torch:
     auto beta_t = 1.0 - a, beta_prev = 1.0 - a_prev;
     auto alpha = a / a_prev, beta = 1.0 - alpha;
     StepOutput out;
-    out.pred_original_sample = (x - beta_t.sqrt().to(x.options()) * eps) / a.sqrt().to(x.options());
+    out.pred_original_sample = x0_and_eps(model_output, t, x, true).first;
     auto mean = lin(a_prev.sqrt() * beta / beta_t, out.pred_original_sample, alpha.sqrt() * beta_prev / beta_t, x);
     if (t > 0) {
         if (!noise.defined() || noise.sizes() != x.sizes())
@@ -201,7 +236,7 @@ void DpmSolverScheduler::set_timesteps(int64_t n) {
     prev_x0_ = torch::Tensor();
 }
 
-StepOutput DpmSolverScheduler::step(const torch::Tensor& eps, int64_t t, const torch::Tensor& x, const torch::Tensor&) {
+StepOutput DpmSolverScheduler::step(const torch::Tensor& model_output, int64_t t, const torch::Tensor& x, const torch::Tensor&) {
     if (n_ == 0) throw Error("DPM-Solver++: set_timesteps before step");
     if (step_index_ >= n_) throw Error("DPM-Solver++: more steps than set_timesteps chose");
     if (t != timesteps_[static_cast<size_t>(step_index_)])
@@ -214,7 +249,12 @@ StepOutput DpmSolverScheduler::step(const torch::Tensor& eps, int64_t t, const t
     const auto k = step_index_;
     auto [alpha_s0, s_s0] = alpha_sigma(sigmas_[k]);
     StepOutput out;
-    out.pred_original_sample = (x - s_s0.to(x.options()) * eps) / alpha_s0.to(x.options());
+    if (c_.prediction_type == "epsilon")
+        out.pred_original_sample = (x - s_s0.to(x.options()) * model_output) / alpha_s0.to(x.options());
+    else if (c_.prediction_type == "sample")
+        out.pred_original_sample = model_output;
+    else
+        out.pred_original_sample = alpha_s0.to(x.options()) * x - s_s0.to(x.options()) * model_output;
     const auto& x0 = out.pred_original_sample;
     auto [alpha_t, s_t] = alpha_sigma(sigmas_[k + 1]);
     auto lambda = [](const torch::Tensor& alpha, const torch::Tensor& s) { return alpha.log() - s.log(); };
@@ -265,6 +305,7 @@ void PndmScheduler::set_timesteps(int64_t n) {
 
 StepOutput PndmScheduler::step(const torch::Tensor& eps, int64_t t, const torch::Tensor& x, const torch::Tensor&) {
     if (n_ == 0) throw Error("PNDM: set_timesteps before step");
+    if (c_.prediction_type == "sample") throw Error("PNDM takes epsilon or v_prediction models, not prediction_type sample");
     const int64_t ratio = c_.num_train_timesteps / n_;
     int64_t prev = t - ratio;
     if (counter_ != 1) {
@@ -294,6 +335,7 @@ StepOutput PndmScheduler::step(const torch::Tensor& eps, int64_t t, const torch:
     auto a = ac_[t];
     auto a_prev = prev >= 0 ? ac_[prev] : (c_.set_alpha_to_one ? f32(1.0) : ac_[0]);
     auto b = 1.0 - a, b_prev = 1.0 - a_prev;
+    if (c_.prediction_type == "v_prediction") e = a.pow(0.5) * e + b.pow(0.5) * sample;  // ε from v, as diffusers
     auto sample_coeff = (a_prev / a).pow(0.5);
     auto denom = a * b_prev.pow(0.5) + (a * b * a_prev).pow(0.5);
     StepOutput out;
@@ -355,7 +397,12 @@ StepOutput EulerScheduler::step(const torch::Tensor& eps, int64_t, const torch::
     auto sigma_hat = sigma * 1.0;  // s_churn 0: γ = 0
     auto sample = x.to(torch::kFloat);
     StepOutput out;
-    out.pred_original_sample = sample - sigma_hat * eps;
+    if (c_.prediction_type == "epsilon")
+        out.pred_original_sample = sample - sigma_hat * eps;
+    else if (c_.prediction_type == "sample")
+        out.pred_original_sample = eps.to(torch::kFloat);
+    else
+        out.pred_original_sample = eps * (-sigma / (sigma.pow(2) + 1).pow(0.5)) + sample / (sigma.pow(2) + 1);
     auto derivative = (sample - out.pred_original_sample) / sigma_hat;
     auto dt = sigmas_[step_index_ + 1] - sigma_hat;
     out.prev_sample = (sample + derivative * dt).to(eps.scalar_type());

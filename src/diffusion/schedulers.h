@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/types.h>
@@ -21,13 +22,18 @@ struct ScheduleConfig {
     int64_t num_train_timesteps = 1000;
     double beta_start = 0.0001, beta_end = 0.02;
     std::string beta_schedule = "linear";  // linear or scaled_linear
+    // What the model predicts: epsilon (the noise), v_prediction (v = √ᾱ·ε − √(1−ᾱ)·x₀,
+    // SD 2.x's 768 px models) or sample (x₀); every sampler but PNDM takes all three (PNDM: not sample).
     std::string prediction_type = "epsilon";
     int64_t steps_offset = 0;
     bool set_alpha_to_one = true;
-    bool clip_sample = false;  // hra refuses true (SD does not use it)
+    // DDIM and DDPM clamp x̂₀ to ±clip_sample_range (diffusers' pixel-space default);
+    // the other samplers have no such option in diffusers and ignore it.
+    bool clip_sample = false;
+    double clip_sample_range = 1.0;
 };
-// Errors name the file and key; unsupported values (v_prediction, clip_sample,
-// trained_betas, other beta schedules) are refused rather than ignored.
+// Errors name the file and key; unsupported values (thresholding, trained_betas,
+// other beta schedules and prediction types) are refused rather than ignored.
 ScheduleConfig parse_schedule_config(const std::string& json_text, const std::string& source);
 ScheduleConfig read_schedule_config(const std::string& path);  // a file, or a folder's scheduler/scheduler_config.json
 // A scheduler_config.json for `c` (a PNDMScheduler config, as SD ships; every sampler is built from it).
@@ -39,6 +45,10 @@ torch::Tensor alphas_cumprod(const ScheduleConfig& c);
 // sqrt(ac[t])·x0 + sqrt(1 − ac[t])·noise, t one timestep per batch row.
 torch::Tensor add_noise(const torch::Tensor& alphas_cumprod, const torch::Tensor& x0, const torch::Tensor& noise,
                         const torch::Tensor& timesteps);
+// What a model of `prediction_type` is trained to output: the noise (epsilon),
+// x0 (sample), or diffusers' get_velocity sqrt(ac[t])·noise − sqrt(1 − ac[t])·x0.
+torch::Tensor training_target(const std::string& prediction_type, const torch::Tensor& alphas_cumprod, const torch::Tensor& x0,
+                              const torch::Tensor& noise, const torch::Tensor& timesteps);
 
 struct StepOutput {
     torch::Tensor prev_sample;
@@ -66,6 +76,10 @@ public:
     const ScheduleConfig& config() const { return c_; }
 
 protected:
+    // x̂₀ and ε̂ from the model output at timestep t (as diffusers' DDIM computes
+    // them for each prediction type), x̂₀ clamped when clip_sample.
+    std::pair<torch::Tensor, torch::Tensor> x0_and_eps(const torch::Tensor& model_output, int64_t t, const torch::Tensor& x,
+                                                       bool clip) const;
     ScheduleConfig c_;
     torch::Tensor ac_;  // float32 [T]
     std::vector<int64_t> timesteps_;

@@ -111,6 +111,8 @@ void validate(const TrainOptions& o) {
     check(o.max_eval_examples >= 0, "max-eval-examples", "must be >= 0");
     check(finite(o.mask_prob) && o.mask_prob > 0 && o.mask_prob < 1, "mask-prob", "must be in (0, 1)");
     check(o.preset == "seed" || o.preset == "paper", "preset", "must be seed or paper");
+    check(o.resolution >= 0, "resolution", "must be >= 0 (0: the model's own)");
+    check(finite(o.caption_dropout) && o.caption_dropout >= 0 && o.caption_dropout < 1, "caption-dropout", "must be in [0, 1)");
     if (o.trains_adapters()) o.adapter.validate();
 }
 

@@ -85,7 +85,11 @@ struct TrainOptions {
 
     // mlm
     double mask_prob = 0.15;
-    bool from_scratch = false;  // random initialisation (seeded) instead of the folder's weights
+    bool from_scratch = false;  // random initialisation (seeded) instead of the folder's weights (mlm, text-to-image)
+
+    // text-to-image
+    int64_t resolution = 0;        // image side in pixels (0: the UNet's sample_size × the VAE factor)
+    double caption_dropout = 0;    // share of captions replaced by "" (classifier-free guidance)
 
     // Test hooks: raise SIGINT after this step / make this step's loss NaN.
     int64_t inject_sigint_at_step = 0;

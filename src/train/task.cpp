@@ -7,7 +7,7 @@ namespace hra {
 const std::vector<TaskInfo>& task_registry() {
     static const std::vector<TaskInfo> tasks = [] {
         std::vector<TaskInfo> all;
-        for (auto family : {causal_lm_tasks, glue_tasks, mlm_tasks})
+        for (auto family : {causal_lm_tasks, glue_tasks, mlm_tasks, text_to_image_tasks})
             for (auto& t : family()) all.push_back(std::move(t));
         return all;
     }();

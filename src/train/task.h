@@ -82,5 +82,6 @@ std::set<std::string> task_specific_options();
 std::vector<TaskInfo> causal_lm_tasks();
 std::vector<TaskInfo> glue_tasks();
 std::vector<TaskInfo> mlm_tasks();
+std::vector<TaskInfo> text_to_image_tasks();
 
 }  // namespace hra

@@ -4,8 +4,10 @@
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
+#include "common/error.h"
 #include "demo/demo.h"
 #include "demo/nlu_demo.h"
+#include "demo/diffusion_demo.h"
 
 namespace hra::cli {
 
@@ -30,7 +32,36 @@ Command add_demo(CLI::App& app) {
     cmd->add_option("--finetune-examples", nlu->finetune_examples, "--nlu: SST-2 training examples per run")
         ->default_val(nlu->finetune_examples);
     cmd->add_option("--finetune-epochs", nlu->finetune_epochs, "--nlu: epochs per run")->default_val(nlu->finetune_epochs);
-    return {cmd, [cmd, o, nlu, want_nlu]() {
+    auto diff = std::make_shared<DiffusionDemoOptions>();
+    auto want_diff = std::make_shared<bool>(false);
+    cmd->add_flag("--diffusion", *want_diff,
+                  "the diffusion demo instead: a tiny Stable Diffusion (CLIP text encoder + UNet, pixel space) trained from "
+                  "scratch on the shape world, held-out captions checked from the pixels, over 3 seeds");
+    cmd->add_option("--train-minutes", diff->train_minutes, "--diffusion: training time box per seed")->default_val(diff->train_minutes);
+    cmd->add_option("--max-steps", diff->max_steps, "--diffusion: stop each run at this many steps instead (0: the time box)")
+        ->default_val(0);
+    cmd->add_option("--seeds", diff->seeds, "--diffusion: training seeds")->default_str("0 1 2");
+    cmd->add_option("--sample-steps", diff->sample_steps, "--diffusion: sampler steps per image")->default_val(diff->sample_steps);
+    cmd->add_option("--guidance", diff->guidance, "--diffusion: classifier-free guidance scale")->default_val(diff->guidance);
+    cmd->add_option("--prediction", diff->prediction, "--diffusion: what the UNet predicts")
+        ->default_val(diff->prediction)
+        ->check(CLI::IsMember({"sample", "epsilon", "v_prediction"}));
+    cmd->add_option("--channels", diff->channels, "--diffusion: the UNet's block_out_channels")->default_str("32 64 64 64");
+    cmd->add_option("--train-batch", diff->batch_size, "--diffusion: images per step")->default_val(diff->batch_size);
+    cmd->add_option("--lr", diff->lr, "--diffusion: AdamW learning rate")->default_val(diff->lr);
+    cmd->add_option("--attention-levels", diff->attention_levels, "--diffusion: UNet levels with cross-attention (coarsest first)")
+        ->default_val(diff->attention_levels);
+    cmd->add_option("--max-tokens", diff->max_tokens, "--diffusion: prompt length in tokens")->default_val(diff->max_tokens);
+    cmd->add_option("--renders", diff->renders_per_caption, "--diffusion: training images per caption")
+        ->default_val(diff->renders_per_caption);
+    return {cmd, [cmd, o, nlu, want_nlu, diff, want_diff]() {
+                if (*want_nlu && *want_diff) throw Error("give --nlu or --diffusion, not both");
+                if (*want_diff) {
+                    diff->out = cmd->count("--out") ? o->out : "demo-diffusion";
+                    auto r = run_diffusion_demo(*diff);
+                    std::printf("%s", r.table.c_str());
+                    return 0;
+                }
                 if (*want_nlu) {
                     if (cmd->count("--out")) nlu->out = o->out;
                     auto r = run_nlu_demo(*nlu);

@@ -174,7 +174,12 @@ Command add_train(CLI::App& app) {
     cmd->add_option("--max-eval-examples", o->max_eval_examples, "GLUE: first N dev examples (0: all)")->default_val(0);
     // mlm.
     cmd->add_option("--mask-prob", o->mask_prob, "mlm: share of tokens predicted")->default_val(0.15);
-    cmd->add_flag("--from-scratch", o->from_scratch, "mlm: seeded random initialisation instead of the folder's weights");
+    cmd->add_flag("--from-scratch", o->from_scratch, "mlm, text-to-image: seeded random initialisation instead of the folder's weights");
+    // text-to-image.
+    cmd->add_option("--resolution", o->resolution, "text-to-image: image side in pixels (0: the UNet's sample_size x the VAE factor)")
+        ->default_val(0);
+    cmd->add_option("--caption-dropout", o->caption_dropout, "text-to-image: share of captions replaced by \"\" (for guidance)")
+        ->default_val(0.0);
 
     cmd->add_option("--inject-sigint-at-step", o->inject_sigint_at_step, "testing: raise SIGINT after this step")->group("");
     cmd->add_option("--inject-nan-at-step", o->inject_nan_at_step, "testing: a NaN loss at this step")->group("");

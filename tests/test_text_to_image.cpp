@@ -1,0 +1,311 @@
+// The engine's text-to-image task and pixel-space pipelines: the denoising
+// objective against a hand computation, training that lowers the loss and
+// resumes, adapter checkpoints that the generator loads, bad image folders,
+// batched prompts, and the diffusion demo's output contract.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "common/error.h"
+#include "diffusion/pipeline.h"
+#include "diffusion/shape_world.h"
+#include "io/atomic_file.h"
+#include "io/json_file.h"
+#include "io/png.h"
+#include "train/engine.h"
+#include "train/task.h"
+#include "test_util.h"
+
+using namespace hra;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// A tiny pixel-space pipeline folder holding configs only.
+void write_configs(const std::string& dir) {
+    fs::create_directories(fs::path(dir) / "unet");
+    fs::create_directories(fs::path(dir) / "text_encoder");
+    fs::create_directories(fs::path(dir) / "scheduler");
+    const json unet = {{"sample_size", 32},
+                       {"in_channels", 3},
+                       {"out_channels", 3},
+                       {"block_out_channels", {8, 16}},
+                       {"down_block_types", {"DownBlock2D", "CrossAttnDownBlock2D"}},
+                       {"up_block_types", {"CrossAttnUpBlock2D", "UpBlock2D"}},
+                       {"layers_per_block", 1},
+                       {"norm_num_groups", 4},
+                       {"attention_head_dim", 2},
+                       {"cross_attention_dim", 16}};
+    io::write_file_atomically(dir + "/unet/config.json", unet.dump());
+    const json text = {{"model_type", "clip_text_model"}, {"vocab_size", 49408}, {"hidden_size", 16}, {"intermediate_size", 32}, {"num_hidden_layers", 1},
+                       {"num_attention_heads", 2},     {"max_position_embeddings", 77}, {"hidden_act", "quick_gelu"},
+                       {"projection_dim", 16}};
+    io::write_file_atomically(dir + "/text_encoder/config.json", text.dump());
+    const json sched = {{"num_train_timesteps", 1000}, {"beta_start", 0.0001}, {"beta_end", 0.02}, {"beta_schedule", "linear"}};
+    io::write_file_atomically(dir + "/scheduler/scheduler_config.json", sched.dump());
+    ClipTokenizer::bundled()->save_folder(dir + "/tokenizer");
+    const json index = {{"_class_name", "StableDiffusionPipeline"}, {"vae", {nullptr, nullptr}}};
+    io::write_file_atomically(dir + "/model_index.json", index.dump());
+}
+
+// `n` shape-world images with their captions.
+void write_images(const std::string& dir, int n) {
+    fs::create_directories(dir);
+    std::string meta;
+    const auto scenes = diffusion::all_scenes();
+    for (int i = 0; i < n; ++i) {
+        const auto& s = scenes[static_cast<size_t>(i * 37 % 324)];
+        const std::string name = "img" + std::to_string(i) + ".png";
+        io::write_png(dir + "/" + name, diffusion::render(s, 32, static_cast<uint64_t>(i)));
+        meta += json{{"file_name", name}, {"text", diffusion::caption(s)}}.dump() + "\n";
+    }
+    io::write_file_atomically(dir + "/metadata.jsonl", meta);
+}
+
+TrainOptions base_options(const test::TempDir& dir) {
+    TrainOptions o;
+    o.task = "text-to-image";
+    o.model = dir / "model";
+    o.data = dir / "images";
+    o.out = dir / "run";
+    o.set_method("full");
+    o.from_scratch = true;
+    o.batch_size = 4;
+    o.lr = 2e-3;
+    o.schedule = Schedule::Constant;
+    o.log_every = 1000;
+    o.overwrite = true;
+    return o;
+}
+
+}  // namespace
+
+// loss(rows) is diffusers' ε objective: with the task's random draws replayed
+// (timesteps, then noise), x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε from the linear betas
+// computed here in float64, and the mean of (UNet(x_t, t, text) − ε)² per image.
+TEST(TextToImage, LossIsTheEpsilonObjective) {
+    test::TempDir dir;
+    write_configs(dir / "model");
+    write_images(dir / "images", 6);
+    auto o = base_options(dir);
+    validate(o);
+    torch::manual_seed(3);
+    auto task = find_task("text-to-image").make(o);
+    task->setup("");
+    ASSERT_EQ(task->train_size(), 6);
+    task->set_training(false);
+    torch::manual_seed(11);
+    const auto got = task->loss({1, 4});
+    EXPECT_EQ(got.count, 2);
+
+    // The same model, loaded from the checkpoint the task writes.
+    task->save(dir.path());  // a pipeline folder with weights; model_index.json names no VAE
+    auto sd = diffusion::load_stable_diffusion(dir.path());
+    EXPECT_FALSE(sd.has_vae());
+    torch::manual_seed(11);
+    auto t = torch::randint(0, 1000, {2}, torch::kLong);
+    auto x0 = torch::stack({io::read_png(dir / "images/img1.png").pixels, io::read_png(dir / "images/img4.png").pixels})
+                  .permute({0, 3, 1, 2})
+                  .to(torch::kFloat) /
+                  127.5 -
+              1.0;
+    auto noise = torch::randn(x0.sizes());
+    auto beta = torch::linspace(1e-4, 0.02, 1000, torch::kDouble);
+    auto abar = torch::cumprod(1 - beta, 0);
+    auto a = abar.index_select(0, t).view({2, 1, 1, 1});
+    auto xt = (a.sqrt() * x0.to(torch::kDouble) + (1 - a).sqrt() * noise.to(torch::kDouble)).to(torch::kFloat);
+    std::vector<torch::Tensor> ctx;
+    for (int i : {1, 4}) {
+        const auto scenes = diffusion::all_scenes();
+        ctx.push_back(diffusion::encode_prompt(sd, diffusion::caption(scenes[static_cast<size_t>(i * 37 % 324)])));
+    }
+    torch::NoGradGuard ng;
+    auto eps = sd.unet.model->forward(xt, t, torch::cat(ctx));
+    const double want = (eps - noise).pow(2).mean({1, 2, 3}).sum().item<double>();
+    EXPECT_NEAR(got.sum.item<double>(), want, 1e-5 * want);
+}
+
+// The engine trains it: the loss falls on a small set, the checkpoint is a
+// pipeline folder that generates, and a resumed run continues it.
+TEST(TextToImage, TrainsGeneratesAndResumes) {
+    test::TempDir dir;
+    write_configs(dir / "model");
+    write_images(dir / "images", 8);
+    auto o = base_options(dir);
+    o.max_steps = 60;
+    o.save_every = 30;
+    o.caption_dropout = 0.1;
+    const auto r = train(o);
+    ASSERT_EQ(r.steps, 60);
+    double first = 0, last = 0;
+    for (int i = 0; i < 10; ++i) first += r.history[static_cast<size_t>(i)].loss, last += r.history[r.history.size() - 1 - static_cast<size_t>(i)].loss;
+    EXPECT_LT(last, 0.5 * first) << "the mean of the first 10 losses " << first / 10 << ", of the last 10 " << last / 10;
+    auto sd = diffusion::load_stable_diffusion(r.adapter_dir);
+    diffusion::GenerateOptions g;
+    g.prompts = {"a small red circle at the top left", "a large blue square at the bottom right"};
+    g.steps = 3;
+    g.scheduler = "ddim";
+    const auto out = diffusion::generate(sd, g);
+    EXPECT_EQ(out.pixels.sizes(), (std::vector<int64_t>{2, 32, 32, 3}));
+
+    // Resume from the step-30 checkpoint: the same 60 steps' final losses.
+    auto o2 = o;
+    o2.out = dir / "run2";
+    o2.max_steps = 30;
+    const auto r2a = train(o2);
+    o2.max_steps = 60;
+    o2.resume = true;
+    o2.overwrite = false;
+    const auto r2 = train(o2);
+    ASSERT_FALSE(r2.history.empty());
+    EXPECT_EQ(r2.history.back().step, 60);
+    EXPECT_DOUBLE_EQ(r2.history.back().loss, r.history.back().loss);
+    (void)r2a;
+}
+
+// --method hra trains adapters on the UNet's attention projections; the
+// checkpoint is a PEFT folder that the generator loads onto the base pipeline.
+TEST(TextToImage, HraAdaptersOnTheUnet) {
+    test::TempDir dir;
+    write_configs(dir / "config");
+    {
+        torch::manual_seed(0);
+        diffusion::SdLoadOptions lo;
+        lo.random_init = true;
+        auto base = diffusion::load_stable_diffusion(dir / "config", torch::kFloat, lo);
+        diffusion::save_stable_diffusion(base, dir / "model");
+    }
+    write_images(dir / "images", 4);
+    auto o = base_options(dir);
+    o.from_scratch = false;
+    o.set_method("hra");
+    o.adapter.r = 2;
+    o.max_steps = 3;
+    const auto r = train(o);
+    ASSERT_TRUE(fs::exists(fs::path(r.adapter_dir) / "adapter_config.json"));
+    const auto cfg = io::read_json_file((fs::path(r.adapter_dir) / "adapter_config.json").string());
+    EXPECT_EQ(cfg.at("peft_type"), "HRA");
+    auto sd = diffusion::load_stable_diffusion(dir / "model");
+    const auto parts = diffusion::load_sd_adapters(sd, r.adapter_dir, false);
+    EXPECT_EQ(parts, std::vector<std::string>{"unet"});
+    // 2 attention modules (self and cross) in 4 transformer blocks (down 1, mid 1, up 2), 2 attentions of 4 projections each.
+    EXPECT_EQ(sd.adapters.front()->adapted_modules("default").size(), 32u);
+    EXPECT_NE(test::error_of([&] {
+                  auto bad = o;
+                  bad.from_scratch = true;
+                  bad.out = dir / "bad";
+                  train(bad);
+              }),
+              "");
+}
+
+TEST(TextToImage, BadImageFolders) {
+    test::TempDir dir;
+    write_configs(dir / "model");
+    fs::create_directories(dir / "images");
+    auto o = base_options(dir);
+    o.max_steps = 1;
+    auto err = test::error_of([&] { train(o); });
+    EXPECT_NE(err.find("metadata.jsonl"), std::string::npos) << err;
+    io::write_file_atomically(dir / "images/metadata.jsonl", "{\"file_name\": \"a.png\"}\n");
+    err = test::error_of([&] { train(o); });
+    EXPECT_NE(err.find("\"text\""), std::string::npos) << err;
+    EXPECT_NE(err.find("metadata.jsonl:1"), std::string::npos) << err;
+    io::write_file_atomically(dir / "images/metadata.jsonl", "{\"file_name\": \"missing.png\", \"text\": \"x\"}\n");
+    err = test::error_of([&] { train(o); });
+    EXPECT_NE(err.find("missing.png"), std::string::npos) << err;
+    io::write_file_atomically(dir / "images/metadata.jsonl", "");
+    err = test::error_of([&] { train(o); });
+    EXPECT_NE(err.find("no images"), std::string::npos) << err;
+    io::write_file_atomically(dir / "images/bad.png", "not a png");
+    io::write_file_atomically(dir / "images/metadata.jsonl", "{\"file_name\": \"bad.png\", \"text\": \"x\"}\n");
+    err = test::error_of([&] { train(o); });
+    EXPECT_NE(err.find("bad.png"), std::string::npos) << err;
+}
+
+// Prompts in one batch give each image what it gets alone from the same initial latents.
+TEST(TextToImage, BatchedPromptsMatchSingleRuns) {
+    test::TempDir dir;
+    write_configs(dir / "model");
+    torch::manual_seed(1);
+    diffusion::SdLoadOptions lo;
+    lo.random_init = true;
+    auto sd = diffusion::load_stable_diffusion(dir / "model", torch::kDouble, lo);
+    const std::vector<std::string> prompts = {"a small red circle at the top left", "", "a large cyan triangle at the middle center"};
+    auto latents = torch::randn({3, 3, 32, 32}, torch::kDouble);
+    diffusion::GenerateOptions g;
+    g.prompts = prompts;
+    g.latents = latents;
+    g.steps = 4;
+    g.guidance = 3.0;
+    g.scheduler = "dpm++2m";
+    const auto batch = diffusion::generate(sd, g);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        diffusion::GenerateOptions one = g;
+        one.prompts.clear();
+        one.prompt = prompts[i];
+        one.latents = latents.slice(0, static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
+        const auto single = diffusion::generate(sd, one);
+        EXPECT_LT(test::max_abs_diff(single.latents, batch.latents.slice(0, static_cast<int64_t>(i), static_cast<int64_t>(i) + 1)),
+                  1e-12);
+    }
+    // Pixel space: the image is the final sample mapped from [-1, 1].
+    EXPECT_LT(test::max_abs_diff(batch.image, (batch.latents / 2 + 0.5).clamp(0, 1)), 1e-15);
+    // No single-file layout without a VAE.
+    EXPECT_NE(test::error_of([&] { diffusion::save_sd_single_file(sd, dir / "x.safetensors"); }).find("no VAE"), std::string::npos);
+}
+
+// The demo's contract, on a run far too short to learn: the table, the grid
+// and a last line of JSON with held_out_accuracy and chance.
+TEST(TextToImage, DemoPrintsItsTableAndJson) {
+    test::TempDir dir;
+    const auto res = test::run_hra("-q demo --diffusion --out " + (dir / "demo") + " --max-steps 2 --seeds 0 --sample-steps 2", dir);
+    ASSERT_EQ(res.code, 0) << res.err;
+    const auto last = res.out.substr(res.out.rfind('\n', res.out.size() - 2) + 1);
+    const auto j = json::parse(last);
+    EXPECT_DOUBLE_EQ(j.at("chance").get<double>(), 1.0 / 324);
+    EXPECT_EQ(j.at("held_out_captions"), 100);
+    const double acc = j.at("held_out_accuracy").get<double>();
+    EXPECT_GE(acc, 0.0);
+    EXPECT_LE(acc, 1.0);
+    EXPECT_EQ(j.at("seeds").size(), 1u);
+    const auto grid = io::read_png(j.at("grid").get<std::string>()).pixels;
+    EXPECT_EQ(grid.sizes(), (std::vector<int64_t>{10 * 34 + 2, 10 * 34 + 2, 3}));
+    EXPECT_NE(res.out.find("held-out"), std::string::npos);
+}
+
+// `hra train --task text-to-image` from the command line, and its options checked.
+TEST(TextToImage, CliTrainsAndChecksOptions) {
+    test::TempDir dir;
+    write_configs(dir / "model");
+    write_images(dir / "images", 4);
+    const std::string base = "-q train --task text-to-image --model " + (dir / "model") + " --data " + (dir / "images") +
+                             " --from-scratch --method full --batch-size 2 --max-steps 2";
+    auto res = test::run_hra(base + " --caption-dropout 0.5 --resolution 32 --out " + (dir / "run"), dir);
+    ASSERT_EQ(res.code, 0) << res.err;
+    const auto result = io::read_json_file(dir / "run/results.json");
+    EXPECT_EQ(result.at("steps"), 2);
+    EXPECT_EQ(result.at("config").at("task_config").at("caption_dropout"), 0.5);
+    EXPECT_TRUE(fs::exists(dir / "run/checkpoint-2/model_index.json"));
+    res = test::run_hra(base + " --caption-dropout 1.5 --out " + (dir / "bad"), dir);
+    EXPECT_NE(res.code, 0);
+    EXPECT_NE(res.err.find("caption-dropout"), std::string::npos) << res.err;
+    EXPECT_FALSE(fs::exists(dir / "bad"));
+    res = test::run_hra("-q train --task mlm --model " + (dir / "model") + " --data x --resolution 64 --out " + (dir / "bad"), dir);
+    EXPECT_NE(res.code, 0);
+    EXPECT_NE(res.err.find("--resolution does not apply"), std::string::npos) << res.err;
+    // 16 px images are resized (with a warning) to the model's 32.
+    fs::create_directories(dir / "small");
+    io::write_png(dir / "small/a.png", torch::full({16, 16, 3}, 200, torch::kUInt8));
+    io::write_file_atomically(dir / "small/metadata.jsonl", "{\"file_name\": \"a.png\", \"text\": \"grey\"}\n");
+    res = test::run_hra("train --task text-to-image --model " + (dir / "model") + " --data " + (dir / "small") +
+                            " --from-scratch --method full --batch-size 1 --max-steps 1 --out " + (dir / "run-small"),
+                        dir);
+    ASSERT_EQ(res.code, 0) << res.err;
+    EXPECT_NE(res.err.find("resized and centre-cropped to 32 px"), std::string::npos) << res.err;
+}
