@@ -381,6 +381,8 @@ void check_prediction_types(const SafetensorsFile& io, double tol, hra::test::Pa
     auto v = d::training_target(vcfg.prediction_type, d::alphas_cumprod(vcfg), ref("velocity.x0"), ref("velocity.noise"),
                                 ref("velocity.timesteps"));
     rep.check("v-prediction target (get_velocity)", rel_err(v, ref("velocity.v")), tol);
+    const auto ccfg = d::parse_schedule_config(io.metadata().at("cosine_config"), "cosine_config");
+    rep.check("squaredcos_cap_v2 alphas_cumprod (exact)", d::alphas_cumprod(ccfg).equal(ref("cosine.alphas_cumprod")) ? 0.0 : 1.0, 0);
     ref.report("prediction types: ", rep);
 }
 

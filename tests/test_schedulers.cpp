@@ -80,7 +80,8 @@ TEST(Schedulers, GuidanceAndBadInput) {
     pndm->set_timesteps(10);
     auto z = torch::zeros({1, 4, 2, 2});
     EXPECT_THROW(pndm->step(z, pndm->timesteps()[0], z), hra::Error);
-    EXPECT_THROW(parse_schedule_config(R"({"beta_schedule": "squaredcos_cap_v2"})", "x"), hra::Error);
+    EXPECT_THROW(parse_schedule_config(R"({"beta_schedule": "sigmoid"})", "x"), hra::Error);  // not in SD's configs
+    EXPECT_NO_THROW(parse_schedule_config(R"({"beta_schedule": "squaredcos_cap_v2"})", "x"));
     EXPECT_THROW(parse_schedule_config(R"({"trained_betas": [0.1]})", "x"), hra::Error);
     EXPECT_NO_THROW(parse_schedule_config(R"({"lambda_min_clipped": -Infinity})", "x"));  // diffusers writes this
     auto ddpm = make_scheduler("ddpm", sd15());

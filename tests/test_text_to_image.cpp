@@ -3,6 +3,7 @@
 // resumes, adapter checkpoints that the generator loads, bad image folders,
 // batched prompts, and the diffusion demo's output contract.
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -16,6 +17,7 @@
 #include "io/atomic_file.h"
 #include "io/json_file.h"
 #include "io/png.h"
+#include "io/safetensors.h"
 #include "train/engine.h"
 #include "train/task.h"
 #include "test_util.h"
@@ -83,6 +85,14 @@ TrainOptions base_options(const test::TempDir& dir) {
     return o;
 }
 
+// A tiny model folder and `images` captioned images in `dir`, and the options
+// that train on them.
+TrainOptions prepared_run(const test::TempDir& dir, int images) {
+    write_configs(dir / "model");
+    write_images(dir / "images", images);
+    return base_options(dir);
+}
+
 }  // namespace
 
 // loss(rows) is diffusers' ε objective: with the task's random draws replayed
@@ -90,9 +100,7 @@ TrainOptions base_options(const test::TempDir& dir) {
 // computed here in float64, and the mean of (UNet(x_t, t, text) − ε)² per image.
 TEST(TextToImage, LossIsTheEpsilonObjective) {
     test::TempDir dir;
-    write_configs(dir / "model");
-    write_images(dir / "images", 6);
-    auto o = base_options(dir);
+    auto o = prepared_run(dir, 6);
     validate(o);
     torch::manual_seed(3);
     auto task = find_task("text-to-image").make(o);
@@ -134,9 +142,7 @@ TEST(TextToImage, LossIsTheEpsilonObjective) {
 // pipeline folder that generates, and a resumed run continues it.
 TEST(TextToImage, TrainsGeneratesAndResumes) {
     test::TempDir dir;
-    write_configs(dir / "model");
-    write_images(dir / "images", 8);
-    auto o = base_options(dir);
+    auto o = prepared_run(dir, 8);
     o.max_steps = 60;
     o.save_every = 30;
     o.caption_dropout = 0.1;
@@ -166,6 +172,66 @@ TEST(TextToImage, TrainsGeneratesAndResumes) {
     EXPECT_EQ(r2.history.back().step, 60);
     EXPECT_DOUBLE_EQ(r2.history.back().loss, r.history.back().loss);
     (void)r2a;
+}
+
+// --ema-decay: the checkpoint's UNet is diffusers' EMAModel average of the raw
+// weights, computed here from a run without EMA that saved every step (the
+// same seed gives the same raw weights), and a resumed EMA run ends where an
+// uninterrupted one does.
+TEST(TextToImage, EmaCheckpointsHoldTheAverage) {
+    test::TempDir dir;
+    // A pretrained folder to start from (so that the initial weights are on disk).
+    auto o = prepared_run(dir, 8);
+    o.max_steps = 1;
+    o.out = dir / "pre";
+    const std::string start = train(o).adapter_dir;
+    o.from_scratch = false;  // full training of the UNet from `start`
+    o.model = start;
+    o.max_steps = 3;
+    o.save_every = 1;
+    o.out = dir / "raw";
+    train(o);
+    o.ema_decay = 0.5;
+    o.save_every = 0;
+    o.out = dir / "ema";
+    const std::string ema_dir = train(o).adapter_dir;
+
+    auto unet = [](const std::string& folder) {
+        return io::SafetensorsFile::open(folder + "/unet/diffusion_pytorch_model.safetensors").load_all();
+    };
+    auto expected = unet(start);
+    for (int k = 1; k <= 3; ++k) {
+        const double d = std::min(0.5, k / (9.0 + k));  // 0.1, 2/11, 0.25
+        auto raw = unet(dir / "raw" + "/checkpoint-" + std::to_string(k));
+        for (auto& [name, t] : expected) t = d * t.to(torch::kDouble) + (1 - d) * raw.at(name).to(torch::kDouble);
+    }
+    const auto got = unet(ema_dir);
+    double err = 0, moved = 0;
+    for (const auto& [name, t] : expected) {
+        err = std::max(err, test::max_abs_diff(got.at(name).to(torch::kDouble), t));
+        moved = std::max(moved, test::max_abs_diff(got.at(name).to(torch::kDouble), unet(dir / "raw" + "/checkpoint-3").at(name).to(torch::kDouble)));
+    }
+    std::printf("EMA: max |checkpoint - average computed here| %.3g, max |checkpoint - raw step 3| %.3g\n", err, moved);
+    EXPECT_LT(err, 3e-7);  // float32 checkpoints against float64 here: 7.5e-8 measured
+    EXPECT_GT(moved, 1e-4) << "the average should differ from the last raw weights";
+
+    // Resume after step 2: the raw weights come back from optimizer.safetensors.
+    o.out = dir / "ema2";
+    o.max_steps = 2;
+    o.save_every = 0;
+    train(o);
+    o.max_steps = 3;
+    o.resume = true;
+    o.overwrite = false;
+    const auto resumed = unet(train(o).adapter_dir);
+    double diff = 0;
+    for (const auto& [name, t] : got) diff = std::max(diff, test::max_abs_diff(resumed.at(name), t));
+    EXPECT_EQ(diff, 0.0);
+
+    // Resuming an EMA checkpoint without --ema-decay is refused.
+    o.ema_decay = 0;
+    o.max_steps = 4;
+    EXPECT_NE(test::error_of([&] { train(o); }).find("--ema-decay"), std::string::npos);
 }
 
 // --method hra trains adapters on the UNet's attention projections; the
@@ -277,6 +343,30 @@ TEST(TextToImage, DemoPrintsItsTableAndJson) {
     const auto grid = io::read_png(j.at("grid").get<std::string>()).pixels;
     EXPECT_EQ(grid.sizes(), (std::vector<int64_t>{10 * 34 + 2, 10 * 34 + 2, 3}));
     EXPECT_NE(res.out.find("held-out"), std::string::npos);
+
+    // hra sd world eval on the trained pipeline: its counts are the checker's on the images it wrote.
+    const auto model = fs::path(j.at("grid").get<std::string>()).parent_path() / "run-seed0" / "checkpoint-2";
+    const auto ev = test::run_hra("-q sd world eval --model " + model.string() + " --split heldout --limit 12 --steps 2 --grid " +
+                                      (dir / "eval.png"),
+                                  dir);
+    ASSERT_EQ(ev.code, 0) << ev.err;
+    const auto e = json::parse(ev.out);
+    ASSERT_EQ(e.at("images"), 12);
+    const auto tiles = io::read_png(dir / "eval.png").pixels;
+    ASSERT_EQ(tiles.sizes(), (std::vector<int64_t>{2 * 34 + 2, 10 * 34 + 2, 3}));
+    const auto scenes = diffusion::split_world(100).heldout;
+    int64_t accepted = 0, found = 0;
+    for (int64_t i = 0; i < 12; ++i) {
+        const auto tile = tiles.slice(0, 2 + i / 10 * 34, 2 + i / 10 * 34 + 32).slice(1, 2 + i % 10 * 34, 2 + i % 10 * 34 + 32);
+        const auto r = diffusion::check_image(tile);
+        found += r.found;
+        accepted += r.found && r.scene == scenes[static_cast<size_t>(i)];
+    }
+    EXPECT_EQ(e.at("accepted").get<int64_t>(), accepted);
+    EXPECT_DOUBLE_EQ(e.at("found").get<double>(), static_cast<double>(found) / 12);
+    const auto bad = test::run_hra("sd world eval --model " + model.string() + " --split testing", dir);
+    EXPECT_NE(bad.code, 0);
+    EXPECT_NE(bad.err.find("--split must be train, heldout or all"), std::string::npos) << bad.err;
 }
 
 // `hra train --task text-to-image` from the command line, and its options checked.

@@ -65,7 +65,7 @@ void write_model_configs(const DiffusionDemoOptions& o, const fs::path& dir) {
                        {"block_out_channels", o.channels},
                        {"down_block_types", down},
                        {"up_block_types", up},
-                       {"layers_per_block", 1},
+                       {"layers_per_block", o.layers_per_block},
                        {"norm_num_groups", 8},
                        {"attention_head_dim", o.heads},
                        {"cross_attention_dim", o.text_hidden}};
@@ -83,7 +83,7 @@ void write_model_configs(const DiffusionDemoOptions& o, const fs::path& dir) {
     io::write_file_atomically((dir / "text_encoder" / "config.json").string(), text.dump(2) + "\n");
     // DDPM's linear schedule and x0 clipping, as diffusers' pixel-space pipelines.
     const json sched = {{"_class_name", "DDIMScheduler"},   {"num_train_timesteps", 1000}, {"beta_start", 0.0001},
-                        {"beta_end", 0.02},                 {"beta_schedule", "linear"},   {"prediction_type", o.prediction},
+                        {"beta_end", 0.02},                 {"beta_schedule", o.beta_schedule},   {"prediction_type", o.prediction},
                         {"clip_sample", true},              {"set_alpha_to_one", true},    {"steps_offset", 0}};
     io::write_file_atomically((dir / "scheduler" / "scheduler_config.json").string(), sched.dump(2) + "\n");
     ClipTokenizer::bundled()->save_folder((dir / "tokenizer").string());
@@ -103,54 +103,15 @@ void write_model_configs(const DiffusionDemoOptions& o, const fs::path& dir) {
     io::write_file_atomically((dir / "model_index.json").string(), index.dump(2) + "\n");
 }
 
-struct Scored {
-    double accuracy = 0;
-    std::vector<double> attributes = std::vector<double>(5, 0.0);
-    torch::Tensor pixels;  // uint8 [N, H, W, 3]
-};
-
-// Generates one image per scene's caption (seed `seed`) and checks each.
-Scored sample_and_check(diffusion::StableDiffusion& sd, const std::vector<diffusion::Scene>& scenes, const DiffusionDemoOptions& o,
-                        uint64_t seed) {
-    // Batches of 25 prompts (seeds seed·1000 + batch index): big batches only add allocation cost here.
-    Scored out;
-    std::vector<torch::Tensor> pixels;
-    const size_t chunk = 25;
-    for (size_t start = 0; start < scenes.size(); start += chunk) {
-        diffusion::GenerateOptions g;
-        for (size_t i = start; i < std::min(scenes.size(), start + chunk); ++i) g.prompts.push_back(diffusion::caption(scenes[i]));
-        g.steps = o.sample_steps;
-        g.guidance = o.guidance;
-        g.scheduler = o.scheduler;
-        g.seed = seed * 1000 + start / chunk;
-        pixels.push_back(diffusion::generate(sd, g).pixels);
-    }
-    out.pixels = torch::cat(pixels);
-    for (size_t i = 0; i < scenes.size(); ++i) {
-        const auto r = diffusion::check_image(out.pixels[static_cast<int64_t>(i)]);
-        if (!r.found) continue;
-        const auto& s = scenes[i];
-        const bool ok[5] = {r.scene.colour == s.colour, r.scene.shape == s.shape, r.scene.row == s.row, r.scene.col == s.col,
-                            r.scene.size == s.size};
-        for (int k = 0; k < 5; ++k) out.attributes[static_cast<size_t>(k)] += ok[k];
-        out.accuracy += r.scene == s;
-    }
-    const auto n = static_cast<double>(scenes.size());
-    out.accuracy /= n;
-    for (auto& a : out.attributes) a /= n;
-    return out;
-}
-
-// A rows × cols grid of [N, H, W, 3] images with 2-pixel grey gutters.
-torch::Tensor grid_of(const torch::Tensor& images, int64_t cols) {
-    const int64_t n = images.size(0), h = images.size(1), w = images.size(2), g = 2;
-    const int64_t rows = (n + cols - 1) / cols;
-    auto out = torch::full({rows * (h + g) + g, cols * (w + g) + g, 3}, 128, torch::kUInt8);
-    for (int64_t i = 0; i < n; ++i) {
-        const int64_t r = i / cols, c = i % cols;
-        out.slice(0, g + r * (h + g), g + r * (h + g) + h).slice(1, g + c * (w + g), g + c * (w + g) + w).copy_(images[i]);
-    }
-    return out;
+// One image per scene's caption (seed `seed`), checked; batches of 25 prompts.
+diffusion::WorldSamples sample_and_check(diffusion::StableDiffusion& sd, const std::vector<diffusion::Scene>& scenes,
+                                         const DiffusionDemoOptions& o, uint64_t seed) {
+    diffusion::GenerateOptions g;
+    g.steps = o.sample_steps;
+    g.guidance = o.guidance;
+    g.scheduler = o.scheduler;
+    g.seed = seed;
+    return diffusion::generate_and_check(sd, scenes, g);
 }
 
 }  // namespace
@@ -182,7 +143,7 @@ DiffusionDemoResult run_diffusion_demo(const DiffusionDemoOptions& o) {
         diffusion::SdLoadOptions lo;
         lo.random_init = true;
         auto sd = diffusion::load_stable_diffusion(model.string(), torch::kFloat, lo);
-        result.untrained_accuracy = sample_and_check(sd, split.heldout, o, 0).accuracy;
+        result.untrained_accuracy = sample_and_check(sd, split.heldout, o, 0).score.accuracy();
         say(strprintf("untrained model: held-out accuracy %.3f", result.untrained_accuracy));
     }
 
@@ -201,6 +162,7 @@ DiffusionDemoResult run_diffusion_demo(const DiffusionDemoOptions& o) {
         t.warmup_steps = o.warmup_steps;
         t.batch_size = o.batch_size;
         t.max_grad_norm = 1.0;
+        t.ema_decay = o.ema_decay;
         t.max_steps = o.max_steps > 0 ? o.max_steps : 1000000;
         t.max_minutes = o.max_steps > 0 ? 0 : o.train_minutes;
         t.seed = seed;
@@ -224,12 +186,13 @@ DiffusionDemoResult run_diffusion_demo(const DiffusionDemoOptions& o) {
         auto sd = diffusion::load_stable_diffusion(r.adapter_dir, torch::kFloat);
         const auto held = sample_and_check(sd, split.heldout, o, seed);
         const auto seen = sample_and_check(sd, probe, o, seed);
-        row.heldout_accuracy = held.accuracy;
-        row.heldout_attributes = held.attributes;
-        row.train_accuracy = seen.accuracy;
+        const auto& h = held.score;
+        row.heldout_accuracy = h.accuracy();
+        row.heldout_attributes = {h.share(h.colour), h.share(h.shape), h.share(h.row), h.share(h.col), h.share(h.size)};
+        row.train_accuracy = seen.score.accuracy();
         if (result.grid.empty()) {
             result.grid = (out / "heldout-grid.png").string();
-            io::write_png(result.grid, grid_of(held.pixels, 10), {{"hra", "demo --diffusion: held-out captions, seed 0"}});
+            io::write_png(result.grid, io::image_grid(held.pixels, 10), {{"hra", "demo --diffusion: held-out captions, seed 0"}});
             std::string captions;
             for (const auto& s : split.heldout) captions += diffusion::caption(s) + "\n";
             io::write_file_atomically((out / "heldout-grid.txt").string(), captions);

@@ -24,9 +24,10 @@ struct DiffusionDemoOptions {
     std::vector<uint64_t> seeds = {0, 1, 2};
     double train_minutes = 2.5;  // wall-clock box per seed
     int64_t max_steps = 0;        // > 0: stop at this many steps (tests)
-    int64_t batch_size = 32;
+    int64_t batch_size = 16;
     double lr = 1e-3;
     int64_t warmup_steps = 100;
+    double ema_decay = 0;
     double caption_dropout = 0.1;
     std::vector<int64_t> channels = {32, 64, 64, 64};  // down to 4x4: every cell next to a border
     int64_t heads = 2;
@@ -34,9 +35,11 @@ struct DiffusionDemoOptions {
     int64_t max_tokens = 16;        // the tokenizer's model_max_length (captions take at most 10)
     int64_t attention_levels = 2;   // cross-attention in this many of the coarsest UNet levels
     std::string prediction = "sample";  // what the UNet predicts: sample (x0) or epsilon
+    std::string beta_schedule = "linear";  // the training noise schedule (linear, squaredcos_cap_v2)
+    int64_t layers_per_block = 1;
     std::string scheduler = "ddim";
     int64_t sample_steps = 15;
-    double guidance = 4.0;
+    double guidance = 2.0;
     int64_t heldout = 100;
     int64_t train_probe = 100;  // training captions sampled for comparison
 };

@@ -1,6 +1,8 @@
 #include "diffusion/schedulers.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -51,9 +53,11 @@ ScheduleConfig parse_schedule_config(const std::string& text, const std::string&
         throw Error("thresholding (dynamic x0 thresholding) is not supported", {source, "thresholding"});
     if (c.num_train_timesteps < 2 || c.num_train_timesteps > 100000)
         throw Error("must be in [2, 100000]", {source, "num_train_timesteps"});
-    if (c.beta_schedule != "linear" && c.beta_schedule != "scaled_linear")
-        throw Error("beta_schedule '" + c.beta_schedule + "' is not supported (linear, scaled_linear)", {source, "beta_schedule"});
-    if (!(c.beta_start > 0 && c.beta_end > c.beta_start && c.beta_end < 1))
+    if (c.beta_schedule != "linear" && c.beta_schedule != "scaled_linear" && c.beta_schedule != "squaredcos_cap_v2")
+        throw Error("beta_schedule '" + c.beta_schedule + "' is not supported (linear, scaled_linear, squaredcos_cap_v2)",
+                    {source, "beta_schedule"});
+    // The cosine schedule ignores beta_start/beta_end, as diffusers does.
+    if (c.beta_schedule != "squaredcos_cap_v2" && !(c.beta_start > 0 && c.beta_end > c.beta_start && c.beta_end < 1))
         throw Error("betas must satisfy 0 < beta_start < beta_end < 1", {source, "beta_end"});
     if (c.prediction_type != "epsilon" && c.prediction_type != "v_prediction" && c.prediction_type != "sample")
         throw Error("prediction_type '" + c.prediction_type + "' is not supported (epsilon, v_prediction, sample)",
@@ -79,6 +83,18 @@ torch::Tensor betas(const ScheduleConfig& c) {
     const auto n = c.num_train_timesteps;
     if (c.beta_schedule == "scaled_linear")
         return torch::linspace(std::sqrt(c.beta_start), std::sqrt(c.beta_end), n, torch::kFloat).pow(2);
+    if (c.beta_schedule == "squaredcos_cap_v2") {
+        // Nichol & Dhariwal's cosine schedule: alpha_bar(t) = cos²((t + 0.008)/1.008 · π/2), betas capped at 0.999,
+        // in double precision and then float32, as diffusers' betas_for_alpha_bar.
+        const double pi = std::acos(-1.0);
+        auto alpha_bar = [pi](double t) { return std::pow(std::cos((t + 0.008) / 1.008 * pi / 2), 2); };
+        std::vector<float> b(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) {
+            const double t1 = static_cast<double>(i) / static_cast<double>(n), t2 = static_cast<double>(i + 1) / static_cast<double>(n);
+            b[static_cast<size_t>(i)] = static_cast<float>(std::min(1 - alpha_bar(t2) / alpha_bar(t1), 0.999));
+        }
+        return torch::tensor(b, torch::kFloat);
+    }
     return torch::linspace(c.beta_start, c.beta_end, n, torch::kFloat);
 }
 

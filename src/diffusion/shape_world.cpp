@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "common/error.h"
+#include "diffusion/pipeline.h"
 
 namespace hra::diffusion {
 
@@ -209,6 +210,40 @@ CheckResult check_image(const torch::Tensor& pixels) {
     out.scene.col = std::clamp(static_cast<int>(3.0 * (sx / n + 0.5) / static_cast<double>(W)), 0, 2);
     out.scene.row = std::clamp(static_cast<int>(3.0 * (sy / n + 0.5) / static_cast<double>(H)), 0, 2);
     out.found = true;
+    return out;
+}
+
+void WorldScore::add(const CheckResult& got, const Scene& want) {
+    ++images;
+    if (!got.found) return;
+    ++found;
+    const Scene& s = got.scene;
+    colour += s.colour == want.colour;
+    shape += s.shape == want.shape;
+    row += s.row == want.row;
+    col += s.col == want.col;
+    position += s.row == want.row && s.col == want.col;
+    size += s.size == want.size;
+    accepted += s == want;
+}
+
+WorldSamples generate_and_check(StableDiffusion& sd, const std::vector<Scene>& scenes, const GenerateOptions& options, int64_t chunk) {
+    if (chunk < 1) throw Error("generate_and_check: chunk must be positive");
+    WorldSamples out;
+    std::vector<torch::Tensor> pixels;
+    const auto n = static_cast<int64_t>(scenes.size());
+    for (int64_t start = 0; start < n; start += chunk) {
+        GenerateOptions g = options;
+        g.prompt.clear();
+        g.prompts.clear();
+        g.latents = torch::Tensor();
+        for (int64_t i = start; i < std::min(n, start + chunk); ++i) g.prompts.push_back(caption(scenes[static_cast<size_t>(i)]));
+        g.seed = options.seed * 1000 + static_cast<uint64_t>(start / chunk);
+        pixels.push_back(generate(sd, g).pixels);
+    }
+    if (pixels.empty()) return out;
+    out.pixels = torch::cat(pixels);
+    for (int64_t i = 0; i < n; ++i) out.score.add(check_image(out.pixels[i]), scenes[static_cast<size_t>(i)]);
     return out;
 }
 

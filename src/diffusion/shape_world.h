@@ -57,4 +57,26 @@ struct CheckResult {
 // Reads the scene from uint8 [H, W, 3] pixels.
 CheckResult check_image(const torch::Tensor& pixels);
 
+// Checker counts over many images: `accepted` have every attribute right; an
+// attribute counts when the checker found a shape with that attribute right.
+struct WorldScore {
+    int64_t images = 0, found = 0, accepted = 0;
+    int64_t colour = 0, shape = 0, row = 0, col = 0, position = 0, size = 0;
+    void add(const CheckResult& got, const Scene& want);
+    double share(int64_t count) const { return images == 0 ? 0.0 : static_cast<double>(count) / static_cast<double>(images); }
+    double accuracy() const { return share(accepted); }
+};
+
+struct StableDiffusion;
+struct GenerateOptions;
+struct WorldSamples {
+    WorldScore score;
+    torch::Tensor pixels;  // uint8 [N, H, W, 3], one image per scene
+};
+// Generates one image per scene's caption with `options` (its prompts are
+// replaced; batches of `chunk` prompts, batch b seeded options.seed·1000 + b)
+// and checks each against its scene.
+WorldSamples generate_and_check(StableDiffusion& sd, const std::vector<Scene>& scenes, const GenerateOptions& options,
+                                int64_t chunk = 25);
+
 }  // namespace hra::diffusion

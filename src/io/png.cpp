@@ -173,4 +173,17 @@ PngImage read_png(const std::string& path) {
     return out;
 }
 
+torch::Tensor image_grid(const torch::Tensor& images, int64_t cols) {
+    if (images.dim() != 4 || images.scalar_type() != torch::kUInt8 || cols < 1)
+        throw Error("image_grid: expected uint8 [N, H, W, C] images and a positive column count");
+    const int64_t n = images.size(0), h = images.size(1), w = images.size(2), g = 2;
+    const int64_t rows = (n + cols - 1) / cols;
+    auto out = torch::full({rows * (h + g) + g, cols * (w + g) + g, images.size(3)}, 128, torch::kUInt8);
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t r = i / cols, c = i % cols;
+        out.slice(0, g + r * (h + g), g + r * (h + g) + h).slice(1, g + c * (w + g), g + c * (w + g) + w).copy_(images[i]);
+    }
+    return out;
+}
+
 }  // namespace hra::io

@@ -17,6 +17,10 @@ struct PngImage {
     torch::Tensor pixels;  // uint8 [H, W, C]: C is 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA)
     std::map<std::string, std::string> text;
 };
+// uint8 [N, H, W, C] images as one [rows·(H+2)+2, cols·(W+2)+2, C] grid, `cols`
+// per row, with 2-pixel grey gutters.
+torch::Tensor image_grid(const torch::Tensor& images, int64_t cols);
+
 // Any PNG libpng reads, expanded to 8 bits per channel (palette → RGB).
 PngImage read_png(const std::string& path);
 

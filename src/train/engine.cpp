@@ -210,6 +210,9 @@ TrainResult train(const TrainOptions& options) {
         dist.broadcast(data);  // the same start on every process
     }
     AdamW opt(params, {o.adam_beta1, o.adam_beta2, o.adam_eps, o.weight_decay});
+    // On resume the parameters hold the checkpoint's averages here; load_raw below restores the raw weights.
+    std::optional<Ema> ema;
+    if (o.ema_decay > 0) ema.emplace(params, o.ema_decay);
     Cursor cursor;
     int64_t step = 0;
     double loss_since_eval = 0;  // training loss summed since the last evaluation
@@ -222,6 +225,11 @@ TrainResult train(const TrainOptions& options) {
         const std::string dir = resume_from->second;
         auto saved = io::SafetensorsFile::open((fs::path(dir) / "optimizer.safetensors").string());
         opt.load_state(saved);
+        if (ema)
+            ema->load_raw(saved);
+        else if (saved.contains("ema.raw.0"))
+            throw Error("the checkpoint's weights are an EMA (its run had --ema-decay); resume with the same --ema-decay",
+                        {saved.path()});
         step = json_int(state, "step", 0, total_steps, state_path);
         cursor.epoch = json_int(state, "epoch", 0, std::numeric_limits<int32_t>::max(), state_path);
         cursor.position = json_int(state, "position", 0, n, state_path);
@@ -301,8 +309,12 @@ TrainResult train(const TrainOptions& options) {
         if (device.is_cuda()) cuda_states = dist.all_gather(cuda_rng_state(device));
         if (!main) return;
         io::OutputFolder out((fs::path(o.out) / ("checkpoint-" + std::to_string(at_step))).string(), /*overwrite=*/true);
+        if (ema) ema->swap();  // the checkpoint's model is the average
         task->save(out.temp_path());
+        if (ema) ema->swap();
         auto st = opt.state();
+        if (ema)
+            for (auto& kv : ema->raw_state()) st.push_back(std::move(kv));
         for (int r = 0; r < world; ++r) {
             st.emplace_back("rng.cpu." + std::to_string(r), cpu_states[static_cast<size_t>(r)].cpu());
             if (device.is_cuda()) st.emplace_back("rng.cuda." + std::to_string(r), cuda_states[static_cast<size_t>(r)].cpu());
@@ -381,6 +393,7 @@ TrainResult train(const TrainOptions& options) {
         opt.step(lr);
         opt.zero_grad();
         ++step;
+        if (ema) ema->update(step);
         if (device.is_cuda()) compat::cuda_synchronize(device);
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         seconds_per_step = seconds_per_step == 0 ? secs : 0.9 * seconds_per_step + 0.1 * secs;
@@ -414,6 +427,7 @@ TrainResult train(const TrainOptions& options) {
         std::string eval_msg;
         if (eval_due && main) {
             task->set_training(false);
+            if (ema) ema->swap();  // evaluation and best/ see the average
             EvalRecord e;
             e.metrics = task->evaluate();
             task->set_training(true);
@@ -439,6 +453,7 @@ TrainResult train(const TrainOptions& options) {
                 io::write_file_atomically(folder.file("eval_result.json"), bi.dump(2) + "\n");
                 folder.commit();
             }
+            if (ema) ema->swap();
             line["eval"] = e.metrics;
             line["train_loss"] = e.train_loss;
             line["score"] = e.score;

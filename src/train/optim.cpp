@@ -63,6 +63,46 @@ void AdamW::load_state(const io::SafetensorsFile& f) {
     steps_ = f.tensor("step").item<int64_t>();
 }
 
+Ema::Ema(std::vector<at::Tensor> params, double decay) : params_(std::move(params)), decay_(decay) {
+    torch::NoGradGuard ng;
+    for (const auto& p : params_) shadow_.push_back(p.detach().clone());
+}
+
+void Ema::update(int64_t step) {
+    torch::NoGradGuard ng;
+    const double k = static_cast<double>(step);
+    const double d = std::min(decay_, k / (9.0 + k));
+    for (size_t i = 0; i < params_.size(); ++i) shadow_[i].sub_((1.0 - d) * (shadow_[i] - params_[i].detach()));
+}
+
+void Ema::swap() {
+    torch::NoGradGuard ng;
+    for (size_t i = 0; i < params_.size(); ++i) {
+        auto held = params_[i].detach().clone();
+        params_[i].detach().copy_(shadow_[i]);
+        shadow_[i].copy_(held);
+    }
+}
+
+io::NamedTensors Ema::raw_state() const {
+    io::NamedTensors out;
+    for (size_t i = 0; i < params_.size(); ++i) out.emplace_back("ema.raw." + std::to_string(i), params_[i].detach().cpu());
+    return out;
+}
+
+void Ema::load_raw(const io::SafetensorsFile& f) {
+    torch::NoGradGuard ng;
+    for (size_t i = 0; i < params_.size(); ++i) {
+        const std::string key = "ema.raw." + std::to_string(i);
+        if (!f.contains(key))
+            throw Error("no raw weights beside the EMA: the checkpoint was written without --ema-decay", {f.path(), key});
+        auto t = f.tensor(key);
+        if (t.sizes() != params_[i].sizes())
+            throw Error("raw weights do not fit (" + c10::str(t.sizes()) + " vs " + c10::str(params_[i].sizes()) + ")", {f.path(), key});
+        params_[i].detach().copy_(t);
+    }
+}
+
 Schedule parse_schedule(const std::string& name) {
     if (name == "constant") return Schedule::Constant;
     if (name == "linear") return Schedule::Linear;

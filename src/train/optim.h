@@ -33,6 +33,27 @@ private:
     int64_t steps_ = 0;
 };
 
+// An exponential moving average of the trained weights, as diffusers' EMAModel
+// (train_text_to_image --use_ema): after optimizer step k (1-based) each shadow
+// s becomes d·s + (1 − d)·p with d = min(decay, k / (9 + k)).
+class Ema {
+public:
+    Ema(std::vector<at::Tensor> params, double decay);
+    void update(int64_t step);
+    // Exchanges the parameters' values with the averages (twice: back as before).
+    void swap();
+    // Checkpoints hold the averages as the model's weights (what generation
+    // loads) and the raw weights as ema.raw.<i> beside the optimizer state: the
+    // averages are the parameters' values when Ema is built on resume, and
+    // load_raw puts the raw weights back into the parameters.
+    io::NamedTensors raw_state() const;
+    void load_raw(const io::SafetensorsFile& file);
+
+private:
+    std::vector<at::Tensor> params_, shadow_;
+    double decay_;
+};
+
 enum class Schedule { Constant, Linear, Cosine };
 Schedule parse_schedule(const std::string& name);
 

@@ -97,6 +97,7 @@ void validate(const TrainOptions& o) {
     check(o.batch_size > 0, "batch-size", "must be positive");
     check(o.grad_accum > 0, "grad-accum", "must be positive");
     check(finite(o.max_grad_norm) && o.max_grad_norm >= 0, "max-grad-norm", "must be >= 0 (0: no clipping)");
+    check(finite(o.ema_decay) && o.ema_decay >= 0 && o.ema_decay < 1, "ema-decay", "must be in [0, 1) (0: no EMA)");
     check(o.epochs > 0, "epochs", "must be positive");
     check(o.max_steps >= 0, "max-steps", "must be >= 0");
     check(finite(o.max_minutes) && o.max_minutes >= 0, "max-minutes", "must be >= 0");
@@ -139,6 +140,7 @@ json to_json(const TrainOptions& o) {
     j["batch_size"] = o.batch_size;
     j["grad_accum"] = o.grad_accum;
     j["max_grad_norm"] = o.max_grad_norm;
+    j["ema_decay"] = o.ema_decay;
     j["epochs"] = o.epochs;
     j["max_steps"] = o.max_steps;
     j["max_minutes"] = o.max_minutes;

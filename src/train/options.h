@@ -55,6 +55,7 @@ struct TrainOptions {
     int64_t batch_size = 8;  // examples per micro-batch, over all processes
     int64_t grad_accum = 1;
     double max_grad_norm = 1.0;  // 0: no clipping
+    double ema_decay = 0;        // > 0: checkpoints hold an EMA of the weights (diffusers' --use_ema; 0.9999 there)
     int64_t epochs = 1;
     int64_t max_steps = 0;     // > 0 overrides epochs
     double max_minutes = 0;    // > 0: stop (with a checkpoint) after this wall-clock time

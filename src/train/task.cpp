@@ -1,5 +1,8 @@
 #include "train/task.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
 #include "common/error.h"
 
 namespace hra {
@@ -27,6 +30,22 @@ std::set<std::string> task_specific_options() {
     std::set<std::string> out;
     for (const auto& t : task_registry()) out.insert(t.options.begin(), t.options.end());
     return out;
+}
+
+EvalTotals evaluate_in_batches(const TrainOptions& o, int64_t size,
+                               const std::function<BatchLoss(const std::vector<int64_t>& rows, at::Generator* gen)>& loss) {
+    torch::NoGradGuard ng;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + 104729);
+    const int64_t bs = o.eval_batch_size > 0 ? o.eval_batch_size : o.batch_size;
+    EvalTotals t;
+    for (int64_t start = 0; start < size; start += bs) {
+        std::vector<int64_t> rows;
+        for (int64_t i = start; i < std::min(size, start + bs); ++i) rows.push_back(i);
+        const auto l = loss(rows, &gen);
+        t.sum += l.sum.item<double>();
+        t.count += l.count;
+    }
+    return t;
 }
 
 }  // namespace hra

@@ -30,6 +30,17 @@ struct BatchLoss {
     int64_t seq_len = 0;  // padded length (the FLOP estimate)
 };
 
+// Evaluation in fixed batches of `eval_batch_size` (else `batch_size`) rows
+// 0..size-1, with a generator of its own seeded from `seed`, so that every
+// evaluation draws the same masks or noise; returns the summed losses and
+// their count.
+struct EvalTotals {
+    double sum = 0, count = 0;
+    double mean() const { return count > 0 ? sum / count : 0.0; }
+};
+EvalTotals evaluate_in_batches(const TrainOptions& o, int64_t size,
+                               const std::function<BatchLoss(const std::vector<int64_t>& rows, at::Generator* gen)>& loss);
+
 class TrainTask {
 public:
     virtual ~TrainTask() = default;

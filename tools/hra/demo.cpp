@@ -46,8 +46,19 @@ Command add_demo(CLI::App& app) {
     cmd->add_option("--prediction", diff->prediction, "--diffusion: what the UNet predicts")
         ->default_val(diff->prediction)
         ->check(CLI::IsMember({"sample", "epsilon", "v_prediction"}));
+    cmd->add_option("--image-size", diff->image_size, "--diffusion: pixels per side of the world's images")
+        ->default_val(diff->image_size)
+        ->check(CLI::IsMember({32, 64}));
+    cmd->add_option("--beta-schedule", diff->beta_schedule, "--diffusion: the noise schedule")
+        ->default_val(diff->beta_schedule)
+        ->check(CLI::IsMember({"linear", "squaredcos_cap_v2"}));
+    cmd->add_option("--layers-per-block", diff->layers_per_block, "--diffusion: ResNet blocks per UNet level")
+        ->default_val(diff->layers_per_block)
+        ->check(CLI::PositiveNumber);
     cmd->add_option("--channels", diff->channels, "--diffusion: the UNet's block_out_channels")->default_str("32 64 64 64");
     cmd->add_option("--train-batch", diff->batch_size, "--diffusion: images per step")->default_val(diff->batch_size);
+    cmd->add_option("--ema-decay", diff->ema_decay, "--diffusion: EMA of the weights for sampling (0: off)")
+        ->default_val(diff->ema_decay);
     cmd->add_option("--lr", diff->lr, "--diffusion: AdamW learning rate")->default_val(diff->lr);
     cmd->add_option("--attention-levels", diff->attention_levels, "--diffusion: UNet levels with cross-attention (coarsest first)")
         ->default_val(diff->attention_levels);

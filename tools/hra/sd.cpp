@@ -142,6 +142,28 @@ Command add_sd_convert(CLI::App& sd) {
 }
 
 
+nlohmann::json world_score_json(const diffusion::WorldScore& s) {
+    return {{"images", s.images},
+            {"accepted", s.accepted},
+            {"accuracy", s.accuracy()},
+            {"chance", 1.0 / static_cast<double>(diffusion::all_scenes().size())},
+            {"found", s.share(s.found)},
+            {"colour_accuracy", s.share(s.colour)},
+            {"shape_accuracy", s.share(s.shape)},
+            {"row_accuracy", s.share(s.row)},
+            {"column_accuracy", s.share(s.col)},
+            {"position_accuracy", s.share(s.position)},
+            {"size_accuracy", s.share(s.size)}};
+}
+
+std::vector<diffusion::Scene> world_scenes(const std::string& split, int64_t heldout) {
+    const auto w = diffusion::split_world(heldout);
+    if (split == "train") return w.train;
+    if (split == "heldout") return w.heldout;
+    if (split == "all") return diffusion::all_scenes();
+    throw Error("--split must be train, heldout or all, got '" + split + "'");
+}
+
 Command add_sd_world(CLI::App& sd) {
     auto* world = sd.add_subcommand("world", "the shape world: captioned images and their exact checker");
     world->require_subcommand(1);
@@ -165,13 +187,49 @@ Command add_sd_world(CLI::App& sd) {
     };
     auto co = std::make_shared<CheckOpts>();
     check->add_option("--images", co->images, "a folder with metadata.jsonl (file_name, text) and the images")->required();
+    auto* eval = world->add_subcommand("eval", "generate one image per caption with a pipeline and check each; prints one JSON line");
+    struct EvalOpts {
+        std::string model, adapter, split = "heldout", grid;
+        int64_t heldout = 100, limit = 0;
+        diffusion::GenerateOptions g;
+    };
+    auto eo = std::make_shared<EvalOpts>();
+    eo->g.steps = 15;
+    eo->g.guidance = 4.0;
+    eo->g.scheduler = "ddim";
+    eval->add_option("--model", eo->model, "a diffusers pipeline folder trained on the shape world")->required();
+    eval->add_option("--adapter", eo->adapter, "PEFT adapter folder for the pipeline");
+    eval->add_option("--split", eo->split, "train, heldout or all (of the 324 captions)")->capture_default_str();
+    eval->add_option("--heldout", eo->heldout, "captions held out of training")->capture_default_str();
+    eval->add_option("--limit", eo->limit, "only the first N captions of the split (0: all)")->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    eval->add_option("--steps", eo->g.steps, "denoising steps")->capture_default_str()->check(CLI::PositiveNumber);
+    eval->add_option("--guidance", eo->g.guidance, "classifier-free guidance scale (<= 1: none)")->capture_default_str();
+    eval->add_option("--scheduler", eo->g.scheduler, "sampler: " + join_names(diffusion::scheduler_names()))->capture_default_str();
+    eval->add_option("--seed", eo->g.seed, "seed (batch b of 25 prompts uses seed*1000 + b)")->capture_default_str();
+    eval->add_option("--grid", eo->grid, "also write the images as one PNG grid (10 per row)");
+    Command eval_cmd{eval, [eo]() {
+                         auto scenes = world_scenes(eo->split, eo->heldout);
+                         if (eo->limit > 0 && eo->limit < static_cast<int64_t>(scenes.size())) scenes.resize(static_cast<size_t>(eo->limit));
+                         if (!eo->grid.empty() && !ends_with(eo->grid, ".png")) throw Error("--grid must name a .png file", {eo->grid});
+                         diffusion::make_scheduler(eo->g.scheduler, diffusion::ScheduleConfig{});
+                         auto sd = diffusion::load_stable_diffusion(eo->model, torch::kFloat);
+                         if (!eo->adapter.empty()) diffusion::load_sd_adapters(sd, eo->adapter, false);
+                         const auto r = diffusion::generate_and_check(sd, scenes, eo->g);
+                         auto out = world_score_json(r.score);
+                         out["split"] = eo->split;
+                         out["sampler"] = strprintf("%s %lld steps, guidance %g, seed %llu", eo->g.scheduler.c_str(),
+                                                    static_cast<long long>(eo->g.steps), eo->g.guidance,
+                                                    static_cast<unsigned long long>(eo->g.seed));
+                         if (!eo->grid.empty()) {
+                             io::write_png(eo->grid, io::image_grid(r.pixels, 10), {{"hra", "sd world eval: " + eo->split + " captions"}});
+                             out["grid"] = eo->grid;
+                         }
+                         std::printf("%s\n", out.dump().c_str());
+                         return 0;
+                     }};
     Command render_cmd{render, [ro]() {
-                           const auto split = diffusion::split_world(ro->heldout);
-                           std::vector<diffusion::Scene> scenes = ro->split == "train"     ? split.train
-                                                                  : ro->split == "heldout" ? split.heldout
-                                                                  : ro->split == "all"     ? diffusion::all_scenes()
-                                                                                           : std::vector<diffusion::Scene>{};
-                           if (scenes.empty()) throw Error("--split must be train, heldout or all, got '" + ro->split + "'");
+                           const auto scenes = world_scenes(ro->split, ro->heldout);
                            if (ro->size < 32) throw Error("--size must be at least 32, got " + std::to_string(ro->size));
                            if (std::filesystem::exists(ro->out)) throw Error("already exists; give a new folder", {ro->out});
                            const std::string tmp = ro->out + ".tmp";
@@ -201,8 +259,8 @@ Command add_sd_world(CLI::App& sd) {
                           const std::string meta_path = io::file_in_folder(co->images, "metadata.jsonl");
                           std::ifstream in(meta_path);
                           std::string line;
-                          int64_t n = 0, accepted = 0, line_no = 0;
-                          std::map<std::string, int64_t> right = {{"colour", 0}, {"shape", 0}, {"position", 0}, {"size", 0}};
+                          int64_t line_no = 0;
+                          diffusion::WorldScore score;
                           while (std::getline(in, line)) {
                               ++line_no;
                               if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
@@ -218,27 +276,16 @@ Command add_sd_world(CLI::App& sd) {
                               const auto img = io::read_png((std::filesystem::path(co->images) / j["file_name"].get<std::string>()).string());
                               if (img.pixels.size(2) != 3)
                                   throw Error("expected an RGB image", {j["file_name"].get<std::string>()});
-                              const auto got = diffusion::check_image(img.pixels);
-                              ++n;
-                              if (!got.found) continue;
-                              accepted += got.scene == *want;
-                              right["colour"] += got.scene.colour == want->colour;
-                              right["shape"] += got.scene.shape == want->shape;
-                              right["position"] += got.scene.row == want->row && got.scene.col == want->col;
-                              right["size"] += got.scene.size == want->size;
+                              score.add(diffusion::check_image(img.pixels), *want);
                           }
-                          if (n == 0) throw Error("no images listed", {meta_path});
-                          nlohmann::json out = {{"images", n},
-                                                {"accepted", accepted},
-                                                {"accuracy", static_cast<double>(accepted) / static_cast<double>(n)},
-                                                {"chance", 1.0 / static_cast<double>(diffusion::all_scenes().size())}};
-                          for (const auto& [k, v] : right) out[k + "_accuracy"] = static_cast<double>(v) / static_cast<double>(n);
-                          std::printf("%s\n", out.dump().c_str());
+                          if (score.images == 0) throw Error("no images listed", {meta_path});
+                          std::printf("%s\n", world_score_json(score).dump().c_str());
                           return 0;
                       }};
-    return {world, [render_cmd, check_cmd]() {
+    return {world, [render_cmd, check_cmd, eval_cmd]() {
                 if (render_cmd.app->parsed()) return render_cmd.run();
                 if (check_cmd.app->parsed()) return check_cmd.run();
+                if (eval_cmd.app->parsed()) return eval_cmd.run();
                 return 2;
             }};
 }

@@ -128,6 +128,10 @@ Command add_train(CLI::App& app) {
     cmd->add_option("--batch-size", o->batch_size, "examples per micro-batch, over all processes")->default_val(8);
     cmd->add_option("--grad-accum", o->grad_accum, "micro-batches per optimizer step")->default_val(1);
     cmd->add_option("--max-grad-norm", o->max_grad_norm, "gradient clipping (0: off)")->default_val(1.0);
+    cmd->add_option("--ema-decay", o->ema_decay,
+                    "keep an exponential moving average of the trained weights (decay min(D, k/(9+k)) at step k, as diffusers' "
+                    "EMAModel); checkpoints, evaluation and best/ use it (0: off)")
+        ->default_val(0.0);
     cmd->add_option("--epochs", o->epochs, "passes over the training data")->default_val(1);
     cmd->add_option("--max-steps", o->max_steps, "optimizer steps (overrides epochs when > 0)")->default_val(0);
     cmd->add_option("--max-minutes", o->max_minutes, "stop with a checkpoint after this wall-clock time (0: no limit)")->default_val(0.0);

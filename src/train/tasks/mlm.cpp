@@ -9,7 +9,6 @@
 #include <filesystem>
 #include <fstream>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include "common/error.h"
@@ -91,20 +90,11 @@ public:
     BatchLoss loss(const std::vector<int64_t>& rows) override { return masked_loss(train_, rows, nullptr); }
 
     json evaluate() override {
-        torch::NoGradGuard ng;
-        // The same masks at every evaluation: a generator of its own.
-        auto gen = at::make_generator<at::CPUGeneratorImpl>(o_.seed + 104729);
-        const int64_t bs = o_.eval_batch_size > 0 ? o_.eval_batch_size : o_.batch_size;
-        double sum = 0, count = 0, correct = 0;
-        for (int64_t start = 0; start < eval_size(); start += bs) {
-            std::vector<int64_t> rows;
-            for (int64_t i = start; i < std::min(eval_size(), start + bs); ++i) rows.push_back(i);
-            auto l = masked_loss(val_, rows, &gen, &correct);
-            sum += l.sum.item<double>();
-            count += l.count;
-        }
-        const double loss = count > 0 ? sum / count : 0;
-        return {{"loss", loss}, {"accuracy", count > 0 ? correct / count : 0.0}, {"masked_tokens", static_cast<int64_t>(count)}};
+        double correct = 0;
+        const auto t = evaluate_in_batches(o_, eval_size(), [&](const std::vector<int64_t>& rows, at::Generator* gen) {
+            return masked_loss(val_, rows, gen, &correct);  // the same masks at every evaluation
+        });
+        return {{"loss", t.mean()}, {"accuracy", t.count > 0 ? correct / t.count : 0.0}, {"masked_tokens", static_cast<int64_t>(t.count)}};
     }
 
     void save(const std::string& dir) const override {

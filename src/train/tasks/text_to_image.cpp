@@ -178,19 +178,10 @@ public:
     BatchLoss loss(const std::vector<int64_t>& rows) override { return denoising_loss(train_, rows, nullptr, o_.caption_dropout); }
 
     json evaluate() override {
-        torch::NoGradGuard ng;
-        // The same noise, timesteps and captions at every evaluation: a generator of its own.
-        auto gen = at::make_generator<at::CPUGeneratorImpl>(o_.seed + 104729);
-        const int64_t bs = o_.eval_batch_size > 0 ? o_.eval_batch_size : o_.batch_size;
-        double sum = 0, count = 0;
-        for (int64_t start = 0; start < eval_size(); start += bs) {
-            std::vector<int64_t> rows;
-            for (int64_t i = start; i < std::min(eval_size(), start + bs); ++i) rows.push_back(i);
-            auto l = denoising_loss(val_, rows, &gen, 0.0);
-            sum += l.sum.item<double>();
-            count += l.count;
-        }
-        return {{"loss", count > 0 ? sum / count : 0.0}, {"images", static_cast<int64_t>(count)}};
+        const auto t = evaluate_in_batches(o_, eval_size(), [&](const std::vector<int64_t>& rows, at::Generator* gen) {
+            return denoising_loss(val_, rows, gen, 0.0);  // the same noise, timesteps and captions at every evaluation
+        });
+        return {{"loss", t.mean()}, {"images", static_cast<int64_t>(t.count)}};
     }
 
     void save(const std::string& dir) const override {
