@@ -1,6 +1,7 @@
 // The UNet beyond the parity fixtures (sd_parity): the SD 1.5 and SD 2.1
 // shapes, the input-residual hook, chunked attention, bad configs and input.
 #include <functional>
+#include <limits>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -8,6 +9,7 @@
 
 #include "adapters/layers.h"
 #include "common/error.h"
+#include "common/torch_compat.h"
 #include "models/model_weights.h"
 #include "models/unet_2d_condition.h"
 #include "test_util.h"
@@ -137,4 +139,20 @@ TEST(UNet, BadConfigAndInput) {
               std::string::npos);
     EXPECT_NE(error_of([&] { m->forward(torch::randn({1, 4, 8, 8}), torch::tensor({1, 2, 3}), ctx); }).find("one timestep"),
               std::string::npos);
+}
+
+// Attention scores are scale·q·kᵀ with no trace of whatever the result's memory
+// held before (libtorch 1.13's small baddbmm with beta 0 reads it: NaN at random).
+TEST(UNet, ScaledScoresIgnoreStaleMemory) {
+    using hra::compat::scaled_bmm;
+    torch::manual_seed(3);
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    for (int64_t rows : {1, 3, 7, 16}) {
+        auto q = torch::randn({4, rows, 5}, torch::kDouble), k = torch::randn({4, 5, 9}, torch::kDouble);
+        const auto want = torch::bmm(q, k) * 0.25;
+        for (int i = 0; i < 20; ++i) {
+            { auto stale = torch::full({4, rows, 9}, nan, torch::kDouble); }  // freed: the next block of this size reuses it
+            EXPECT_LT(test::max_abs_diff(scaled_bmm(q, k, 0.25), want), 1e-15) << rows;
+        }
+    }
 }

@@ -32,6 +32,14 @@ inline at::Tensor fused_attention(const at::Tensor& q, const at::Tensor& k, cons
 }
 #endif
 
+// scale·(a·b) for batched matrices, as diffusers' baddbmm(empty, a, b, beta=0,
+// alpha=scale). libtorch 1.13's small-matrix CPU kernel reads the uninitialised
+// result when beta is 0 (NaN leaks in at random), so the input is
+// zeros and beta 1: the same numbers on every version.
+inline at::Tensor scaled_bmm(const at::Tensor& a, const at::Tensor& b, double scale) {
+    return at::baddbmm(at::zeros({a.size(0), a.size(1), b.size(2)}, a.options()), a, b, /*beta=*/1.0, /*alpha=*/scale);
+}
+
 // Peak bytes the CUDA caching allocator handed out on `device` (-1 without CUDA).
 inline double cuda_peak_allocated_bytes(int device) {
 #if HRA_TORCH_HAS_CUDA

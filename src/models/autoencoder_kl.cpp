@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "common/error.h"
+#include "common/torch_compat.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
 #include "io/json_value.h"
@@ -94,7 +95,7 @@ torch::Tensor VaeAttentionImpl::forward(const torch::Tensor& x) {
     auto normed = group_norm(tokens.transpose(1, 2)).transpose(1, 2);
     auto q = to_q(normed), k = to_k(normed), v = to_v(normed);
     const double scale = 1.0 / std::sqrt(static_cast<double>(c));
-    auto scores = torch::baddbmm(torch::zeros({b, h * w, h * w}, q.options()), q, k.transpose(-1, -2), 0.0, scale);  // beta 0
+    auto scores = compat::scaled_bmm(q, k.transpose(-1, -2), scale);
     auto probs = scores.to(torch::kFloat).softmax(-1).to(q.scalar_type());  // upcast_softmax: float32, as diffusers
     auto out = to_out(torch::bmm(probs, v));
     return out.transpose(-1, -2).reshape({b, c, h, w}) + x;

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "common/error.h"
+#include "common/torch_compat.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
 #include "io/json_value.h"
@@ -188,8 +189,7 @@ torch::Tensor UNetAttentionImpl::forward(const torch::Tensor& x, const torch::Te
     if (upcast) q = q.to(torch::kFloat), k = k.to(torch::kFloat);
     auto kt = k.transpose(-1, -2);
     auto rows = [&](const torch::Tensor& qs) {
-        // beta 0: the input is ignored (zeros, so that no uninitialised NaN can leak in).
-        auto scores = torch::baddbmm(torch::zeros({qs.size(0), qs.size(1), kt.size(2)}, qs.options()), qs, kt, 0.0, scale);
+        auto scores = compat::scaled_bmm(qs, kt, scale);
         return torch::bmm(scores.softmax(-1).to(dtype), v);
     };
     torch::Tensor o;
