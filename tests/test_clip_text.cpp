@@ -91,3 +91,37 @@ TEST(ClipText, PipelineFoldersStrictLoadingAndBadInput) {
     EXPECT_EQ(whole.hidden_size, 64);
     EXPECT_EQ(whole.projection_dim, 768);
 }
+
+// transformers accepts num_hidden_layers 0 (an empty CLIPEncoder): the output is
+// the final layer norm of token plus position embeddings, worked out here by hand.
+TEST(ClipText, NoLayersIsNormalisedEmbeddings) {
+    auto c = parse_clip_text_config(R"({"model_type": "clip_text_model", "vocab_size": 50, "hidden_size": 8,
+        "intermediate_size": 16, "num_hidden_layers": 0, "num_attention_heads": 2, "max_position_embeddings": 6})", "c.json");
+    EXPECT_EQ(c.num_hidden_layers, 0);
+    torch::manual_seed(4);
+    ClipTextModel m(c);
+    m->to(torch::kDouble);
+    auto& t = *m->text_model;
+    EXPECT_EQ(t.layers->size(), 0u);
+    EXPECT_EQ(unique_named_parameters(*m).size(), 4u);  // two embeddings, the norm's weight and bias
+    torch::NoGradGuard ng;
+    {  // a norm that is not the identity
+        t.final_layer_norm->weight.uniform_(0.5, 1.5);
+        t.final_layer_norm->bias.uniform_(-1, 1);
+    }
+    const std::vector<int64_t> ids = {3, 17, 49, 0};
+    auto out = m->forward(torch::tensor(ids, torch::kLong).unsqueeze(0));
+    double worst = 0;
+    for (int64_t p = 0; p < 4; ++p) {
+        auto x = t.token_embedding->weight[ids[static_cast<size_t>(p)]] + t.position_embedding->weight[p];
+        const double mean = x.mean().item<double>();
+        const double var = (x - mean).pow(2).mean().item<double>();
+        auto want = (x - mean) / std::sqrt(var + c.layer_norm_eps) * t.final_layer_norm->weight + t.final_layer_norm->bias;
+        worst = std::max(worst, test::max_abs_diff(out.last_hidden_state[0][p], want));
+    }
+    EXPECT_LT(worst, 1e-13);
+    EXPECT_NE(error_of([] {
+                  parse_clip_text_config(R"({"model_type": "clip_text_model", "num_hidden_layers": -1})", "c.json");
+              }).find("num_hidden_layers"),
+              std::string::npos);
+}

@@ -213,6 +213,8 @@ DiffusionDemoResult run_diffusion_demo(const DiffusionDemoOptions& o) {
     std::string table = "\nhra demo --diffusion: text-to-image from scratch on the shape world (" + std::to_string(o.image_size) +
                         " px, pixel space, " + o.prediction + " prediction), " + o.scheduler + " " + std::to_string(o.sample_steps) + " steps, guidance " +
                         strprintf("%.1f", o.guidance) + "\n";
+    table += "CLIP text encoder with " + std::to_string(o.text_layers) + " transformer layers" +
+             (o.ema_decay > 0 ? strprintf(", sampling with the EMA weights (decay %g)", o.ema_decay) : std::string()) + "\n";
     table += "accuracy: the checker reads all of colour, shape, row, column and size back from the generated pixels\n\n";
     table += "seed  steps  train s  loss           held-out  colour  shape  row    column  size   training captions\n";
     for (const auto& s : result.seeds) {
@@ -252,6 +254,8 @@ DiffusionDemoResult run_diffusion_demo(const DiffusionDemoOptions& o) {
                    {"held_out_captions", split.heldout.size()},
                    {"image_size", o.image_size},
                    {"prediction_type", o.prediction},
+                   {"text_layers", o.text_layers},
+                   {"ema_decay", o.ema_decay},
                    {"sampler", o.scheduler + " " + std::to_string(o.sample_steps) + " steps, guidance " + strprintf("%.1f", o.guidance)},
                    {"seeds", seeds},
                    {"grid", result.grid},

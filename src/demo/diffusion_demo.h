@@ -27,11 +27,11 @@ struct DiffusionDemoOptions {
     int64_t batch_size = 16;
     double lr = 1e-3;
     int64_t warmup_steps = 100;
-    double ema_decay = 0;
+    double ema_decay = 0.995;  // sample with the EMA weights (held-out 0.44 vs 0.35 raw, seed 0, 3 min)
     double caption_dropout = 0.1;
     std::vector<int64_t> channels = {32, 64, 64, 64};  // down to 4x4: every cell next to a border
     int64_t heads = 2;
-    int64_t text_hidden = 64, text_layers = 2;
+    int64_t text_hidden = 64, text_layers = 0;  // 0: embeddings + final norm (1 or 2 layers: no caption learnt in minutes)
     int64_t max_tokens = 16;        // the tokenizer's model_max_length (captions take at most 10)
     int64_t attention_levels = 2;   // cross-attention in this many of the coarsest UNet levels
     std::string prediction = "sample";  // what the UNet predicts: sample (x0) or epsilon
@@ -39,7 +39,7 @@ struct DiffusionDemoOptions {
     int64_t layers_per_block = 1;
     std::string scheduler = "ddim";
     int64_t sample_steps = 15;
-    double guidance = 2.0;
+    double guidance = 1.5;
     int64_t heldout = 100;
     int64_t train_probe = 100;  // training captions sampled for comparison
 };

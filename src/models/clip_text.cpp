@@ -44,10 +44,11 @@ ClipTextConfig parse_clip_text_config(const std::string& text, const std::string
     c.layer_norm_eps = io::json_value_or<double>(j, "layer_norm_eps", c.layer_norm_eps, source);
     c.eos_token_id = io::json_value_or<int64_t>(j, "eos_token_id", c.eos_token_id, source);
     for (auto [key, v] : {std::pair<const char*, int64_t>{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
-                          {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_hidden_layers},
-                          {"num_attention_heads", c.num_attention_heads},
+                          {"intermediate_size", c.intermediate_size}, {"num_attention_heads", c.num_attention_heads},
                           {"max_position_embeddings", c.max_position_embeddings}, {"projection_dim", c.projection_dim}})
         if (v <= 0) throw Error("must be positive, got " + std::to_string(v), {source, key});
+    // transformers builds a CLIPEncoder with no layers (embeddings and the final layer norm alone).
+    if (c.num_hidden_layers < 0) throw Error("must not be negative, got " + std::to_string(c.num_hidden_layers), {source, "num_hidden_layers"});
     if (c.hidden_size % c.num_attention_heads != 0)
         throw Error("hidden_size " + std::to_string(c.hidden_size) + " is not a multiple of num_attention_heads " +
                         std::to_string(c.num_attention_heads),

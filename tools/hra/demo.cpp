@@ -62,6 +62,9 @@ Command add_demo(CLI::App& app) {
     cmd->add_option("--lr", diff->lr, "--diffusion: AdamW learning rate")->default_val(diff->lr);
     cmd->add_option("--attention-levels", diff->attention_levels, "--diffusion: UNet levels with cross-attention (coarsest first)")
         ->default_val(diff->attention_levels);
+    cmd->add_option("--text-layers", diff->text_layers, "--diffusion: CLIP text encoder layers (0: token and position embeddings alone)")
+        ->default_val(diff->text_layers)
+        ->check(CLI::Range(0, 12));
     cmd->add_option("--max-tokens", diff->max_tokens, "--diffusion: prompt length in tokens")->default_val(diff->max_tokens);
     cmd->add_option("--renders", diff->renders_per_caption, "--diffusion: training images per caption")
         ->default_val(diff->renders_per_caption);
