@@ -390,21 +390,11 @@ void check_prediction_types(const SafetensorsFile& io, double tol, hra::test::Pa
 
 int main() {
     try {
-        const char* env = std::getenv("HRA_SD_FIXTURES");
-        const std::string root = env && *env ? env : std::string(HRA_TEST_FIXTURES) + "/sd";
-        std::printf("Stable Diffusion parity against %s\n", root.c_str());
-        std::vector<std::string> dirs;
-        for (const auto& e : std::filesystem::directory_iterator(root))
-            if (e.is_directory() && std::filesystem::exists(e.path() / "io.safetensors")) dirs.push_back(e.path().string());
-        std::sort(dirs.begin(), dirs.end());
         hra::test::ParityReport rep;
         rep.width = 44;
-        if (dirs.empty()) rep.check("fixture folders (io.safetensors) found", 1.0, 0);
-        // The repo's copies: exactly these folders (a lost one must not pass quietly).
-        const size_t kRepoFolders = 9;  // clip-text-tiny, sd-pipeline-tiny, sd-schedulers, sd-schedulers-pndm-euler,
-                                        // sd-schedulers-prediction, sd-single-file-tiny, sd-unet-tiny, sd-unet-v2-tiny, sd-vae-tiny
-        if (!(env && *env) && dirs.size() != kRepoFolders)
-            rep.check("repo fixture folders: " + std::to_string(dirs.size()) + " of " + std::to_string(kRepoFolders), 1.0, 0);
+        // The repo's copies: clip-text-tiny, sd-pipeline-tiny, sd-schedulers, sd-schedulers-pndm-euler,
+        // sd-schedulers-prediction, sd-single-file-tiny, sd-unet-tiny, sd-unet-v2-tiny, sd-vae-tiny.
+        const auto dirs = hra::test::parity_folders("HRA_SD_FIXTURES", "sd", 9, rep);
         for (const auto& dir : dirs) {
             const auto io = SafetensorsFile::open((std::filesystem::path(dir) / "io.safetensors").string());
             const auto& meta = io.metadata();
@@ -436,12 +426,7 @@ int main() {
                 rep.check("not recognised: '" + cls + "'", 1.0, 0);
             }
         }
-        if (rep.failures) {
-            std::printf("%d checks failed (%zu folders)\n", rep.failures, dirs.size());
-            return 1;
-        }
-        std::printf("all checks passed (%zu folders)\n", dirs.size());
-        return 0;
+        return hra::test::parity_exit(rep, dirs.size());
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

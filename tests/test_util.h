@@ -3,6 +3,7 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -77,6 +79,35 @@ struct ParityReport {
         failures += ok ? 0 : 1;
     }
 };
+
+// The fixture folders of a parity program: the subfolders holding
+// io.safetensors of $env_var, or of the repo's copies (then exactly `expected`
+// of them), sorted. None, or a lost repo folder, is a failure in `rep`.
+inline std::vector<std::string> parity_folders(const char* env_var, const std::string& repo_subdir, size_t expected,
+                                               ParityReport& rep) {
+    const char* env = std::getenv(env_var);
+    const bool from_env = env && *env;
+    const std::string root = from_env ? env : std::string(HRA_TEST_FIXTURES) + "/" + repo_subdir;
+    std::printf("parity against %s\n", root.c_str());
+    std::vector<std::string> dirs;
+    for (const auto& e : std::filesystem::directory_iterator(root))
+        if (e.is_directory() && std::filesystem::exists(e.path() / "io.safetensors")) dirs.push_back(e.path().string());
+    std::sort(dirs.begin(), dirs.end());
+    if (dirs.empty()) rep.check("fixture folders (io.safetensors) found", 1.0, 0);
+    if (!from_env && dirs.size() != expected)
+        rep.check("repo fixture folders: " + std::to_string(dirs.size()) + " of " + std::to_string(expected), 1.0, 0);
+    return dirs;
+}
+
+// A parity program's summary line and exit status.
+inline int parity_exit(const ParityReport& rep, size_t folders) {
+    if (rep.failures) {
+        std::printf("%d checks failed (%zu folders)\n", rep.failures, folders);
+        return 1;
+    }
+    std::printf("all checks passed (%zu folders)\n", folders);
+    return 0;
+}
 
 // A file of the repository's bundled data folder (data/).
 inline std::string data_file(const std::string& name) { return std::string(HRA_DATA_DIR) + "/" + name; }

@@ -19,6 +19,14 @@ namespace hra {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+void check_clip_encoder_shape(int64_t hidden_size, int64_t heads, const std::string& hidden_act, const std::string& source) {
+    if (hidden_size % heads != 0)
+        throw Error("hidden_size " + std::to_string(hidden_size) + " is not a multiple of num_attention_heads " + std::to_string(heads),
+                    {source, "num_attention_heads"});
+    if (hidden_act != "quick_gelu" && hidden_act != "gelu")
+        throw Error("hidden_act '" + hidden_act + "' is not supported (quick_gelu or gelu)", {source, "hidden_act"});
+}
+
 ClipTextConfig parse_clip_text_config(const std::string& text, const std::string& source) {
     json j = io::parse_json(text, source);
     if (!j.is_object()) throw Error("config is not a JSON object", {source});
@@ -49,12 +57,7 @@ ClipTextConfig parse_clip_text_config(const std::string& text, const std::string
         if (v <= 0) throw Error("must be positive, got " + std::to_string(v), {source, key});
     // transformers builds a CLIPEncoder with no layers (embeddings and the final layer norm alone).
     if (c.num_hidden_layers < 0) throw Error("must not be negative, got " + std::to_string(c.num_hidden_layers), {source, "num_hidden_layers"});
-    if (c.hidden_size % c.num_attention_heads != 0)
-        throw Error("hidden_size " + std::to_string(c.hidden_size) + " is not a multiple of num_attention_heads " +
-                        std::to_string(c.num_attention_heads),
-                    {source, "num_attention_heads"});
-    if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu")
-        throw Error("hidden_act '" + c.hidden_act + "' is not supported (quick_gelu or gelu)", {source, "hidden_act"});
+    check_clip_encoder_shape(c.hidden_size, c.num_attention_heads, c.hidden_act, source);
     return c;
 }
 

@@ -39,6 +39,10 @@ struct ClipTextConfig {
 // text_config; transformers' defaults for absent keys; errors name the file and key.
 ClipTextConfig parse_clip_text_config(const std::string& json_text, const std::string& source);
 
+// The checks every CLIP-style encoder config shares: hidden_size a multiple of
+// the head count, hidden_act quick_gelu or gelu (errors name `source` and the key).
+void check_clip_encoder_shape(int64_t hidden_size, int64_t heads, const std::string& hidden_act, const std::string& source);
+
 struct ClipTextOutputs {
     torch::Tensor last_hidden_state;           // [B, T, D], after final_layer_norm
     torch::Tensor pooler_output;               // [B, D]
