@@ -19,6 +19,7 @@ packages=(
     libyaml-cpp-dev       # YAML config files for train / eval
     zlib1g-dev            # gzip: CLIP's bundled BPE merges (data/clip/*.txt.gz)
     libpng-dev            # PNG images (hra sd generate)
+    libjpeg-dev           # JPEG images (DreamBooth photos; libjpeg-turbo, as Pillow decodes them)
     pkg-config
 )
 
