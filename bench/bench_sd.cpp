@@ -4,6 +4,8 @@
 //   unet_forward_chunked   the same at 512 px with attention in chunks of 1024 query rows
 //   unet_train/PX          forward + backward with HRA r=8 on every attention
 //                          projection (to_q, to_k, to_v, to_out.0: 128 layers), base frozen
+//   dreambooth_step/512    unet_train at DreamBooth's shape: batch 2 (instance + class
+//                          image), 512 px, attention in chunks of 1024 query rows
 //   vae_decode/PX          the VAE decoder from PX/8 latents
 // Each reports seconds per call, nominal GFLOP/s (forward FLOPs of DIFFUSION.md
 // §5: UNet 180 / 803 GFLOP, VAE decoder 622 / 2515 GFLOP at 256 / 512 px) next
@@ -68,7 +70,7 @@ hra::UNet2DConditionModel& unet() {
     return m;
 }
 
-void run_unet(benchmark::State& state, const std::string& name, int64_t px, bool train, int64_t chunk) {
+void run_unet(benchmark::State& state, const std::string& name, int64_t px, bool train, int64_t chunk, int64_t batch = 1) {
     auto& m = unet();
     m->set_attention_chunk(chunk);
     std::unique_ptr<hra::PeftModel> peft;
@@ -79,8 +81,8 @@ void run_unet(benchmark::State& state, const std::string& name, int64_t px, bool
         c.target_modules = hra::ModuleSelector::regex(R"(.*attn[12]\.(to_q|to_k|to_v|to_out\.0))");
         peft->add_adapter("default", c);
     }
-    auto x = torch::randn({1, 4, px / 8, px / 8}), ctx = torch::randn({1, 77, 768});
-    auto t = torch::tensor(500, torch::kLong);
+    auto x = torch::randn({batch, 4, px / 8, px / 8}), ctx = torch::randn({batch, 77, 768});
+    auto t = batch == 1 ? torch::tensor(500, torch::kLong) : torch::full({batch}, 500, torch::kLong);
     reset_peak();
     double total = 0;
     for (auto _ : state) {
@@ -164,6 +166,7 @@ int main(int argc, char** argv) {
     reg("unet_forward_chunked/512", [](benchmark::State& s, const std::string& n) { run_unet(s, n, 512, false, 1024); }, 1);
     reg("unet_train/256", [](benchmark::State& s, const std::string& n) { run_unet(s, n, 256, true, 0); }, 2);
     reg("unet_train/512", [](benchmark::State& s, const std::string& n) { run_unet(s, n, 512, true, 1024); }, 1);
+    reg("dreambooth_step/512", [](benchmark::State& s, const std::string& n) { run_unet(s, n, 512, true, 1024, 2); }, 1);
     reg("vae_decode/256", [](benchmark::State& s, const std::string& n) { run_vae(s, n, 256); }, 2);
     reg("vae_decode/512", [](benchmark::State& s, const std::string& n) { run_vae(s, n, 512); }, 1);
     benchmark::Initialize(&argc, argv);

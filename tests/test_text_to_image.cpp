@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "common/error.h"
+#include "data/image.h"
 #include "diffusion/pipeline.h"
 #include "diffusion/shape_world.h"
 #include "io/atomic_file.h"
@@ -83,6 +84,16 @@ TrainOptions base_options(const test::TempDir& dir) {
     o.log_every = 1000;
     o.overwrite = true;
     return o;
+}
+
+// dir/model: the tiny pipeline with seeded weights (configs in dir/config).
+void write_base_model(const test::TempDir& dir) {
+    write_configs(dir / "config");
+    torch::manual_seed(0);
+    diffusion::SdLoadOptions lo;
+    lo.random_init = true;
+    auto base = diffusion::load_stable_diffusion(dir / "config", torch::kFloat, lo);
+    diffusion::save_stable_diffusion(base, dir / "model");
 }
 
 // A tiny model folder and `images` captioned images in `dir`, and the options
@@ -238,14 +249,7 @@ TEST(TextToImage, EmaCheckpointsHoldTheAverage) {
 // checkpoint is a PEFT folder that the generator loads onto the base pipeline.
 TEST(TextToImage, HraAdaptersOnTheUnet) {
     test::TempDir dir;
-    write_configs(dir / "config");
-    {
-        torch::manual_seed(0);
-        diffusion::SdLoadOptions lo;
-        lo.random_init = true;
-        auto base = diffusion::load_stable_diffusion(dir / "config", torch::kFloat, lo);
-        diffusion::save_stable_diffusion(base, dir / "model");
-    }
+    write_base_model(dir);
     write_images(dir / "images", 4);
     auto o = base_options(dir);
     o.from_scratch = false;
@@ -398,4 +402,111 @@ TEST(TextToImage, CliTrainsAndChecksOptions) {
                         dir);
     ASSERT_EQ(res.code, 0) << res.err;
     EXPECT_NE(res.err.find("resized and centre-cropped to 32 px"), std::string::npos) << res.err;
+}
+
+namespace {
+
+// A pixel-space base pipeline with seeded weights, 2 instance photos (a JPEG
+// and a PNG, not square) and `class_images` class PNGs.
+TrainOptions dreambooth_run(const test::TempDir& dir, int class_images) {
+    write_base_model(dir);
+    fs::create_directories(dir / "subject");
+    const auto scenes = diffusion::all_scenes();
+    io::write_png(dir / "subject/b.png", torch::cat({diffusion::render(scenes[5], 32, 1), diffusion::render(scenes[9], 32, 2)}, 1));
+    fs::copy_file(std::string(HRA_TEST_FIXTURES) + "/images/jpeg_baseline.jpg", dir / "subject/a.jpg");  // 64x48
+    fs::create_directories(dir / "class");
+    for (int i = 0; i < class_images; ++i)
+        io::write_png(dir / ("class/c" + std::to_string(i) + ".png"), diffusion::render(scenes[static_cast<size_t>(40 + i)], 32, 3));
+    TrainOptions o;
+    o.task = "dreambooth";
+    o.model = dir / "model";
+    o.data = dir / "subject";
+    o.class_data = dir / "class";
+    o.class_word = "shape";
+    o.out = dir / "run";
+    o.set_method("hra");
+    o.adapter.r = 2;
+    o.adapter.target_modules = ModuleSelector::of({"to_q", "to_k", "to_v", "to_out.0"});
+    o.log_every = 1000;
+    o.overwrite = true;
+    return o;
+}
+
+}  // namespace
+
+// loss(rows) is diffusers' train_dreambooth objective: instance and class
+// image in one batch, MSE(instance) + prior_loss_weight · MSE(class), with the
+// prompts "a photo of qwe shape" / "a photo of shape" and images resized
+// (shorter side, Pillow's bilinear) and cropped. An epoch cycles the shorter list.
+TEST(DreamBooth, LossIsInstancePlusWeightedPrior) {
+    test::TempDir dir;
+    auto o = dreambooth_run(dir, 3);
+    o.prior_loss_weight = 0.5;
+    o.num_class_images = 3;
+    o.center_crop = true;
+    validate(o);
+    auto task = find_task("dreambooth").make(o);
+    task->setup("");
+    EXPECT_EQ(task->train_size(), 3);  // max(2 instance, 3 class)
+    task->set_training(false);
+    torch::manual_seed(5);
+    const auto got = task->loss({2});  // instance 2 % 2 = 0 (a.jpg), class 2 (c2.png)
+    EXPECT_EQ(got.count, 1);
+
+    auto sd = diffusion::load_stable_diffusion(dir / "model");  // adapters at init leave the UNet unchanged
+    auto prep = [](const std::string& f) {
+        return data::center_crop(data::resize_shortest_edge(data::load_rgb(f), 32, data::Resample::Bilinear), 32, 32);
+    };
+    auto x0 = torch::stack({prep(dir / "subject/a.jpg"), prep(dir / "class/c2.png")}).permute({0, 3, 1, 2}).to(torch::kFloat) / 127.5 - 1.0;
+    torch::manual_seed(5);
+    auto t = torch::randint(0, 1000, {2}, torch::kLong);
+    auto noise = torch::randn(x0.sizes());
+    auto beta = torch::linspace(1e-4, 0.02, 1000, torch::kDouble);
+    auto a = torch::cumprod(1 - beta, 0).index_select(0, t).view({2, 1, 1, 1});
+    auto xt = (a.sqrt() * x0.to(torch::kDouble) + (1 - a).sqrt() * noise.to(torch::kDouble)).to(torch::kFloat);
+    auto ctx = torch::cat({diffusion::encode_prompt(sd, "a photo of qwe shape"), diffusion::encode_prompt(sd, "a photo of shape")});
+    torch::NoGradGuard ng;
+    auto err = (sd.unet.model->forward(xt, t, ctx) - noise).pow(2).mean({1, 2, 3});
+    const double want = err[0].item<double>() + 0.5 * err[1].item<double>();
+    EXPECT_NEAR(got.sum.item<double>(), want, 1e-5 * want);
+    EXPECT_GT(err[1].item<double>(), 0.05 * err[0].item<double>());  // the prior term is not negligible here
+}
+
+// From the command line: missing class images are generated into the class
+// folder (and reused by the next run), HRA r 8 is the default, validation grids
+// are written, and a missing prompt or class folder is an error naming the option.
+TEST(DreamBooth, CliGeneratesClassImagesOnce) {
+    test::TempDir dir;
+    dreambooth_run(dir, 1);  // one class image there already: 2 more are generated
+    const std::string base = "train --task dreambooth --model " + (dir / "model") + " --data " + (dir / "subject") +
+                             " --resolution 32 --max-steps 2 --num-class-images 3 --class-data " + (dir / "class");
+    auto res = test::run_hra(base + " --class-word shape --validation-prompt \"a qwe shape\" --validation-images 2 --out " + (dir / "run"), dir);
+    ASSERT_EQ(res.code, 0) << res.err;
+    EXPECT_NE(res.err.find("generating 2 class images of \"a photo of shape\""), std::string::npos) << res.err;
+    int pngs = 0;
+    for (const auto& e : fs::directory_iterator(dir / "class")) pngs += e.path().extension() == ".png";
+    EXPECT_EQ(pngs, 3);
+    const auto gen = io::read_png(dir / "class/class-00001.png");
+    EXPECT_EQ(gen.text.at("prompt"), "a photo of shape");
+    EXPECT_EQ(gen.pixels.sizes(), (std::vector<int64_t>{32, 32, 3}));
+    const auto result = io::read_json_file(dir / "run/results.json");
+    const auto& tc = result.at("config").at("task_config");
+    EXPECT_EQ(tc.at("instance_prompt"), "a photo of qwe shape");
+    EXPECT_EQ(tc.at("class_images"), 3);
+    EXPECT_EQ(tc.at("crop"), "random");
+    EXPECT_EQ(result.at("config").at("lr"), 1e-4);
+    EXPECT_EQ(result.at("config").at("adapter").at("r"), 8);
+    EXPECT_EQ(io::read_png(dir / "run/validation/eval-000.png").text.at("prompt"), "a qwe shape");
+    // Second run: the cache is complete, nothing is generated.
+    res = test::run_hra(base + " --class-word shape --out " + (dir / "run2"), dir);
+    ASSERT_EQ(res.code, 0) << res.err;
+    EXPECT_EQ(res.err.find("generating"), std::string::npos) << res.err;
+    res = test::run_hra(base + " --out " + (dir / "bad"), dir);
+    EXPECT_NE(res.code, 0);
+    EXPECT_NE(res.err.find("--class-word or --instance-prompt"), std::string::npos) << res.err;
+    res = test::run_hra("train --task dreambooth --model " + (dir / "model") + " --data " + (dir / "subject") +
+                            " --class-word shape --max-steps 1 --out " + (dir / "bad"),
+                        dir);
+    EXPECT_NE(res.code, 0);
+    EXPECT_NE(res.err.find("--class-data"), std::string::npos) << res.err;
 }

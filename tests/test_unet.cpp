@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "adapters/layers.h"
+#include "adapters/peft_model.h"
 #include "common/error.h"
 #include "common/torch_compat.h"
 #include "models/model_weights.h"
@@ -29,17 +30,20 @@ std::pair<size_t, int64_t> count(const UNetConfig& c) {
     return {params.size(), n};
 }
 
-}  // namespace
-
-// SD 1.5's and SD 2.1's unet/config.json; counts from diffusers v0.25.1's
-// UNet2DConditionModel built from the same configs (DIFFUSION.md §1 for 1.5).
-TEST(UNet, StableDiffusion15And21Shapes) {
-    const std::string sd15 = R"({"_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
+// SD 1.5's unet/config.json.
+const std::string kSd15Config = R"({"_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
         "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": false, "cross_attention_dim": 768,
         "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
         "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
         "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
         "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]})";
+
+}  // namespace
+
+// SD 1.5's and SD 2.1's unet/config.json; counts from diffusers v0.25.1's
+// UNet2DConditionModel built from the same configs (DIFFUSION.md §1 for 1.5).
+TEST(UNet, StableDiffusion15And21Shapes) {
+    const std::string sd15 = kSd15Config;
     auto c = parse_unet_config(sd15, "sd15.json");
     EXPECT_EQ(c.heads, (std::vector<int64_t>{8, 8, 8, 8}));
     EXPECT_EQ(count(c), (std::pair<size_t, int64_t>{686, 859520964}));
@@ -52,6 +56,32 @@ TEST(UNet, StableDiffusion15And21Shapes) {
     c = parse_unet_config(j.dump(), "sd21.json");
     EXPECT_EQ(c.heads, (std::vector<int64_t>{5, 10, 20, 20}));
     EXPECT_EQ(count(c), (std::pair<size_t, int64_t>{686, 865910724}));
+}
+
+// DIFFUSION.md §3, the seed's subject placement: adapters on to_q, to_k, to_v
+// and to_out.0 of all 32 attention processors of SD 1.5 (the dreambooth task's
+// default targets) make 128 layers. Worked by hand: each of the 16 transformer
+// blocks of width d (5 of 320, 5 of 640, 6 of 1280) has attn1 4d inputs and attn2
+// 2d + 2·768, so Σ(6d + 1536) = 99,456 inputs; HRA holds r per input.
+TEST(UNet, SubjectPlacementCountsOnSd15) {
+    const auto c = parse_unet_config(kSd15Config, "sd15.json");
+    SkipInitGuard skip;
+    UNet2DConditionModel m(c);
+    InjectOptions io;
+    io.default_targets = {"to_q", "to_k", "to_v", "to_out.0"};
+    io.model_type = "UNet2DConditionModel";
+    io.output_layers = {};
+    PeftModel peft(m.ptr(), io);
+    for (const auto& [name, r] : std::vector<std::pair<std::string, int64_t>>{{"hra8", 8}, {"hra7", 7}}) {
+        auto cfg = AdapterConfig::of("HRA");
+        cfg.r = r;
+        cfg.target_modules = ModuleSelector::of(io.default_targets);
+        EXPECT_EQ(peft.add_adapter(name, cfg).size(), 128U);
+        int64_t n = 0;
+        for (const auto& [pname, p] : unique_named_parameters(*m))
+            if (pname.find(".adapters." + name + ".hra_u") != std::string::npos) n += p.numel();
+        EXPECT_EQ(n, 99456 * r) << name;
+    }
 }
 
 UNetConfig tiny_config() {

@@ -8,6 +8,7 @@
 
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "models/clip_text.h"
 #include "models/vision.h"
 #include "test_util.h"
 
@@ -32,8 +33,13 @@ io::NamedTensors tensors_of(const std::string& file) {
 TEST(Vision, WholeClipModelCheckpoint) {
     test::TempDir dir;
     const auto vision_cfg = nlohmann::json::parse(io::read_file(fixture("clip-vision-tiny") + "/config.json"));
-    nlohmann::json whole = {{"model_type", "clip"}, {"projection_dim", 24}, {"vision_config", vision_cfg},
-                            {"text_config", {{"hidden_size", 16}}}};
+    // The towers' nested projection_dim (99 here) is not what CLIPModel uses: its top-level one is.
+    auto nested = vision_cfg;
+    nested["projection_dim"] = 99;
+    nlohmann::json whole = {{"model_type", "clip"}, {"projection_dim", 24}, {"vision_config", nested},
+                            {"text_config", {{"hidden_size", 16}, {"projection_dim", 99}}}};
+    EXPECT_EQ(parse_clip_vision_config(whole.dump(), "whole.json").projection_dim, 24);
+    EXPECT_EQ(parse_clip_text_config(whole.dump(), "whole.json").projection_dim, 24);
     io::write_file_atomically(dir / "config.json", whole.dump());
     auto tensors = tensors_of(fixture("clip-vision-tiny") + "/model.safetensors");
     tensors.emplace_back("text_model.embeddings.token_embedding.weight", torch::zeros({10, 16}));

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <limits>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -32,10 +33,13 @@ ClipTextConfig parse_clip_text_config(const std::string& text, const std::string
     if (!j.is_object()) throw Error("config is not a JSON object", {source});
     const std::string type = io::json_value_or<std::string>(j, "model_type", "", source);
     ClipTextConfig c;
+    std::optional<int64_t> top_projection;
     if (type == "clip") {  // a whole CLIPModel: its text tower
         if (!j.contains("text_config") || !j["text_config"].is_object())
             throw Error("a CLIPModel config without text_config", {source, "text_config"});
-        c.projection_dim = io::json_value_or<int64_t>(j, "projection_dim", c.projection_dim, source);
+        // CLIPModel projects to its own (top-level) projection_dim; the tower's
+        // nested value is ignored by transformers there.
+        if (j.contains("projection_dim")) top_projection = io::json_value_or<int64_t>(j, "projection_dim", 0, source);
         j = j["text_config"];
     } else if (type != "clip_text_model") {
         throw Error("model_type '" + type + "' is not a CLIP text model (expected clip_text_model or clip)",
@@ -47,7 +51,7 @@ ClipTextConfig parse_clip_text_config(const std::string& text, const std::string
     c.num_hidden_layers = io::json_value_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, source);
     c.num_attention_heads = io::json_value_or<int64_t>(j, "num_attention_heads", c.num_attention_heads, source);
     c.max_position_embeddings = io::json_value_or<int64_t>(j, "max_position_embeddings", c.max_position_embeddings, source);
-    c.projection_dim = io::json_value_or<int64_t>(j, "projection_dim", c.projection_dim, source);
+    c.projection_dim = top_projection ? *top_projection : io::json_value_or<int64_t>(j, "projection_dim", c.projection_dim, source);
     c.hidden_act = io::json_value_or<std::string>(j, "hidden_act", c.hidden_act, source);
     c.layer_norm_eps = io::json_value_or<double>(j, "layer_norm_eps", c.layer_norm_eps, source);
     c.eos_token_id = io::json_value_or<int64_t>(j, "eos_token_id", c.eos_token_id, source);

@@ -114,6 +114,9 @@ void validate(const TrainOptions& o) {
     check(o.preset == "seed" || o.preset == "paper", "preset", "must be seed or paper");
     check(o.resolution >= 0, "resolution", "must be >= 0 (0: the model's own)");
     check(finite(o.caption_dropout) && o.caption_dropout >= 0 && o.caption_dropout < 1, "caption-dropout", "must be in [0, 1)");
+    check(o.num_class_images >= 0, "num-class-images", "must be >= 0");
+    check(finite(o.prior_loss_weight) && o.prior_loss_weight >= 0, "prior-loss-weight", "must be >= 0 (0: no prior preservation)");
+    check(o.validation_images > 0 && o.validation_images <= 64, "validation-images", "must be in [1, 64]");
     if (o.trains_adapters()) o.adapter.validate();
 }
 

@@ -92,6 +92,16 @@ struct TrainOptions {
     int64_t resolution = 0;        // image side in pixels (0: the UNet's sample_size × the VAE factor)
     double caption_dropout = 0;    // share of captions replaced by "" (classifier-free guidance)
 
+    // dreambooth (images of --data are the instance images)
+    std::string class_word;        // fills "a photo of qwe {class}" / "a photo of {class}"
+    std::string instance_prompt, class_prompt;
+    std::string class_data;        // class images; generated into it when fewer than num_class_images
+    int64_t num_class_images = 200;
+    double prior_loss_weight = 1.0;  // 0: no prior preservation
+    bool center_crop = false;      // instead of diffusers' random crop
+    std::string validation_prompt;  // images at every evaluation, written as a grid
+    int64_t validation_images = 4;
+
     // Test hooks: raise SIGINT after this step / make this step's loss NaN.
     int64_t inject_sigint_at_step = 0;
     int64_t inject_nan_at_step = 0;

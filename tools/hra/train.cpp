@@ -184,6 +184,18 @@ Command add_train(CLI::App& app) {
         ->default_val(0);
     cmd->add_option("--caption-dropout", o->caption_dropout, "text-to-image: share of captions replaced by \"\" (for guidance)")
         ->default_val(0.0);
+    // dreambooth.
+    cmd->add_option("--class-word", o->class_word, "dreambooth: the subject's class (\"dog\"): prompts \"a photo of qwe dog\" / \"a photo of dog\"");
+    cmd->add_option("--instance-prompt", o->instance_prompt, "dreambooth: prompt of the instance images (default from --class-word)");
+    cmd->add_option("--class-prompt", o->class_prompt, "dreambooth: prompt of the class images (default from --class-word)");
+    cmd->add_option("--class-data", o->class_data, "dreambooth: class-image folder; missing images are generated into it (PNDM 50, CFG 7.5) and reused");
+    cmd->add_option("--num-class-images", o->num_class_images, "dreambooth: class images for prior preservation")->default_val(200);
+    cmd->add_option("--prior-loss-weight", o->prior_loss_weight, "dreambooth: weight of the class-image loss (0: no prior preservation)")
+        ->default_val(1.0);
+    cmd->add_flag("--center-crop", o->center_crop, "dreambooth: centre crop instead of a random crop");
+    cmd->add_option("--validation-prompt", o->validation_prompt, "dreambooth: images of this prompt at every evaluation (a grid PNG in RUN/validation)");
+    cmd->add_option("--validation-images", o->validation_images, "dreambooth: images per validation grid (DPM++ 25, CFG 7.5, seed 0)")
+        ->default_val(4);
 
     cmd->add_option("--inject-sigint-at-step", o->inject_sigint_at_step, "testing: raise SIGINT after this step")->group("");
     cmd->add_option("--inject-nan-at-step", o->inject_nan_at_step, "testing: a NaN loss at this step")->group("");

@@ -9,9 +9,9 @@
 // --caption-dropout (what classifier-free guidance needs).
 //
 // Data: an image folder as Hugging Face's imagefolder and diffusers read it,
-// metadata.jsonl lines {"file_name": ..., "text": ...} beside PNG files;
-// images are resized (shorter side, antialiased bilinear) and centre-cropped
-// to --resolution (default: the UNet's sample_size × the VAE factor).
+// metadata.jsonl lines {"file_name": ..., "text": ...} beside PNG or JPEG files;
+// images are resized (shorter side, Pillow's bilinear, as torchvision's Resize)
+// and centre-cropped to --resolution (default: the UNet's sample_size × the VAE factor).
 //
 // What trains: --method full trains the UNet, and with --from-scratch also the
 // text encoder (the model folder then needs config files only: the models
@@ -31,6 +31,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/strings.h"
+#include "data/image.h"
 #include "diffusion/pipeline.h"
 #include "io/png.h"
 #include "models/model_weights.h"
@@ -76,27 +77,17 @@ std::vector<CaptionedImage> read_image_folder(const std::string& dir) {
 }
 
 // uint8 [H, W, 3] from grey, grey+alpha, RGB or RGBA pixels (alpha dropped, as PIL's convert("RGB")).
-torch::Tensor to_rgb(const torch::Tensor& p) {
-    const int64_t c = p.size(2);
-    if (c == 3) return p;
-    if (c == 4) return p.slice(2, 0, 3).contiguous();
-    return p.slice(2, 0, 1).expand({p.size(0), p.size(1), 3}).contiguous();
-}
-
-// uint8 [3, R, R]: the shorter side resized to R (antialiased bilinear), then a centre crop.
-torch::Tensor fit_image(const torch::Tensor& hwc, int64_t res) {
-    auto x = hwc.permute({2, 0, 1}).contiguous();
-    const int64_t h = x.size(1), w = x.size(2);
-    if (h == res && w == res) return x;
-    const double scale = static_cast<double>(res) / static_cast<double>(std::min(h, w));
-    const int64_t nh = std::max<int64_t>(res, std::llround(static_cast<double>(h) * scale));
-    const int64_t nw = std::max<int64_t>(res, std::llround(static_cast<double>(w) * scale));
-    auto f = torch::nn::functional::interpolate(
-                 x.unsqueeze(0).to(torch::kFloat),
-                 torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{nh, nw}).mode(torch::kBilinear).align_corners(false).antialias(true))
-                 .squeeze(0);
-    const int64_t top = (nh - res) / 2, left = (nw - res) / 2;
-    return f.slice(1, top, top + res).slice(2, left, left + res).round().clamp(0, 255).to(torch::kUInt8).contiguous();
+// Image files of a folder (PNG, JPEG), sorted by name.
+std::vector<std::string> image_files(const std::string& dir) {
+    std::vector<std::string> out;
+    if (!fs::is_directory(dir)) return out;
+    for (const auto& e : fs::directory_iterator(dir)) {
+        auto ext = e.path().extension().string();
+        std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        if (e.is_regular_file() && (ext == ".png" || ext == ".jpg" || ext == ".jpeg")) out.push_back(e.path().string());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
 }
 
 class TextToImageTask : public TrainTask {
@@ -104,7 +95,10 @@ public:
     explicit TextToImageTask(TrainOptions o) : o_(std::move(o)) {}
 
     void setup(const std::string& resume_dir) override {
-        if (o_.data.empty()) throw Error("--task text-to-image needs --data (an image folder with metadata.jsonl)");
+        dreambooth_ = o_.task == "dreambooth";
+        if (o_.data.empty())
+            throw Error(dreambooth_ ? "--task dreambooth needs --data (a folder of the subject's images)"
+                                    : "--task text-to-image needs --data (an image folder with metadata.jsonl)");
         const bool full = o_.method == "full";
         diffusion::SdLoadOptions lo;
         if (o_.from_scratch && !full) throw Error("--from-scratch trains every parameter: use it with --method full");
@@ -122,6 +116,10 @@ public:
         sd_.text_encoder.model->to(d);
         if (sd_.has_vae()) sd_.vae.model->to(d);
         train_text_ = full && o_.from_scratch;
+        res_ = o_.resolution > 0 ? o_.resolution : sd_.unet.config.sample_size * sd_.vae_scale_factor();
+        if (res_ % 8 != 0 && sd_.has_vae())
+            throw Error("--resolution must be a multiple of 8 for a latent pipeline, got " + std::to_string(res_));
+        if (dreambooth_) prepare_dreambooth();  // class images come from the base model, before any adapter
         if (full) {
             for (auto& p : sd_.unet.model->parameters()) p.set_requires_grad(true);
             if (train_text_)
@@ -141,10 +139,8 @@ public:
         }
         const auto schedule = sd_.schedule;
         ac_ = diffusion::alphas_cumprod(schedule).to(d);
-        res_ = o_.resolution > 0 ? o_.resolution : sd_.unet.config.sample_size * sd_.vae_scale_factor();
-        if (res_ % 8 != 0 && sd_.has_vae())
-            throw Error("--resolution must be a multiple of 8 for a latent pipeline, got " + std::to_string(res_));
         empty_ids_ = sd_.tokenizer->encode_padded("").ids;
+        if (dreambooth_) return;
         train_ = load_examples(o_.data);
         if (!o_.val_data.empty()) {
             val_ = load_examples(o_.val_data);
@@ -163,8 +159,18 @@ public:
         }
     }
 
-    int64_t train_size() const override { return static_cast<int64_t>(train_.size()); }
-    int64_t eval_size() const override { return static_cast<int64_t>(val_.size()); }
+    // DreamBooth: an epoch pairs every instance image with every class image
+    // once (max of the two counts, each cycled), as diffusers' DreamBoothDataset.
+    int64_t train_size() const override {
+        return static_cast<int64_t>(dreambooth_ && prior() ? std::max(train_.size(), class_.size()) : train_.size());
+    }
+    // DreamBooth has no held-out images: with --validation-prompt, evaluations
+    // draw the validation grid and report the instance images' denoising loss
+    // at fixed noise (a training loss, for tracking, not a held-out score).
+    int64_t eval_size() const override {
+        if (dreambooth_) return o_.validation_prompt.empty() ? 0 : static_cast<int64_t>(train_.size());
+        return static_cast<int64_t>(val_.size());
+    }
 
     std::vector<at::Tensor> trainable_parameters() override {
         std::vector<at::Tensor> out;
@@ -175,13 +181,32 @@ public:
         return out;
     }
 
-    BatchLoss loss(const std::vector<int64_t>& rows) override { return denoising_loss(train_, rows, nullptr, o_.caption_dropout); }
+    BatchLoss loss(const std::vector<int64_t>& rows) override {
+        if (!dreambooth_) return denoising_loss(train_, rows, nullptr, o_.caption_dropout);
+        // diffusers' train_dreambooth: instance and class images in one batch,
+        // loss = MSE(instance) + prior_loss_weight · MSE(class).
+        std::vector<const Example*> batch;
+        for (int64_t r : rows) batch.push_back(&train_[static_cast<size_t>(r) % train_.size()]);
+        if (prior())
+            for (int64_t r : rows) batch.push_back(&class_[static_cast<size_t>(r) % class_.size()]);
+        const auto err = denoising_errors(batch, nullptr, 0.0, !o_.center_crop);
+        const auto B = static_cast<int64_t>(rows.size());
+        BatchLoss out;
+        out.sum = prior() ? err.slice(0, 0, B).sum() + o_.prior_loss_weight * err.slice(0, B).sum() : err.sum();
+        out.count = static_cast<double>(B);
+        out.tokens = static_cast<int64_t>(batch.size());
+        out.seq_len = 1;
+        return out;
+    }
 
     json evaluate() override {
         const auto t = evaluate_in_batches(o_, eval_size(), [&](const std::vector<int64_t>& rows, at::Generator* gen) {
-            return denoising_loss(val_, rows, gen, 0.0);  // the same noise, timesteps and captions at every evaluation
+            // the same noise, timesteps and captions at every evaluation
+            return denoising_loss(dreambooth_ ? train_ : val_, rows, gen, 0.0);
         });
-        return {{"loss", t.mean()}, {"images", static_cast<int64_t>(t.count)}};
+        json out = {{"loss", t.mean()}, {"images", static_cast<int64_t>(t.count)}};
+        if (dreambooth_ && !o_.validation_prompt.empty()) out["validation_grid"] = validation_grid();
+        return out;
     }
 
     void save(const std::string& dir) const override {
@@ -221,20 +246,95 @@ public:
                 {"pixel_space", !sd_.has_vae()},
                 {"train_text_encoder", train_text_},
                 {"train_examples", train_.size()},
-                {"val_examples", val_.size()}};
+                {"val_examples", val_.size()},
+                {"instance_prompt", instance_prompt_},
+                {"class_prompt", dreambooth_ && prior() ? json(class_prompt_) : json()},
+                {"class_data", dreambooth_ && prior() ? json(o_.class_data) : json()},
+                {"class_images", class_.size()},
+                {"prior_loss_weight", dreambooth_ ? json(o_.prior_loss_weight) : json()},
+                {"crop", dreambooth_ && !o_.center_crop ? "random" : "centre"}};
     }
 
 private:
     struct Example {
-        torch::Tensor image;  // uint8 [3, R, R]
+        torch::Tensor image;  // uint8 [H, W, 3], the shorter side R (cropped per use)
         std::vector<int64_t> ids;
     };
+
+    bool prior() const { return dreambooth_ && o_.prior_loss_weight > 0; }
+
+    // The shorter side resized to R as Pillow's bilinear does (the torchvision
+    // Resize of diffusers' training scripts); the crop comes per batch.
+    Example example(const std::string& file, const std::vector<int64_t>& ids) const {
+        return {data::resize_shortest_edge(data::load_rgb(file), res_, data::Resample::Bilinear), ids};
+    }
+
+    void prepare_dreambooth() {
+        const std::string cls = o_.class_word;
+        instance_prompt_ = !o_.instance_prompt.empty() ? o_.instance_prompt : (cls.empty() ? "" : "a photo of qwe " + cls);
+        class_prompt_ = !o_.class_prompt.empty() ? o_.class_prompt : (cls.empty() ? "" : "a photo of " + cls);
+        if (instance_prompt_.empty()) throw Error("--task dreambooth needs --class-word or --instance-prompt");
+        const auto files = image_files(o_.data);
+        if (files.empty()) throw Error("no PNG or JPEG images in the instance folder", {o_.data});
+        const auto ids = sd_.tokenizer->encode_padded(instance_prompt_).ids;
+        for (const auto& f : files) train_.push_back(example(f, ids));
+        if (!prior()) return;
+        if (class_prompt_.empty()) throw Error("prior preservation needs --class-word or --class-prompt (or --prior-loss-weight 0)");
+        if (o_.class_data.empty()) throw Error("prior preservation needs --class-data (a folder; missing class images are generated into it)");
+        auto have = image_files(o_.class_data);
+        const auto want = static_cast<size_t>(o_.num_class_images);
+        if (have.size() < want) {
+            fs::create_directories(o_.class_data);
+            log_info(strprintf("hra: generating %zu class images of \"%s\" into %s (PNDM 50 steps, CFG 7.5; later runs reuse them)",
+                               want - have.size(), class_prompt_.c_str(), o_.class_data.c_str()));
+            torch::NoGradGuard ng;
+            for (size_t i = have.size(); i < want;) {
+                diffusion::GenerateOptions g;
+                const size_t n = std::min<size_t>(4, want - i);
+                g.prompts.assign(n, class_prompt_);
+                g.steps = 50;
+                g.scheduler = "pndm";
+                g.guidance = 7.5;
+                g.width = g.height = res_;
+                g.seed = o_.seed * 1000003ULL + i;  // the images do not depend on how many there were before
+                const auto out = diffusion::generate(sd_, g);
+                for (size_t k = 0; k < n; ++k, ++i)
+                    io::write_png((fs::path(o_.class_data) / strprintf("class-%05zu.png", i)).string(), out.pixels[static_cast<int64_t>(k)],
+                                  {{"prompt", class_prompt_}, {"hra", "dreambooth class image (pndm 50, guidance 7.5)"}});
+            }
+            have = image_files(o_.class_data);
+        }
+        have.resize(std::min(have.size(), want));
+        if (have.empty()) throw Error("--num-class-images is 0 but prior preservation is on (use --prior-loss-weight 0)");
+        const auto cids = sd_.tokenizer->encode_padded(class_prompt_).ids;
+        for (const auto& f : have) class_.push_back(example(f, cids));
+    }
+
+    // Images of --validation-prompt (DPM++ 25 steps, CFG 7.5, re-seeded to 0)
+    // as one grid PNG per evaluation in RUN/validation; returns its path.
+    std::string validation_grid() {
+        torch::NoGradGuard ng;
+        diffusion::GenerateOptions g;
+        g.prompt = o_.validation_prompt;
+        g.num_images = o_.validation_images;
+        g.steps = 25;
+        g.guidance = 7.5;
+        g.width = g.height = res_;
+        g.seed = 0;
+        const auto out = diffusion::generate(sd_, g);
+        const auto dir = fs::path(o_.out) / "validation";
+        fs::create_directories(dir);
+        const auto file = (dir / strprintf("eval-%03lld.png", static_cast<long long>(validations_++))).string();
+        io::write_png(file, io::image_grid(out.pixels, std::min<int64_t>(4, o_.validation_images)),
+                      {{"prompt", o_.validation_prompt}, {"hra", "dreambooth validation (dpm++2m 25, guidance 7.5, seed 0)"}});
+        return file;
+    }
 
     std::vector<Example> load_examples(const std::string& dir) const {
         std::vector<Example> out;
         bool warned = false;
         for (const auto& item : read_image_folder(dir)) {
-            auto img = to_rgb(io::read_png(item.file).pixels);
+            auto img = data::load_rgb(item.file);
             if (!warned && (img.size(0) != res_ || img.size(1) != res_)) {
                 log_warning(strprintf("hra: %s is %lldx%lld; images are resized and centre-cropped to %lld px", item.file.c_str(),
                                       static_cast<long long>(img.size(1)), static_cast<long long>(img.size(0)),
@@ -242,22 +342,35 @@ private:
                 warned = true;
             }
             auto ids = sd_.tokenizer->encode_padded(item.text);
-            out.push_back({fit_image(img, res_), ids.ids});
+            out.push_back({data::resize_shortest_edge(img, res_, data::Resample::Bilinear), ids.ids});
         }
         return out;
     }
 
     BatchLoss denoising_loss(const std::vector<Example>& data, const std::vector<int64_t>& rows, at::Generator* gen,
                              double dropout) {
+        std::vector<const Example*> batch;
+        for (int64_t r : rows) batch.push_back(&data.at(static_cast<size_t>(r)));
+        BatchLoss out;
+        out.sum = denoising_errors(batch, gen, dropout, false).sum();
+        out.count = static_cast<double>(rows.size());
+        out.tokens = static_cast<int64_t>(rows.size());
+        out.seq_len = 1;
+        return out;
+    }
+
+    // Per-example mean squared error [B] of one denoising step.
+    torch::Tensor denoising_errors(const std::vector<const Example*>& batch, at::Generator* gen, double dropout, bool random_crop) {
         const c10::Device d(o_.device);
-        const auto B = static_cast<int64_t>(rows.size());
+        const auto B = static_cast<int64_t>(batch.size());
         auto g = gen ? c10::optional<at::Generator>(*gen) : c10::nullopt;
         std::vector<torch::Tensor> images;
         std::vector<int64_t> ids;
         auto drop = dropout > 0 ? at::rand({B}, g, torch::kDouble) : torch::Tensor();
         for (int64_t i = 0; i < B; ++i) {
-            const auto& e = data.at(static_cast<size_t>(rows[static_cast<size_t>(i)]));
-            images.push_back(e.image);
+            const auto& e = *batch[static_cast<size_t>(i)];
+            auto img = random_crop ? data::random_crop(e.image, res_, res_, g) : data::center_crop(e.image, res_, res_);
+            images.push_back(img.permute({2, 0, 1}));
             const bool empty = dropout > 0 && drop[i].item<double>() < dropout;
             const auto& src = empty ? empty_ids_ : e.ids;
             ids.insert(ids.end(), src.begin(), src.end());
@@ -284,12 +397,7 @@ private:
         const auto wide = eps.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
         auto target = diffusion::training_target(sd_.schedule.prediction_type, ac_, x0, noise, t);
         auto err = eps.to(wide) - target.to(wide);
-        BatchLoss out;
-        out.sum = err.pow(2).mean({1, 2, 3}).sum();
-        out.count = static_cast<double>(B);
-        out.tokens = B;
-        out.seq_len = 1;
-        return out;
+        return err.pow(2).mean({1, 2, 3});
     }
 
     TrainOptions o_;
@@ -299,7 +407,10 @@ private:
     torch::Tensor ac_;
     int64_t res_ = 0;
     std::vector<int64_t> empty_ids_;
-    std::vector<Example> train_, val_;
+    std::vector<Example> train_, val_, class_;
+    bool dreambooth_ = false;
+    std::string instance_prompt_, class_prompt_;
+    int64_t validations_ = 0;
 };
 
 }  // namespace
@@ -312,7 +423,23 @@ std::vector<TaskInfo> text_to_image_tasks() {
     t.methods = {"full", "hra", "lora"};
     t.defaults = [](TrainOptions&, const std::set<std::string>&) {};
     t.make = [](const TrainOptions& o) { return std::make_unique<TextToImageTask>(o); };
-    return {t};
+    TaskInfo db;
+    db.name = "dreambooth";
+    db.help = "subject-driven fine-tuning (diffusers' train_dreambooth): instance images with prior preservation on generated class images";
+    db.options = {"data", "resolution", "class-word", "instance-prompt", "class-prompt", "class-data", "num-class-images",
+                  "prior-loss-weight", "center-crop", "validation-prompt", "validation-images"};
+    db.methods = {"hra", "lora", "full"};
+    // The seed's run (DIFFUSION.md §3): HRA r 8 on to_q/k/v/out.0, lr 1e-4 constant, AdamW wd 1e-2, clip 1.0, batch 1.
+    db.defaults = [](TrainOptions& o, const std::set<std::string>& given) {
+        if (!given.count("lr")) o.lr = 1e-4;
+        if (!given.count("schedule")) o.schedule = Schedule::Constant;
+        if (!given.count("weight-decay")) o.weight_decay = 1e-2;
+        if (!given.count("max-grad-norm")) o.max_grad_norm = 1.0;
+        if (!given.count("batch-size")) o.batch_size = 1;
+        if (!given.count("r") && o.trains_adapters()) o.adapter.r = 8;
+    };
+    db.make = [](const TrainOptions& o) { return std::make_unique<TextToImageTask>(o); };
+    return {t, db};
 }
 
 }  // namespace hra
