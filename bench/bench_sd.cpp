@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
     const std::map<std::string, double> gflop = {{"unet_forward/256", 180},        {"unet_forward/512", 803},
                                                  {"unet_forward_chunked/512", 803}, {"vae_decode/256", 622},
                                                  {"vae_decode/512", 2515}};
-    std::fprintf(stderr, "\nSD 1.5 shapes, float32, batch 1 (float32 GEMM 2048^3: %.1f GFLOP/s)\n", gemm);
+    std::fprintf(stderr, "\nSD 1.5 shapes, float32, batch 1, dreambooth_step batch 2 (float32 GEMM 2048^3: %.1f GFLOP/s)\n", gemm);
     std::fprintf(stderr, "%-26s %10s %10s %9s %12s\n", "case", "s/call", "GFLOP/s*", "of GEMM", "peak MiB");
     for (const auto& [name, r] : g_results) {
         const auto it = gflop.find(name);
