@@ -172,8 +172,12 @@ LoadedClipText load_clip_text(const std::string& dir, c10::ScalarType dtype, con
         SkipInitGuard skip;  // every parameter is overwritten from the file
         out.model = frozen(ClipTextModel(out.config), dtype);
     }
-    load_named_weights(base_parameters(*out.model), store,
-                       [](const std::string& key) { return ends_with(key, "embeddings.position_ids"); });
+    // A whole CLIPModel checkpoint also holds the image tower: not this model's.
+    const bool whole = io::json_value_or<std::string>(io::parse_json(io::read_file(cfg), cfg), "model_type", "", cfg) == "clip";
+    load_named_weights(base_parameters(*out.model), store, [whole](const std::string& key) {
+        return ends_with(key, "embeddings.position_ids") ||
+               (whole && (starts_with(key, "vision_model.") || key == "visual_projection.weight" || key == "logit_scale"));
+    });
     return out;
 }
 

@@ -25,5 +25,7 @@ Command add_eval(CLI::App& app);
 Command add_demo(CLI::App& app);
 Command add_tokenize(CLI::App& app);
 Command add_sd(CLI::App& app);
+// `hra sd eval-subject` (sd_subject.cpp), added by add_sd.
+Command add_sd_eval_subject(CLI::App& sd);
 
 }  // namespace hra::cli

@@ -295,7 +295,7 @@ Command add_sd_world(CLI::App& sd) {
 Command add_sd(CLI::App& app) {
     auto* sd = app.add_subcommand("sd", "Stable Diffusion: generate, convert, the shape world");
     sd->require_subcommand(1);
-    const std::vector<Command> subs = {add_sd_generate(*sd), add_sd_convert(*sd), add_sd_world(*sd)};
+    const std::vector<Command> subs = {add_sd_generate(*sd), add_sd_convert(*sd), add_sd_world(*sd), add_sd_eval_subject(*sd)};
     return {sd, [subs]() {
                 for (const auto& c : subs)
                     if (c.app->parsed()) return c.run();

@@ -1,0 +1,153 @@
+#include "eval/subject.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include <torch/torch.h>
+
+#include "common/error.h"
+#include "io/json_file.h"
+
+namespace hra::eval {
+
+namespace fs = std::filesystem;
+
+DreamBoothPrompts DreamBoothPrompts::load(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw Error("cannot open the prompt list", {path});
+    DreamBoothPrompts p;
+    enum { None, Classes, Object, Live } part = None;
+    const std::regex prompt_line(R"(^\s*'(.*)'\.format\(unique_token, class_token\),?\s*$)");
+    std::string line;
+    long no = 0;
+    while (std::getline(in, line)) {
+        ++no;
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line == "Classes") { part = Classes; continue; }
+        if (line == "Object Prompts") { part = Object; continue; }
+        if (line == "Live Subject Prompts") { part = Live; continue; }
+        std::smatch m;
+        if (part == Classes && line.find(',') != std::string::npos && line != "subject_name,class") {
+            const auto comma = line.find(',');
+            p.classes[line.substr(0, comma)] = line.substr(comma + 1);
+        } else if ((part == Object || part == Live) && std::regex_match(line, m, prompt_line)) {
+            (part == Object ? p.object_prompts : p.live_prompts).push_back(m[1]);
+        } else if ((part == Object || part == Live) && line.find(".format(") != std::string::npos) {
+            throw Error("cannot read this prompt line", {path, "", no});
+        }
+    }
+    if (p.classes.empty() || p.object_prompts.size() != 25 || p.live_prompts.size() != 25)
+        throw Error("expected a class list and 25 object and 25 live-subject prompts, found " + std::to_string(p.classes.size()) +
+                        " classes, " + std::to_string(p.object_prompts.size()) + " and " + std::to_string(p.live_prompts.size()) + " prompts",
+                    {path});
+    return p;
+}
+
+DreamBoothPrompts DreamBoothPrompts::bundled() { return load(std::string(HRA_DATA_DIR) + "/dreambooth/prompts_and_classes.txt"); }
+
+const std::string& DreamBoothPrompts::class_of(const std::string& subject) const {
+    auto it = classes.find(subject);
+    if (it == classes.end()) throw Error("unknown DreamBooth subject '" + subject + "'");
+    return it->second;
+}
+
+bool DreamBoothPrompts::is_live(const std::string& subject) const {
+    const auto& c = class_of(subject);
+    return c == "cat" || c == "dog";
+}
+
+std::string DreamBoothPrompts::prompt(const std::string& subject, int index, bool seed_protocol, const std::string& token) const {
+    const auto& list = seed_protocol || is_live(subject) ? live_prompts : object_prompts;
+    if (index < 0 || index >= static_cast<int>(list.size()))
+        throw Error("prompt index " + std::to_string(index) + " is out of 0.." + std::to_string(list.size() - 1));
+    std::string out = list[static_cast<size_t>(index)];
+    for (const auto& [key, value] : {std::pair<std::string, std::string>{"{0}", token}, {"{1}", class_of(subject)}}) {
+        const auto at = out.find(key);
+        if (at != std::string::npos) out.replace(at, key.size(), value);
+    }
+    return out;
+}
+
+SubjectScorer::SubjectScorer(const std::string& dino, const std::string& clip, const std::string& lpips_vgg,
+                             const std::string& lpips_lin, int64_t lpips_size, c10::ScalarType dtype)
+    : dtype_(dtype) {
+    dino_ = load_vit(dino, dtype);
+    dino_proc_ = data::ImageProcessor::from_file(io::file_in_folder(dino, "preprocessor_config.json"));
+    clip_vision_ = load_clip_vision(clip, dtype);
+    clip_text_ = load_clip_text(clip, dtype);
+    if (!clip_text_.config.with_projection) throw Error("CLIP-T needs the text projection (a whole CLIPModel folder)", {clip, "text_projection.weight"});
+    tokenizer_ = fs::exists(fs::path(clip) / "vocab.json") ? ClipTokenizer::from_folder(clip) : ClipTokenizer::bundled();
+    clip_proc_ = data::ImageProcessor::from_file(io::file_in_folder(clip, "preprocessor_config.json"));
+    lpips_ = models::Lpips::load(lpips_vgg, lpips_lin, dtype);
+    lpips_proc_ = data::ImageProcessor::lpips(lpips_size);
+}
+
+namespace {
+
+torch::Tensor batch_of(const std::vector<torch::Tensor>& images, const data::ImageProcessor& proc, c10::ScalarType dtype) {
+    std::vector<torch::Tensor> xs;
+    for (const auto& img : images) xs.push_back(proc(img));
+    return torch::stack(xs).to(dtype);
+}
+
+torch::Tensor unit(const torch::Tensor& x) { return x / x.norm(2, -1, true); }
+
+}  // namespace
+
+torch::Tensor SubjectScorer::dino_embeddings(const std::vector<torch::Tensor>& images) {
+    torch::NoGradGuard ng;
+    return unit(dino_->forward(batch_of(images, dino_proc_, dtype_)).image_embeds);
+}
+
+torch::Tensor SubjectScorer::clip_image_embeddings(const std::vector<torch::Tensor>& images) {
+    torch::NoGradGuard ng;
+    return unit(clip_vision_->forward(batch_of(images, clip_proc_, dtype_)).image_embeds);
+}
+
+torch::Tensor SubjectScorer::clip_text_embedding(const std::string& prompt) {
+    torch::NoGradGuard ng;
+    const auto ids = tokenizer_->encode(prompt);  // unpadded, as the seed's tokenizer([prompt], padding=True)
+    if (static_cast<int64_t>(ids.size()) > clip_text_.config.max_position_embeddings)
+        throw Error("the prompt has " + std::to_string(ids.size()) + " tokens; CLIP takes " +
+                    std::to_string(clip_text_.config.max_position_embeddings));
+    auto t = torch::tensor(ids, torch::kLong).unsqueeze(0);
+    return unit(clip_text_.model->forward(t).text_embeds);
+}
+
+SubjectMetrics SubjectScorer::score(const std::vector<torch::Tensor>& real_in, const std::vector<torch::Tensor>& gen_in,
+                                    const std::string& prompt) {
+    SubjectMetrics m;
+    std::vector<torch::Tensor> real, gen;
+    for (const auto& r : real_in) (data::all_black(r) ? m.skipped : (real.push_back(r), m.real))++;
+    for (const auto& g : gen_in) (data::all_black(g) ? m.skipped : (gen.push_back(g), m.generated))++;
+    if (real.empty() || gen.empty()) return m;  // the seed's guards: an epoch without pairs scores 0
+    m.dino = torch::mm(dino_embeddings(real), dino_embeddings(gen).t()).mean().item<double>();
+    const auto gi = clip_image_embeddings(gen);
+    m.clip_i = torch::mm(clip_image_embeddings(real), gi.t()).mean().item<double>();
+    m.clip_t = torch::mm(gi, clip_text_embedding(prompt).t()).mean().item<double>();
+    // LPIPS over every pair, one image of each side at a time (the seed's batch of 1).
+    torch::NoGradGuard ng;
+    const auto rx = batch_of(real, lpips_proc_, dtype_), gx = batch_of(gen, lpips_proc_, dtype_);
+    double sum = 0;
+    for (int64_t i = 0; i < rx.size(0); ++i)
+        sum += lpips_.distance(rx[i].unsqueeze(0).expand_as(gx), gx).sum().item<double>();
+    m.lpips = sum / static_cast<double>(rx.size(0) * gx.size(0));
+    return m;
+}
+
+size_t seed_epoch_choice(const std::vector<SubjectMetrics>& per_epoch) {
+    if (per_epoch.empty()) throw Error("no epochs to choose from");
+    std::vector<double> total(per_epoch.size(), 0.0);
+    for (double SubjectMetrics::*metric : {&SubjectMetrics::dino, &SubjectMetrics::clip_i, &SubjectMetrics::clip_t, &SubjectMetrics::lpips}) {
+        std::vector<double> v;
+        for (const auto& e : per_epoch) v.push_back(std::isnan(e.*metric) ? 0.0 : e.*metric);
+        const double range = *std::max_element(v.begin(), v.end()) - *std::min_element(v.begin(), v.end());
+        if (range == 0) continue;
+        for (size_t i = 0; i < v.size(); ++i) total[i] += v[i] / range;
+    }
+    return static_cast<size_t>(std::max_element(total.begin(), total.end()) - total.begin());
+}
+
+}  // namespace hra::eval
