@@ -497,10 +497,18 @@ TEST(DreamBooth, CliGeneratesClassImagesOnce) {
     EXPECT_EQ(result.at("config").at("lr"), 1e-4);
     EXPECT_EQ(result.at("config").at("adapter").at("r"), 8);
     EXPECT_EQ(io::read_png(dir / "run/validation/eval-000.png").text.at("prompt"), "a qwe shape");
-    // Second run: the cache is complete, nothing is generated.
-    res = test::run_hra(base + " --class-word shape --out " + (dir / "run2"), dir);
+    // Second run, as `hra sd train-subject` with PEFT's example preset: the cache is complete, nothing is generated.
+    res = test::run_hra("sd train-subject" + base.substr(std::string("train --task dreambooth").size()) + " --class-word shape --preset peft --out " + (dir / "run2"), dir);
     ASSERT_EQ(res.code, 0) << res.err;
     EXPECT_EQ(res.err.find("generating"), std::string::npos) << res.err;
+    const auto peft = io::read_json_file(dir / "run2/results.json").at("config");
+    EXPECT_EQ(peft.at("lr"), 5e-3);
+    EXPECT_EQ(peft.at("adapter").at("bias"), "hra_only");
+    res = test::run_hra(base + " --class-word shape --preset paper --out " + (dir / "run3"), dir);
+    ASSERT_EQ(res.code, 0) << res.err;
+    const auto paper = io::read_json_file(dir / "run3/results.json").at("config");
+    EXPECT_EQ(paper.at("lr"), 7e-6);
+    EXPECT_EQ(paper.at("adapter").at("r"), 7);
     res = test::run_hra(base + " --out " + (dir / "bad"), dir);
     EXPECT_NE(res.code, 0);
     EXPECT_NE(res.err.find("--class-word or --instance-prompt"), std::string::npos) << res.err;

@@ -111,7 +111,8 @@ void validate(const TrainOptions& o) {
     check(o.max_train_examples >= 0, "max-train-examples", "must be >= 0");
     check(o.max_eval_examples >= 0, "max-eval-examples", "must be >= 0");
     check(finite(o.mask_prob) && o.mask_prob > 0 && o.mask_prob < 1, "mask-prob", "must be in (0, 1)");
-    check(o.preset == "seed" || o.preset == "paper", "preset", "must be seed or paper");
+    check(o.preset == "seed" || o.preset == "paper" || (o.preset == "peft" && o.task == "dreambooth"), "preset",
+          o.task == "dreambooth" ? "must be seed, paper or peft" : "must be seed or paper");
     check(o.resolution >= 0, "resolution", "must be >= 0 (0: the model's own)");
     check(finite(o.caption_dropout) && o.caption_dropout >= 0 && o.caption_dropout < 1, "caption-dropout", "must be in [0, 1)");
     check(o.num_class_images >= 0, "num-class-images", "must be >= 0");

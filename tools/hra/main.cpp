@@ -39,6 +39,14 @@ int main(int argc, char** argv) {
 
     // Settings from `--config FILE` of a subcommand join the command line.
     std::vector<std::string> args(argv + 1, argv + argc);
+    // `hra sd train-subject ...` is `hra train --task dreambooth ...`.
+    for (size_t i = 0; i + 1 < args.size(); ++i)
+        if (args[i] == "sd" && args[i + 1] == "train-subject") {
+            args[i] = "train";
+            args[i + 1] = "--task";
+            args.insert(args.begin() + static_cast<long>(i) + 2, "dreambooth");
+            break;
+        }
     try {
         for (size_t i = 0; i < args.size(); ++i) {
             CLI::App* sub = nullptr;

@@ -296,6 +296,8 @@ Command add_sd(CLI::App& app) {
     auto* sd = app.add_subcommand("sd", "Stable Diffusion: generate, convert, the shape world");
     sd->require_subcommand(1);
     const std::vector<Command> subs = {add_sd_generate(*sd), add_sd_convert(*sd), add_sd_world(*sd), add_sd_eval_subject(*sd)};
+    // Listed for --help; main.cpp turns `sd train-subject` into `train --task dreambooth` before parsing.
+    sd->add_subcommand("train-subject", "DreamBooth on a subject's photos: hra train --task dreambooth (see its options)");
     return {sd, [subs]() {
                 for (const auto& c : subs)
                     if (c.app->parsed()) return c.run();

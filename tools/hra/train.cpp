@@ -170,9 +170,11 @@ Command add_train(CLI::App& app) {
     cmd->add_option("--data-dir", o->data_dir, "GLUE: the glue_data folder (<TASK>/train.tsv, dev.tsv)");
     cmd->add_option("--train-file", o->train_file, "GLUE: training TSV (instead of --data-dir)");
     cmd->add_option("--dev-file", o->dev_file, "GLUE: dev TSV (instead of --data-dir)");
-    cmd->add_option("--preset", o->preset, "GLUE hyperparameters: seed (the seed repo's scripts) or paper (Table 5)")
+    cmd->add_option("--preset", o->preset,
+                    "GLUE: seed (the seed repo's scripts) or paper (Table 5); dreambooth: seed (lr 1e-4, r 8), paper (lr 7e-6, r 7) "
+                    "or peft (PEFT's hra_dreambooth example: lr 5e-3, bias hra_only)")
         ->default_val("seed")
-        ->check(CLI::IsMember({"seed", "paper"}));
+        ->check(CLI::IsMember({"seed", "paper", "peft"}));
     cmd->add_flag("--adapters-only", o->adapters_only, "GLUE: train the adapters alone (the seed's run.py); default also pooler and classifier");
     cmd->add_option("--max-train-examples", o->max_train_examples, "GLUE: first N training examples (0: all)")->default_val(0);
     cmd->add_option("--max-eval-examples", o->max_eval_examples, "GLUE: first N dev examples (0: all)")->default_val(0);

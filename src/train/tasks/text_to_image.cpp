@@ -426,17 +426,20 @@ std::vector<TaskInfo> text_to_image_tasks() {
     TaskInfo db;
     db.name = "dreambooth";
     db.help = "subject-driven fine-tuning (diffusers' train_dreambooth): instance images with prior preservation on generated class images";
-    db.options = {"data", "resolution", "class-word", "instance-prompt", "class-prompt", "class-data", "num-class-images",
+    db.options = {"data", "resolution", "preset", "class-word", "instance-prompt", "class-prompt", "class-data", "num-class-images",
                   "prior-loss-weight", "center-crop", "validation-prompt", "validation-images"};
     db.methods = {"hra", "lora", "full"};
     // The seed's run (DIFFUSION.md §3): HRA r 8 on to_q/k/v/out.0, lr 1e-4 constant, AdamW wd 1e-2, clip 1.0, batch 1.
+    // --preset paper: the paper's r 7, lr 7e-6; --preset peft: PEFT's hra_dreambooth example (lr 5e-3, bias hra_only).
     db.defaults = [](TrainOptions& o, const std::set<std::string>& given) {
-        if (!given.count("lr")) o.lr = 1e-4;
+        if (!given.count("lr")) o.lr = o.preset == "paper" ? 7e-6 : o.preset == "peft" ? 5e-3 : 1e-4;
+        if (o.preset == "peft" && o.method == "hra" && !given.count("bias")) o.adapter.bias = "hra_only";
+        if (o.preset == "paper" && o.trains_adapters() && !given.count("r")) o.adapter.r = 7;
         if (!given.count("schedule")) o.schedule = Schedule::Constant;
         if (!given.count("weight-decay")) o.weight_decay = 1e-2;
         if (!given.count("max-grad-norm")) o.max_grad_norm = 1.0;
         if (!given.count("batch-size")) o.batch_size = 1;
-        if (!given.count("r") && o.trains_adapters()) o.adapter.r = 8;
+        if (!given.count("r") && o.trains_adapters() && o.preset != "paper") o.adapter.r = 8;
     };
     db.make = [](const TrainOptions& o) { return std::make_unique<TextToImageTask>(o); };
     return {t, db};
