@@ -127,13 +127,17 @@ SubjectMetrics SubjectScorer::score(const std::vector<torch::Tensor>& real_in, c
     const auto gi = clip_image_embeddings(gen);
     m.clip_i = torch::mm(clip_image_embeddings(real), gi.t()).mean().item<double>();
     m.clip_t = torch::mm(gi, clip_text_embedding(prompt).t()).mean().item<double>();
-    // LPIPS over every pair, one image of each side at a time (the seed's batch of 1).
+    // LPIPS over every pair: each image's features once, then paired.
     torch::NoGradGuard ng;
-    const auto rx = batch_of(real, lpips_proc_, dtype_), gx = batch_of(gen, lpips_proc_, dtype_);
+    const auto ur = lpips_.unit_features(batch_of(real, lpips_proc_, dtype_));
+    const auto ug = lpips_.unit_features(batch_of(gen, lpips_proc_, dtype_));
     double sum = 0;
-    for (int64_t i = 0; i < rx.size(0); ++i)
-        sum += lpips_.distance(rx[i].unsqueeze(0).expand_as(gx), gx).sum().item<double>();
-    m.lpips = sum / static_cast<double>(rx.size(0) * gx.size(0));
+    for (int64_t i = 0; i < ur[0].size(0); ++i) {
+        std::vector<torch::Tensor> one;
+        for (const auto& f : ur) one.push_back(f.narrow(0, i, 1).expand_as(ug[one.size()]));
+        for (const auto& t : lpips_.terms(one, ug)) sum += t.sum().item<double>();
+    }
+    m.lpips = sum / static_cast<double>(real.size() * gen.size());
     return m;
 }
 

@@ -2,7 +2,6 @@
 
 #include <filesystem>
 #include <limits>
-#include <optional>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -28,30 +27,33 @@ void check_clip_encoder_shape(int64_t hidden_size, int64_t heads, const std::str
         throw Error("hidden_act '" + hidden_act + "' is not supported (quick_gelu or gelu)", {source, "hidden_act"});
 }
 
+json clip_tower_config(const json& j, const std::string& tower, const std::string& source, int64_t* projection_dim) {
+    const std::string type = io::json_value_or<std::string>(j, "model_type", "", source);
+    if (type == "clip") {  // a whole CLIPModel
+        const std::string key = tower + "_config";
+        if (!j.contains(key) || !j[key].is_object()) throw Error("a CLIPModel config without " + key, {source, key});
+        const auto& t = j[key];
+        *projection_dim = io::json_value_or<int64_t>(j, "projection_dim", io::json_value_or<int64_t>(t, "projection_dim", *projection_dim, source), source);
+        return t;
+    }
+    if (type != "clip_" + tower + "_model")
+        throw Error("model_type '" + type + "' is not a CLIP " + tower + " model (expected clip_" + tower + "_model or clip)",
+                    {source, "model_type"});
+    *projection_dim = io::json_value_or<int64_t>(j, "projection_dim", *projection_dim, source);
+    return j;
+}
+
 ClipTextConfig parse_clip_text_config(const std::string& text, const std::string& source) {
     json j = io::parse_json(text, source);
     if (!j.is_object()) throw Error("config is not a JSON object", {source});
-    const std::string type = io::json_value_or<std::string>(j, "model_type", "", source);
     ClipTextConfig c;
-    std::optional<int64_t> top_projection;
-    if (type == "clip") {  // a whole CLIPModel: its text tower
-        if (!j.contains("text_config") || !j["text_config"].is_object())
-            throw Error("a CLIPModel config without text_config", {source, "text_config"});
-        // CLIPModel projects to its own (top-level) projection_dim; the tower's
-        // nested value is ignored by transformers there.
-        if (j.contains("projection_dim")) top_projection = io::json_value_or<int64_t>(j, "projection_dim", 0, source);
-        j = j["text_config"];
-    } else if (type != "clip_text_model") {
-        throw Error("model_type '" + type + "' is not a CLIP text model (expected clip_text_model or clip)",
-                    {source, "model_type"});
-    }
+    j = clip_tower_config(j, "text", source, &c.projection_dim);
     c.vocab_size = io::json_value_or<int64_t>(j, "vocab_size", c.vocab_size, source);
     c.hidden_size = io::json_value_or<int64_t>(j, "hidden_size", c.hidden_size, source);
     c.intermediate_size = io::json_value_or<int64_t>(j, "intermediate_size", c.intermediate_size, source);
     c.num_hidden_layers = io::json_value_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, source);
     c.num_attention_heads = io::json_value_or<int64_t>(j, "num_attention_heads", c.num_attention_heads, source);
     c.max_position_embeddings = io::json_value_or<int64_t>(j, "max_position_embeddings", c.max_position_embeddings, source);
-    c.projection_dim = top_projection ? *top_projection : io::json_value_or<int64_t>(j, "projection_dim", c.projection_dim, source);
     c.hidden_act = io::json_value_or<std::string>(j, "hidden_act", c.hidden_act, source);
     c.layer_norm_eps = io::json_value_or<double>(j, "layer_norm_eps", c.layer_norm_eps, source);
     c.eos_token_id = io::json_value_or<int64_t>(j, "eos_token_id", c.eos_token_id, source);

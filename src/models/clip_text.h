@@ -9,6 +9,8 @@
 
 #include <cstdint>
 #include <string>
+
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include <torch/nn/module.h>
@@ -41,6 +43,12 @@ ClipTextConfig parse_clip_text_config(const std::string& json_text, const std::s
 
 // The checks every CLIP-style encoder config shares: hidden_size a multiple of
 // the head count, hidden_act quick_gelu or gelu (errors name `source` and the key).
+// The config of one tower of a CLIP config: `j` itself when its model_type is
+// clip_<tower>_model, its <tower>_config when it is a whole CLIPModel ("clip").
+// Sets `projection_dim` as transformers uses it: a CLIPModel's top-level value
+// (the towers' nested ones are ignored), else the tower's own, else left as is.
+nlohmann::json clip_tower_config(const nlohmann::json& j, const std::string& tower, const std::string& source,
+                                 int64_t* projection_dim);
 void check_clip_encoder_shape(int64_t hidden_size, int64_t heads, const std::string& hidden_act, const std::string& source);
 
 struct ClipTextOutputs {

@@ -66,19 +66,26 @@ std::vector<torch::Tensor> Lpips::features(const torch::Tensor& scaled) const {
     return out;
 }
 
-std::vector<torch::Tensor> Lpips::layer_terms(const torch::Tensor& in0, const torch::Tensor& in1, bool normalize) const {
-    if (in0.sizes() != in1.sizes()) throw Error("LPIPS compares images of one size: " + c10::str(in0.sizes()) + " vs " + c10::str(in1.sizes()));
-    if (in0.size(2) < 16 || in0.size(3) < 16)
-        throw Error("LPIPS needs images of at least 16×16 pixels (four 2×2 poolings), got " + c10::str(in0.sizes()));
-    auto a = normalize ? 2 * in0 - 1 : in0, b = normalize ? 2 * in1 - 1 : in1;
-    const auto f0 = features(scale_input(a)), f1 = features(scale_input(b));
-    auto unit = [](const torch::Tensor& f) { return f / (f.pow(2).sum(1, true).sqrt() + 1e-10); };
+std::vector<torch::Tensor> Lpips::unit_features(const torch::Tensor& x, bool normalize) const {
+    if (x.dim() == 4 && (x.size(2) < 16 || x.size(3) < 16))
+        throw Error("LPIPS needs images of at least 16×16 pixels (four 2×2 poolings), got " + c10::str(x.sizes()));
+    auto f = features(scale_input(normalize ? 2 * x - 1 : x));
+    for (auto& t : f) t = t / (t.pow(2).sum(1, true).sqrt() + 1e-10);
+    return f;
+}
+
+std::vector<torch::Tensor> Lpips::terms(const std::vector<torch::Tensor>& u0, const std::vector<torch::Tensor>& u1) const {
     std::vector<torch::Tensor> out;
-    for (size_t k = 0; k < f0.size(); ++k) {
-        auto d = (unit(f0[k]) - unit(f1[k])).pow(2);
+    for (size_t k = 0; k < u0.size(); ++k) {
+        auto d = (u0[k] - u1[k]).pow(2);
         out.push_back(torch::conv2d(d, lins_[k].to(d.device())).mean({2, 3}).view({-1}));
     }
     return out;
+}
+
+std::vector<torch::Tensor> Lpips::layer_terms(const torch::Tensor& in0, const torch::Tensor& in1, bool normalize) const {
+    if (in0.sizes() != in1.sizes()) throw Error("LPIPS compares images of one size: " + c10::str(in0.sizes()) + " vs " + c10::str(in1.sizes()));
+    return terms(unit_features(in0, normalize), unit_features(in1, normalize));
 }
 
 torch::Tensor Lpips::distance(const torch::Tensor& in0, const torch::Tensor& in1, bool normalize) const {

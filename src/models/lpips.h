@@ -33,6 +33,11 @@ public:
     std::vector<torch::Tensor> layer_terms(const torch::Tensor& in0, const torch::Tensor& in1, bool normalize = false) const;
     // The five feature maps of the trunk for scaled input x (for tests).
     std::vector<torch::Tensor> features(const torch::Tensor& scaled) const;
+    // The unit-normalised feature maps of images in [-1, 1]: computed once per
+    // image, then paired with terms() (what distance() does in one call).
+    std::vector<torch::Tensor> unit_features(const torch::Tensor& x, bool normalize = false) const;
+    // The five per-layer terms [N] between two sets of unit_features of one shape.
+    std::vector<torch::Tensor> terms(const std::vector<torch::Tensor>& u0, const std::vector<torch::Tensor>& u1) const;
     torch::Tensor scale_input(const torch::Tensor& x) const;
 
 private:

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <functional>
-#include <optional>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -72,23 +71,11 @@ torch::Tensor patch_tokens(torch::nn::Conv2d conv, const torch::Tensor& pixels, 
 VisionConfig parse_clip_vision_config(const std::string& text, const std::string& source) {
     json j = io::parse_json(text, source);
     if (!j.is_object()) throw Error("config is not a JSON object", {source});
-    const std::string type = io::json_value_or<std::string>(j, "model_type", "", source);
     VisionConfig c;
-    std::optional<int64_t> top_projection;
     c.patch_size = 32;
     c.hidden_act = "quick_gelu";
     c.layer_norm_eps = 1e-5;
-    if (type == "clip") {  // a whole CLIPModel: its vision tower
-        if (!j.contains("vision_config") || !j["vision_config"].is_object())
-            throw Error("a CLIPModel config without vision_config", {source, "vision_config"});
-        // CLIPModel projects to its own (top-level) projection_dim; the tower's
-        // nested value is ignored by transformers there.
-        if (j.contains("projection_dim")) top_projection = io::json_value_or<int64_t>(j, "projection_dim", 0, source);
-        j = j["vision_config"];
-    } else if (type != "clip_vision_model") {
-        throw Error("model_type '" + type + "' is not a CLIP vision model (expected clip_vision_model or clip)", {source, "model_type"});
-    }
-    c.projection_dim = top_projection ? *top_projection : io::json_value_or<int64_t>(j, "projection_dim", c.projection_dim, source);
+    j = clip_tower_config(j, "vision", source, &c.projection_dim);
     if (c.projection_dim <= 0) throw Error("must be positive, got " + std::to_string(c.projection_dim), {source, "projection_dim"});
     return read_common(j, c, source);
 }
