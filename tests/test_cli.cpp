@@ -197,6 +197,38 @@ TEST(Cli, TrainTakesAYamlOrJsonConfigThatFlagsOverride) {
     EXPECT_NE(r.err.find("--resume"), std::string::npos) << r.err;
 }
 
+// hra demo --subject, reduced to seconds (a few pretraining and DreamBooth
+// steps, 2 sampler steps): the plumbing and the report, not the learning
+// (README has the full run's numbers).
+TEST(Cli, SubjectDemoRunsAndReports) {
+    test::TempDir dir;
+    auto r = run_hra("-q demo --subject --out " + (dir / "subj") +
+                         " --base-steps 8 --finetune-steps 3 --seeds 0 --hra-lrs 1e-3 --lora-lrs 1e-3 --class-images 2 --sample-steps 2 --renders 2",
+                     dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto last = r.out.substr(r.out.rfind('\n', r.out.size() - 2) + 1);
+    const auto j = nlohmann::json::parse(last);
+    EXPECT_EQ(j["demo"], "subject");
+    // 10 transformer blocks (1 per down level and 2 per up level in the 3 attention levels, 1 mid) x 2 attentions
+    // x to_q/k/v/out.0, all 64 -> 64: HRA 64 x 8 = LoRA (64 + 64) x 4 = 512 each.
+    EXPECT_EQ(j["trainable_params"], 10 * 2 * 4 * 512);
+    EXPECT_EQ(j["test_prompts"].get<int>() + j["validation_prompts"].get<int>() + 1, 6 * 9);  // every large context, the instance's aside
+    EXPECT_EQ(j["base"]["images"], 36);
+    EXPECT_EQ(j["hra"]["seeds"].size(), 1u);
+    EXPECT_EQ(j["lora"]["seeds"].size(), 1u);
+    EXPECT_EQ(j["instance_prompt"], "a large green qwe shape at the middle center");
+    EXPECT_EQ(j["class_prompt"], "a large green shape at the middle center");
+    for (const char* row : {"base ", "HRA ", "LoRA ", "chance"}) EXPECT_NE(r.out.find(row), std::string::npos) << row;
+    EXPECT_TRUE(std::filesystem::exists(dir / "subj/subject-grid.png"));
+    int instances = 0, classes = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir / "subj/instance-images")) instances += e.path().extension() == ".png";
+    for (const auto& e : std::filesystem::directory_iterator(dir / "subj/class-images")) classes += e.path().extension() == ".png";
+    EXPECT_EQ(instances, 4);
+    EXPECT_EQ(classes, 2);
+    r = run_hra("-q demo --subject --diffusion --out " + (dir / "x"), dir);
+    EXPECT_EQ(r.code, 1);
+}
+
 TEST(Cli, DemoRunsAndReportsBaselines) {
     test::TempDir dir;
     auto r = run_hra("-q demo --out " + (dir / "demo") + " --steps 20 --hra-lrs 0.01 --lora-lrs 0.005 --test-examples 200", dir);

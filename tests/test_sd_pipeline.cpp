@@ -246,7 +246,21 @@ TEST(SdGenerate, PeftAdapterLoadedOrMerged) {
                merged = run("--adapter " + (dir / "hra") + " --merge-adapter", "m.png");
     EXPECT_TRUE(adapted.equal(merged));
     EXPECT_FALSE(adapted.equal(base));
-    auto r = test::run_hra("sd generate --model " + kPipeline + " --prompt x --adapter " + kPipeline + " --out " + (dir / "x.png"), dir);
+    // hra merge writes the merged pipeline (float32, as --merge-adapter merges): the same pixels as merging at load time.
+    auto r = test::run_hra("-q merge --model " + kPipeline + " --adapter " + (dir / "hra") + " --out " + (dir / "merged"), dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto run32 = [&](const std::string& model, const std::string& extra, const std::string& out) {
+        auto g = test::run_hra("-q sd generate --model " + model + " --prompt 'a red circle' --steps 2 --seed 3 " + extra + " --out " + (dir / out), dir);
+        EXPECT_EQ(g.code, 0) << g.err;
+        return io::read_png(dir / out).pixels;
+    };
+    const auto from_folder = run32(dir / "merged", "", "f.png");
+    EXPECT_TRUE(from_folder.equal(run32(kPipeline, "--adapter " + (dir / "hra") + " --merge-adapter", "m32.png")));
+    EXPECT_FALSE(from_folder.equal(run32(kPipeline, "", "b32.png")));
+    EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(dir / "merged") / "adapter_config.json"));
+    r = test::run_hra("-q merge --model " + kPipeline + " --adapter " + (dir / "hra") + " --out " + (dir / "merged"), dir);
+    EXPECT_EQ(r.code, 1);  // an existing folder is kept without --force
+    r = test::run_hra("sd generate --model " + kPipeline + " --prompt x --adapter " + kPipeline + " --out " + (dir / "x.png"), dir);
     EXPECT_EQ(r.code, 1);
     EXPECT_NE(r.err.find("no PEFT adapter here"), std::string::npos) << r.err;
 }

@@ -8,11 +8,13 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "common/error.h"
 #include "diffusion/shape_world.h"
 #include "io/png.h"
 #include "test_util.h"
 
 using namespace hra::diffusion;
+using hra::Error;
 
 TEST(ShapeWorld, CaptionsAndSplit) {
     const auto scenes = all_scenes();
@@ -69,6 +71,36 @@ TEST(ShapeWorld, CheckerIsExactOnRenderedScenes) {
     auto grey = render({0, 1, 1, 1, 1}, 32, 0);
     grey.masked_fill_(grey.lt(255), 128);  // a grey square: not a palette colour
     EXPECT_FALSE(check_image(grey).found);
+}
+
+// The subject shape of `hra demo --subject` (a wide bar no caption names): its
+// pixel counts worked out by hand, read back at every colour, cell and size
+// when asked for, and the three captioned shapes still read right then.
+TEST(ShapeWorld, SubjectShapeIsABarTheCheckerFindsOnlyWhenAsked) {
+    auto count = [](const torch::Tensor& img) { return img.lt(255).any(2).sum().item<int64_t>(); };
+    // 32 px: large radius 4, |dy| <= 1: 9 wide, 3 high = 27; small radius 2, |dy| <= 0: 5 x 1 = 5.
+    EXPECT_EQ(count(render({0, kSubjectShape, 1, 1, 1}, 32, 0)), 27);
+    EXPECT_EQ(count(render({0, kSubjectShape, 1, 1, 0}, 32, 0)), 5);
+    // 64 px: radius 8, |dy| <= 2: 17 x 5 = 85.
+    EXPECT_EQ(count(render({0, kSubjectShape, 1, 1, 1}, 64, 0)), 85);
+    int checked = 0;
+    for (int64_t size : {32, 64})
+        for (int colour = 0; colour < 6; ++colour)
+            for (int cell = 0; cell < 9; ++cell)
+                for (int big = 0; big < 2; ++big)
+                    for (uint64_t seed = 0; seed < 3; ++seed) {
+                        const Scene s{colour, kSubjectShape, cell / 3, cell % 3, big};
+                        const auto r = check_image(render(s, size, seed), true);
+                        ASSERT_TRUE(r.found) << r.reason;
+                        ASSERT_TRUE(r.scene == s) << "bar " << colour << "/" << cell << "/" << big << " at " << size << " read as shape "
+                                                  << r.scene.shape << " " << caption({r.scene.colour, 0, r.scene.row, r.scene.col, r.scene.size});
+                        EXPECT_NE(check_image(render(s, size, seed)).scene.shape, kSubjectShape);  // not asked: never reported
+                        ++checked;
+                    }
+    EXPECT_EQ(checked, 2 * 6 * 9 * 2 * 3);
+    for (int64_t size : {32, 64})
+        for (const auto& s : all_scenes()) ASSERT_TRUE(check_image(render(s, size, 1), true).scene == s) << caption(s);
+    EXPECT_THROW(render({0, 4, 0, 0, 0}, 32, 0), Error);
 }
 
 TEST(ShapeWorld, CliRendersAndChecks) {

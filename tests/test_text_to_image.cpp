@@ -518,3 +518,48 @@ TEST(DreamBooth, CliGeneratesClassImagesOnce) {
     EXPECT_NE(res.code, 0);
     EXPECT_NE(res.err.find("--class-data"), std::string::npos) << res.err;
 }
+
+// --train-text-encoder: the method's adapters on the text encoder's
+// q/k/v/out_proj too, saved as unet/ and text_encoder/ (PEFT's DreamBooth
+// layout), trained (the images differ from the UNet adapter's alone), resumed,
+// and merged by hra merge into the same pipeline as --merge-adapter.
+TEST(DreamBooth, TextEncoderAdaptersBesideTheUnets) {
+    test::TempDir dir;
+    dreambooth_run(dir, 2);
+    const std::string base = "-q train --task dreambooth --model " + (dir / "model") + " --data " + (dir / "subject") +
+                             " --resolution 32 --num-class-images 2 --class-word shape --lr 1e-2 --class-data " + (dir / "class");
+    auto res = test::run_hra(base + " --max-steps 3 --out " + (dir / "unet-only"), dir);
+    ASSERT_EQ(res.code, 0) << res.err;
+    res = test::run_hra(base + " --max-steps 3 --train-text-encoder --out " + (dir / "run"), dir);
+    ASSERT_EQ(res.code, 0) << res.err;
+    const auto ck = fs::path(dir / "run/checkpoint-3");
+    ASSERT_TRUE(fs::exists(ck / "unet/adapter_config.json"));
+    ASSERT_TRUE(fs::exists(ck / "text_encoder/adapter_config.json"));
+    EXPECT_FALSE(fs::exists(ck / "adapter_config.json"));
+    const auto tcfg = io::read_json_file((ck / "text_encoder/adapter_config.json").string());
+    EXPECT_EQ(tcfg.at("peft_type"), "HRA");
+    EXPECT_EQ(tcfg.at("target_modules"), json({"k_proj", "out_proj", "q_proj", "v_proj"}));
+    const auto with = io::read_json_file(dir / "run/results.json").at("config").at("task_config");
+    const auto without = io::read_json_file(dir / "unet-only/results.json").at("config").at("task_config");
+    EXPECT_EQ(with.at("train_text_encoder"), true);
+    // 1 text layer of width 16: 4 projections x 16 x r 8.
+    EXPECT_EQ(with.at("trainable_params").get<int64_t>() - without.at("trainable_params").get<int64_t>(), 4 * 16 * 8);
+    auto generate = [&](const std::string& model, const std::string& extra, const std::string& out) {
+        auto g = test::run_hra("-q sd generate --model " + model + " --prompt 'a photo of qwe shape' --steps 2 --seed 1 " + extra + " --out " +
+                                   (dir / out),
+                               dir);
+        EXPECT_EQ(g.code, 0) << g.err;
+        return io::read_png(dir / out).pixels;
+    };
+    const auto both = generate(dir / "model", "--adapter " + ck.string(), "both.png");
+    EXPECT_FALSE(both.equal(generate(dir / "model", "--adapter " + (ck / "unet").string(), "unet.png")));
+    // Resumed for one more step from unet/ and text_encoder/.
+    res = test::run_hra(base + " --max-steps 4 --train-text-encoder --resume --out " + (dir / "run"), dir);
+    ASSERT_EQ(res.code, 0) << res.err;
+    ASSERT_TRUE(fs::exists(dir / "run/checkpoint-4/text_encoder/adapter_config.json"));
+    // hra merge folds both into a diffusers folder: the pixels of merging at load time.
+    res = test::run_hra("-q merge --model " + (dir / "model") + " --adapter " + ck.string() + " --out " + (dir / "merged"), dir);
+    ASSERT_EQ(res.code, 0) << res.err;
+    const auto merged = generate(dir / "merged", "", "merged.png");
+    EXPECT_TRUE(merged.equal(generate(dir / "model", "--adapter " + ck.string() + " --merge-adapter", "m.png")));
+}

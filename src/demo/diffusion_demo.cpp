@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/strings.h"
+#include "demo/demo_util.h"
 #include "diffusion/pipeline.h"
 #include "diffusion/shape_world.h"
 #include "io/atomic_file.h"
@@ -24,14 +25,8 @@ using json = nlohmann::json;
 
 namespace {
 
-void say(const std::string& s) {
-    std::fprintf(stderr, "%s\n", s.c_str());
-    std::fflush(stderr);
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using demo_util::say;
+using demo_util::seconds_since;
 
 // The training images: every training caption rendered with `per` jitter seeds.
 void write_world_folder(const std::vector<diffusion::Scene>& scenes, int64_t size, int64_t per, const fs::path& dir) {
@@ -47,8 +42,21 @@ void write_world_folder(const std::vector<diffusion::Scene>& scenes, int64_t siz
     io::write_file_atomically((dir / "metadata.jsonl").string(), meta);
 }
 
-// A pixel-space pipeline folder with configs only (the task builds seeded random weights).
-void write_model_configs(const DiffusionDemoOptions& o, const fs::path& dir) {
+// One image per scene's caption (seed `seed`), checked; batches of 25 prompts.
+diffusion::WorldSamples sample_and_check(diffusion::StableDiffusion& sd, const std::vector<diffusion::Scene>& scenes,
+                                         const DiffusionDemoOptions& o, uint64_t seed) {
+    diffusion::GenerateOptions g;
+    g.steps = o.sample_steps;
+    g.guidance = o.guidance;
+    g.scheduler = o.scheduler;
+    g.seed = seed;
+    return diffusion::generate_and_check(sd, scenes, g);
+}
+
+}  // namespace
+
+void write_world_model_configs(const DiffusionDemoOptions& o, const std::string& folder) {
+    const fs::path dir(folder);
     fs::create_directories(dir / "unet");
     fs::create_directories(dir / "text_encoder");
     fs::create_directories(dir / "scheduler");
@@ -103,18 +111,29 @@ void write_model_configs(const DiffusionDemoOptions& o, const fs::path& dir) {
     io::write_file_atomically((dir / "model_index.json").string(), index.dump(2) + "\n");
 }
 
-// One image per scene's caption (seed `seed`), checked; batches of 25 prompts.
-diffusion::WorldSamples sample_and_check(diffusion::StableDiffusion& sd, const std::vector<diffusion::Scene>& scenes,
-                                         const DiffusionDemoOptions& o, uint64_t seed) {
-    diffusion::GenerateOptions g;
-    g.steps = o.sample_steps;
-    g.guidance = o.guidance;
-    g.scheduler = o.scheduler;
-    g.seed = seed;
-    return diffusion::generate_and_check(sd, scenes, g);
+TrainOptions world_pretrain_options(const DiffusionDemoOptions& o, const std::string& model, const std::string& data,
+                                    const std::string& out, uint64_t seed) {
+    TrainOptions t;
+    t.task = "text-to-image";
+    t.model = model;
+    t.data = data;
+    t.out = out;
+    t.set_method("full");
+    t.from_scratch = true;
+    t.caption_dropout = o.caption_dropout;
+    t.lr = o.lr;
+    t.schedule = Schedule::Constant;
+    t.warmup_steps = o.warmup_steps;
+    t.batch_size = o.batch_size;
+    t.max_grad_norm = 1.0;
+    t.ema_decay = o.ema_decay;
+    t.max_steps = o.max_steps > 0 ? o.max_steps : 1000000;
+    t.max_minutes = o.max_steps > 0 ? 0 : o.train_minutes;
+    t.seed = seed;
+    t.overwrite = true;
+    t.log_every = 1000000;
+    return t;
 }
-
-}  // namespace
 
 DiffusionDemoResult run_diffusion_demo(const DiffusionDemoOptions& o) {
     if (o.seeds.empty()) throw Error("the diffusion demo needs at least one seed");
@@ -132,7 +151,7 @@ DiffusionDemoResult run_diffusion_demo(const DiffusionDemoOptions& o) {
     fs::remove_all(data);
     fs::remove_all(model);
     write_world_folder(split.train, o.image_size, o.renders_per_caption, data);
-    write_model_configs(o, model);
+    write_world_model_configs(o, model.string());
     say(strprintf("hra demo --diffusion: %zu training captions x %lld renders (%lld px), %zu held-out captions never trained on",
                   split.train.size(), static_cast<long long>(o.renders_per_caption), static_cast<long long>(o.image_size),
                   split.heldout.size()));
@@ -149,25 +168,7 @@ DiffusionDemoResult run_diffusion_demo(const DiffusionDemoOptions& o) {
 
     // 3. Per seed: train from scratch with the engine, then generate and check.
     for (const auto seed : o.seeds) {
-        TrainOptions t;
-        t.task = "text-to-image";
-        t.model = model.string();
-        t.data = data.string();
-        t.out = (out / ("run-seed" + std::to_string(seed))).string();
-        t.set_method("full");
-        t.from_scratch = true;
-        t.caption_dropout = o.caption_dropout;
-        t.lr = o.lr;
-        t.schedule = Schedule::Constant;
-        t.warmup_steps = o.warmup_steps;
-        t.batch_size = o.batch_size;
-        t.max_grad_norm = 1.0;
-        t.ema_decay = o.ema_decay;
-        t.max_steps = o.max_steps > 0 ? o.max_steps : 1000000;
-        t.max_minutes = o.max_steps > 0 ? 0 : o.train_minutes;
-        t.seed = seed;
-        t.overwrite = true;
-        t.log_every = 1000000;
+        const auto t = world_pretrain_options(o, model.string(), data.string(), (out / ("run-seed" + std::to_string(seed))).string(), seed);
         TrainResult r;
         {
             ScopedLogLevel quiet(LogLevel::Warning);

@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "train/options.h"
+
 namespace hra {
 
 struct DiffusionDemoOptions {
@@ -62,5 +64,13 @@ struct DiffusionDemoResult {
 };
 
 DiffusionDemoResult run_diffusion_demo(const DiffusionDemoOptions& options);
+
+// The demo's pixel-space pipeline folder, configs only: loading it with
+// --from-scratch (or SdLoadOptions::random_init) builds seeded random weights.
+void write_world_model_configs(const DiffusionDemoOptions& options, const std::string& dir);
+// The demo's from-scratch training recipe (full, constant lr with warm-up, EMA,
+// caption dropout; options.train_minutes or options.max_steps) as engine options.
+TrainOptions world_pretrain_options(const DiffusionDemoOptions& options, const std::string& model, const std::string& data,
+                                    const std::string& out, uint64_t seed);
 
 }  // namespace hra

@@ -94,6 +94,7 @@ WorldSplit split_world(int64_t heldout, uint64_t seed) {
 
 torch::Tensor render(const Scene& s, int64_t size, uint64_t jitter_seed) {
     if (size < 32) throw Error("the shape world renders images of at least 32 pixels, got " + std::to_string(size));
+    if (s.shape < 0 || s.shape > kSubjectShape) throw Error("the shape world has no shape " + std::to_string(s.shape));
     const int64_t r = radius(s.size, size), j = jitter_of(size);
     std::mt19937_64 rng(jitter_seed);
     std::uniform_int_distribution<int64_t> jit(-j, j);
@@ -111,14 +112,15 @@ torch::Tensor render(const Scene& s, int64_t size, uint64_t jitter_seed) {
             bool in = false;
             if (s.shape == 0) in = dx * dx + dy * dy <= r * r + r;             // circle
             else if (s.shape == 1) in = true;                                   // square
-            else in = std::abs(dx) <= (dy + r) / 2;                             // triangle, apex up
+            else if (s.shape == 2) in = std::abs(dx) <= (dy + r) / 2;           // triangle, apex up
+            else in = std::abs(dy) <= r / 3;                                     // kSubjectShape: a wide bar
             if (!in) continue;
             for (int c = 0; c < 3; ++c) a[y][x][c] = static_cast<uint8_t>(rgb[static_cast<size_t>(c)]);
         }
     return img;
 }
 
-CheckResult check_image(const torch::Tensor& pixels) {
+CheckResult check_image(const torch::Tensor& pixels, bool subject_shape) {
     CheckResult out;
     if (pixels.dim() != 3 || pixels.size(2) != 3 || pixels.scalar_type() != torch::kUInt8)
         throw Error("the shape-world checker reads uint8 [H, W, 3] images, got " + c10::str(pixels.sizes()));
@@ -203,7 +205,9 @@ CheckResult check_image(const torch::Tensor& pixels) {
         if (2 * (y - y0) > h - 1) ++bottom;
     }
     const double fill = n / static_cast<double>(h * w);
-    if (bottom > 0 && static_cast<double>(top) < 0.6 * static_cast<double>(bottom))
+    if (subject_shape && w >= 2 * h)
+        out.scene.shape = kSubjectShape;
+    else if (bottom > 0 && static_cast<double>(top) < 0.6 * static_cast<double>(bottom))
         out.scene.shape = 2;
     else
         out.scene.shape = fill > 0.93 ? 1 : 0;

@@ -32,6 +32,12 @@ const std::vector<std::string>& world_shapes();     // circle, square, triangle
 const std::vector<std::string>& world_rows();       // top, middle, bottom
 const std::vector<std::string>& world_cols();       // left, center, right
 const std::vector<std::string>& world_sizes();      // small, large
+// A fourth shape that no caption names and all_scenes() never holds: the
+// subject of `hra demo --subject`, which the base model never sees. render()
+// draws it (a wide bar: the full width, a third of the radius above and below
+// the centre line) for Scene::shape == kSubjectShape; check_image() reports it
+// only when asked to.
+constexpr int kSubjectShape = 3;
 
 // "a small red circle at the top left" ("... at the middle center" for the centre cell).
 std::string caption(const Scene& s);
@@ -54,8 +60,10 @@ struct CheckResult {
     Scene scene;         // what the pixels show (when found)
     std::string reason;  // why not found
 };
-// Reads the scene from uint8 [H, W, 3] pixels.
-CheckResult check_image(const torch::Tensor& pixels);
+// Reads the scene from uint8 [H, W, 3] pixels. With `subject_shape`, a shape
+// at least twice as wide as high is the subject shape (the captioned shapes
+// are as wide as high); without it the checker knows those three only.
+CheckResult check_image(const torch::Tensor& pixels, bool subject_shape = false);
 
 // Checker counts over many images: `accepted` have every attribute right; an
 // attribute counts when the checker found a shape with that attribute right.

@@ -99,6 +99,7 @@ struct TrainOptions {
     int64_t num_class_images = 200;
     double prior_loss_weight = 1.0;  // 0: no prior preservation
     bool center_crop = false;      // instead of diffusers' random crop
+    bool train_text_encoder = false;  // the text encoder too: adapters on q/k/v/out_proj (or every weight with --method full)
     std::string validation_prompt;  // images at every evaluation, written as a grid
     int64_t validation_images = 4;
 

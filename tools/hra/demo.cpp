@@ -8,6 +8,7 @@
 #include "demo/demo.h"
 #include "demo/nlu_demo.h"
 #include "demo/diffusion_demo.h"
+#include "demo/subject_demo.h"
 
 namespace hra::cli {
 
@@ -68,8 +69,30 @@ Command add_demo(CLI::App& app) {
     cmd->add_option("--max-tokens", diff->max_tokens, "--diffusion: prompt length in tokens")->default_val(diff->max_tokens);
     cmd->add_option("--renders", diff->renders_per_caption, "--diffusion: training images per caption")
         ->default_val(diff->renders_per_caption);
-    return {cmd, [cmd, o, nlu, want_nlu, diff, want_diff]() {
-                if (*want_nlu && *want_diff) throw Error("give --nlu or --diffusion, not both");
+    auto subj = std::make_shared<SubjectDemoOptions>();
+    auto want_subj = std::make_shared<bool>(false);
+    cmd->add_flag("--subject", *want_subj,
+                  "the DreamBooth demo instead: pretrain the --diffusion model without a subject (a wide bar), then teach it from 4 images "
+                  "with HRA and LoRA (same budget, prior preservation), subject prompts in held-out colours and cells, 3 seeds");
+    cmd->add_option("--base-minutes", subj->base_minutes, "--subject: pretraining time box of the base model")->default_val(subj->base_minutes);
+    cmd->add_option("--base", subj->base, "--subject: reuse the base model of an earlier run (OUT/base/checkpoint-N) instead of pretraining");
+    cmd->add_option("--base-steps", subj->base_max_steps, "--subject: pretrain this many steps instead (0: the time box)")->default_val(0);
+    cmd->add_option("--finetune-steps", subj->steps, "--subject: DreamBooth steps per run (batch 1 + 1 class image)")->default_val(subj->steps);
+    cmd->add_option("--class-images", subj->class_images, "--subject: class images the base generates")->default_val(subj->class_images);
+    return {cmd, [cmd, o, nlu, want_nlu, diff, want_diff, subj, want_subj]() {
+                if (*want_nlu + *want_diff + *want_subj > 1) throw Error("give one of --nlu, --diffusion and --subject");
+                if (*want_subj) {
+                    subj->out = cmd->count("--out") ? o->out : "demo-subject";
+                    const int64_t levels = subj->world.attention_levels;
+                    subj->world = *diff;  // the world model and sampler options apply to the base
+                    if (!cmd->count("--attention-levels")) subj->world.attention_levels = levels;
+                    if (cmd->count("--seeds")) subj->seeds = diff->seeds;
+                    if (cmd->count("--hra-lrs")) subj->hra_lrs = o->hra_lrs;
+                    if (cmd->count("--lora-lrs")) subj->lora_lrs = o->lora_lrs;
+                    auto r = run_subject_demo(*subj);
+                    std::printf("%s", r.table.c_str());
+                    return 0;
+                }
                 if (*want_diff) {
                     diff->out = cmd->count("--out") ? o->out : "demo-diffusion";
                     auto r = run_diffusion_demo(*diff);

@@ -195,6 +195,9 @@ Command add_train(CLI::App& app) {
     cmd->add_option("--prior-loss-weight", o->prior_loss_weight, "dreambooth: weight of the class-image loss (0: no prior preservation)")
         ->default_val(1.0);
     cmd->add_flag("--center-crop", o->center_crop, "dreambooth: centre crop instead of a random crop");
+    cmd->add_flag("--train-text-encoder", o->train_text_encoder,
+                  "dreambooth: train the text encoder too (the method's adapters on q_proj, k_proj, v_proj, out_proj; saved in "
+                  "RUN/checkpoint-N/text_encoder beside unet/)");
     cmd->add_option("--validation-prompt", o->validation_prompt, "dreambooth: images of this prompt at every evaluation (a grid PNG in RUN/validation)");
     cmd->add_option("--validation-images", o->validation_images, "dreambooth: images per validation grid (DPM++ 25, CFG 7.5, seed 0)")
         ->default_val(4);

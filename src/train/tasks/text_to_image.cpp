@@ -115,7 +115,7 @@ public:
         sd_.unet.model->to(d);
         sd_.text_encoder.model->to(d);
         if (sd_.has_vae()) sd_.vae.model->to(d);
-        train_text_ = full && o_.from_scratch;
+        train_text_ = full && (o_.from_scratch || o_.train_text_encoder);
         res_ = o_.resolution > 0 ? o_.resolution : sd_.unet.config.sample_size * sd_.vae_scale_factor();
         if (res_ % 8 != 0 && sd_.has_vae())
             throw Error("--resolution must be a multiple of 8 for a latent pipeline, got " + std::to_string(res_));
@@ -133,9 +133,23 @@ public:
             auto config = o_.adapter;
             // Written out in adapter_config.json: a diffusers UNet has no PEFT default to fall back on when loading.
             if (!config.target_modules.is_set()) config.target_modules = ModuleSelector::of(io.default_targets);
+            // With the text encoder's adapters, a checkpoint holds unet/ and text_encoder/ (PEFT's DreamBooth layout).
+            const std::string unet_dir = o_.train_text_encoder ? (fs::path(resume_dir) / "unet").string() : resume_dir;
             if (resume_dir.empty()) peft_->add_adapter("default", config);
-            else peft_->load_adapter(resume_dir, "default", true);
+            else peft_->load_adapter(unet_dir, "default", true);
             sd_.unet.model->to(d);
+            if (o_.train_text_encoder) {
+                InjectOptions tio;
+                tio.default_targets = {"q_proj", "k_proj", "v_proj", "out_proj"};
+                tio.model_type = "CLIPTextModel";
+                tio.output_layers = {};
+                text_peft_ = std::make_unique<PeftModel>(sd_.text_encoder.model.ptr(), tio);
+                auto tc = o_.adapter;  // the method and its settings; --target-modules names the UNet's layers
+                tc.target_modules = ModuleSelector::of(tio.default_targets);
+                if (resume_dir.empty()) text_peft_->add_adapter("default", tc);
+                else text_peft_->load_adapter((fs::path(resume_dir) / "text_encoder").string(), "default", true);
+                sd_.text_encoder.model->to(d);
+            }
         }
         const auto schedule = sd_.schedule;
         ac_ = diffusion::alphas_cumprod(schedule).to(d);
@@ -176,8 +190,9 @@ public:
         std::vector<at::Tensor> out;
         for (auto& p : sd_.unet.model->parameters())
             if (p.requires_grad()) out.push_back(p);
-        if (train_text_)
-            for (auto& p : sd_.text_encoder.model->parameters()) out.push_back(p);
+        if (text_trained())
+            for (auto& p : sd_.text_encoder.model->parameters())
+                if (p.requires_grad()) out.push_back(p);
         return out;
     }
 
@@ -210,6 +225,11 @@ public:
     }
 
     void save(const std::string& dir) const override {
+        if (text_peft_) {
+            peft_->save_adapter((fs::path(dir) / "unet").string());
+            text_peft_->save_adapter((fs::path(dir) / "text_encoder").string());
+            return;
+        }
         if (peft_) {
             peft_->save_adapter(dir);
             return;
@@ -219,7 +239,7 @@ public:
 
     void set_training(bool on) override {
         sd_.unet.model->train(on);
-        sd_.text_encoder.model->train(on && train_text_);
+        sd_.text_encoder.model->train(on && text_trained());
     }
 
     std::string summary() const override {
@@ -230,21 +250,25 @@ public:
             return n;
         };
         const int64_t unet = count(*sd_.unet.model, false), text = count(*sd_.text_encoder.model, false);
-        const int64_t trained = count(*sd_.unet.model, true) + (train_text_ ? text : 0);
+        const int64_t trained = count(*sd_.unet.model, true) + count(*sd_.text_encoder.model, true);
         return std::string("text-to-image (") + (sd_.has_vae() ? "latent" : "pixel space") + ", " + std::to_string(res_) +
                " px): UNet " + std::to_string(unet) + " parameters, text encoder " + std::to_string(text) +
                "; trainable params: " + std::to_string(trained) + (o_.from_scratch ? " (from scratch)" : "");
     }
 
     json describe() const override {
+        int64_t trainable = 0;
+        for (const auto& p : sd_.unet.model->parameters()) trainable += p.requires_grad() ? p.numel() : 0;
+        for (const auto& p : sd_.text_encoder.model->parameters()) trainable += p.requires_grad() ? p.numel() : 0;
         return {{"data", o_.data},
+                {"trainable_params", trainable},
                 {"val_data", o_.val_data},
                 {"val_split", o_.val_split},
                 {"resolution", res_},
                 {"caption_dropout", o_.caption_dropout},
                 {"from_scratch", o_.from_scratch},
                 {"pixel_space", !sd_.has_vae()},
-                {"train_text_encoder", train_text_},
+                {"train_text_encoder", text_trained()},
                 {"train_examples", train_.size()},
                 {"val_examples", val_.size()},
                 {"instance_prompt", instance_prompt_},
@@ -383,7 +407,7 @@ private:
         }
         auto id_tensor = torch::tensor(ids, torch::kLong).reshape({B, -1}).to(d);
         torch::Tensor context;
-        if (train_text_) {
+        if (text_trained()) {
             context = sd_.text_encoder.model->forward(id_tensor).last_hidden_state;
         } else {
             torch::NoGradGuard ng;
@@ -402,8 +426,9 @@ private:
 
     TrainOptions o_;
     diffusion::StableDiffusion sd_;
-    std::unique_ptr<PeftModel> peft_;
-    bool train_text_ = false;
+    std::unique_ptr<PeftModel> peft_, text_peft_;
+    bool train_text_ = false;  // every text-encoder weight (--method full)
+    bool text_trained() const { return train_text_ || text_peft_ != nullptr; }
     torch::Tensor ac_;
     int64_t res_ = 0;
     std::vector<int64_t> empty_ids_;
@@ -427,7 +452,7 @@ std::vector<TaskInfo> text_to_image_tasks() {
     db.name = "dreambooth";
     db.help = "subject-driven fine-tuning (diffusers' train_dreambooth): instance images with prior preservation on generated class images";
     db.options = {"data", "resolution", "preset", "class-word", "instance-prompt", "class-prompt", "class-data", "num-class-images",
-                  "prior-loss-weight", "center-crop", "validation-prompt", "validation-images"};
+                  "prior-loss-weight", "center-crop", "validation-prompt", "validation-images", "train-text-encoder"};
     db.methods = {"hra", "lora", "full"};
     // The seed's run (DIFFUSION.md §3): HRA r 8 on to_q/k/v/out.0, lr 1e-4 constant, AdamW wd 1e-2, clip 1.0, batch 1.
     // --preset paper: the paper's r 7, lr 7e-6; --preset peft: PEFT's hra_dreambooth example (lr 5e-3, bias hra_only).
