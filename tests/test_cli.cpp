@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "adapters/peft_model.h"
+#include "diffusion/pipeline.h"
 #include "models/llama_loader.h"
 #include <nlohmann/json.hpp>
 #include "io/atomic_file.h"
@@ -210,8 +211,24 @@ TEST(Cli, SubjectDemoRunsAndReports) {
     const auto j = nlohmann::json::parse(last);
     EXPECT_EQ(j["demo"], "subject");
     // 10 transformer blocks (1 per down level and 2 per up level in the 3 attention levels, 1 mid) x 2 attentions
-    // x to_q/k/v/out.0, all 64 -> 64: HRA 64 x 8 = LoRA (64 + 64) x 4 = 512 each.
-    EXPECT_EQ(j["trainable_params"], 10 * 2 * 4 * 512);
+    // x to_q/k/v/out.0, all 64 -> 64: HRA 64 x 8 = 512, LoRA (64 + 64) x 6 = 768 each; and every ResNet's 3x3
+    // conv1/conv2 [out, in, 3, 3]: HRA in·9 x 8, LoRA 6 x (in·9 + out), PEFT's shapes, from the model's own weights.
+    int64_t hra_count = 80 * 512, lora_count = 80 * 768, convs = 0;
+    {
+        hra::diffusion::SdLoadOptions lo;
+        lo.random_init = true;
+        auto sd = hra::diffusion::load_stable_diffusion(dir / "subj/model-config", torch::kFloat, lo);
+        for (const auto& p : sd.unet.model->named_parameters()) {
+            const auto& k = p.key();
+            if (k.find(".resnets.") == std::string::npos || (k.find(".conv1.weight") == std::string::npos && k.find(".conv2.weight") == std::string::npos))
+                continue;
+            const int64_t out = p.value().size(0), in = p.value().size(1) * 9;
+            hra_count += in * 8, lora_count += 6 * (in + out), ++convs;
+        }
+    }
+    EXPECT_EQ(convs, 2 * (4 + 2 + 4 * 2));  // 4 down, 2 mid, 4 x 2 up ResNet blocks
+    EXPECT_EQ(j["trainable_params"]["hra"], hra_count);
+    EXPECT_EQ(j["trainable_params"]["lora"], lora_count);
     EXPECT_EQ(j["test_prompts"].get<int>() + j["validation_prompts"].get<int>() + 1, 6 * 9);  // every large context, the instance's aside
     EXPECT_EQ(j["base"]["images"], 36);
     EXPECT_EQ(j["hra"]["seeds"].size(), 1u);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 
@@ -76,6 +77,9 @@ torch::Tensor generate_prompts(diffusion::StableDiffusion& sd, const std::vector
 struct Prompts {
     std::vector<Scene> contexts;  // the subject in each (shape kSubjectShape)
     std::vector<std::string> subject, cls;
+    Scene instance;  // the training context, sampled `instance_images` times with the class prompts
+    std::string instance_prompt;
+    int64_t instance_images = 0;
 };
 
 Prompts prompts_for(const std::vector<Scene>& contexts) {
@@ -96,11 +100,20 @@ Samples sample(diffusion::StableDiffusion& sd, const Prompts& p, const Diffusion
     out.subject = generate_prompts(sd, p.subject, w, seed);
     if (cls) out.cls = generate_prompts(sd, p.cls, w, seed);
     auto& sc = out.score;
+    auto context_of = [](const diffusion::CheckResult& r, const Scene& want) {
+        return r.found && r.scene.colour == want.colour && r.scene.row == want.row && r.scene.col == want.col && r.scene.size == want.size;
+    };
+    if (cls && p.instance_images > 0) {
+        const auto inst = generate_prompts(sd, std::vector<std::string>(static_cast<size_t>(p.instance_images), p.instance_prompt), w, seed + 500);
+        for (int64_t i = 0; i < inst.size(0); ++i) {
+            const auto r = diffusion::check_image(inst[i], true);
+            ++sc.instance_images;
+            sc.instance_bar += r.found && r.scene.shape == diffusion::kSubjectShape && context_of(r, p.instance);
+        }
+    }
     for (size_t i = 0; i < p.contexts.size(); ++i) {
         const Scene& want = p.contexts[i];
-        auto in_context = [&](const diffusion::CheckResult& r) {
-            return r.found && r.scene.colour == want.colour && r.scene.row == want.row && r.scene.col == want.col && r.scene.size == want.size;
-        };
+        auto in_context = [&](const diffusion::CheckResult& r) { return context_of(r, want); };
         const auto r = diffusion::check_image(out.subject[static_cast<int64_t>(i)], true);
         ++sc.images;
         const bool bar = r.found && r.scene.shape == diffusion::kSubjectShape;
@@ -131,6 +144,7 @@ FineTuned fine_tune(const SubjectDemoOptions& o, const std::string& method, doub
     t.out = out.string();
     t.set_method(method);
     t.adapter.r = method == "hra" ? o.hra_r : o.lora_r;
+    t.adapter.target_modules = ModuleSelector::of(o.targets);
     t.instance_prompt = instance_prompt;
     t.class_prompt = class_prompt;
     t.class_data = classes;
@@ -194,7 +208,8 @@ json score_json(const SubjectScore& s) {
             {"context", s.share(s.context)},
             {"subject_in_context", s.share(s.both)},
             {"class_kept", s.share(s.class_kept)},
-            {"class_leak", s.share(s.class_leak)}};
+            {"class_leak", s.share(s.class_leak)},
+            {"instance_bar", s.instance_images == 0 ? 0.0 : static_cast<double>(s.instance_bar) / static_cast<double>(s.instance_images)}};
 }
 
 }  // namespace
@@ -224,8 +239,11 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     if (o.validation_prompts < 1 || o.validation_prompts >= static_cast<int64_t>(contexts.size()))
         throw Error("--validation-prompts must be 1 to " + std::to_string(contexts.size() - 1));
     const auto val = prompts_for({contexts.begin(), contexts.begin() + o.validation_prompts});
-    const auto test = prompts_for({contexts.begin() + o.validation_prompts, contexts.end()});
+    auto test = prompts_for({contexts.begin() + o.validation_prompts, contexts.end()});
     const std::string instance_prompt = context_caption(instance, kSubjectNoun), class_prompt = context_caption(instance, kClassNoun);
+    test.instance = instance;
+    test.instance_prompt = instance_prompt;
+    test.instance_images = 8;
 
     // 2. Pretrain the base model on the world without the subject.
     const fs::path data = out / "pretrain-images", configs = out / "model-config", instances = out / "instance-images",
@@ -306,16 +324,17 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
             auto s = sample(sd, test, w, 0, true);
             f.run.test = s.score;
             if (seed == o.seeds.front()) first_samples.push_back(s);
-            say(strprintf("%s seed %llu (lr %g, %lld trainable): test bar in context %.3f (bar %.3f, context %.3f); class prompts kept %.3f, bar %.3f",
+            say(strprintf("%s seed %llu (lr %g, %lld trainable): instance prompt bar %lld/%lld; test bar in context %.3f (bar %.3f, context %.3f); class prompts kept %.3f, bar %.3f",
                           method.c_str(), static_cast<unsigned long long>(seed), best_lr, static_cast<long long>(f.run.trainable),
+                          static_cast<long long>(s.score.instance_bar), static_cast<long long>(s.score.instance_images),
                           s.score.share(s.score.both), s.score.share(s.score.subject), s.score.share(s.score.context),
                           s.score.share(s.score.class_kept), s.score.share(s.score.class_leak)));
             result.runs.push_back(f.run);
         }
     }
     const int64_t hra_params = result.runs.front().trainable, lora_params = result.runs.back().trainable;
-    if (hra_params != lora_params)
-        throw Error(strprintf("the subject demo compares equal budgets, but HRA r %lld trains %lld parameters and LoRA r %lld %lld",
+    if (std::abs(hra_params - lora_params) * 20 > std::max(hra_params, lora_params))
+        throw Error(strprintf("the subject demo compares budgets within 5%%, but HRA r %lld trains %lld parameters and LoRA r %lld %lld",
                               static_cast<long long>(o.hra_r), static_cast<long long>(hra_params), static_cast<long long>(o.lora_r),
                               static_cast<long long>(lora_params)));
 
@@ -347,33 +366,40 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     table += "subject \"" + std::string(kSubjectNoun) + "\": a bar the base never saw; instance prompt \"" + instance_prompt + "\"; " +
              std::to_string(test.contexts.size()) + " test prompts put it in other colours and cells (" +
              std::to_string(val.contexts.size()) + " more chose the learning rates)\n";
-    table += strprintf("HRA r %lld and LoRA r %lld on to_q, to_k, to_v, to_out.0: %lld trainable parameters each; sampler %s %lld steps, guidance %.1f\n\n",
-                       static_cast<long long>(o.hra_r), static_cast<long long>(o.lora_r), static_cast<long long>(hra_params), w.scheduler.c_str(),
+    std::string targets;
+    for (const auto& t : o.targets) targets += (targets.empty() ? "" : ", ") + t;
+    table += strprintf("HRA r %lld (%lld trainable parameters) and LoRA r %lld (%lld) on %s; sampler %s %lld steps, guidance %.1f\n\n",
+                       static_cast<long long>(o.hra_r), static_cast<long long>(hra_params), static_cast<long long>(o.lora_r),
+                       static_cast<long long>(lora_params), targets.c_str(), w.scheduler.c_str(),
                        static_cast<long long>(w.sample_steps), w.guidance);
-    table += "model  lr       seed  loss             bar   context  bar in context  class kept  class -> bar\n";
+    auto instance_share = [](const SubjectScore& s) {
+        return s.instance_images == 0 ? 0.0 : static_cast<double>(s.instance_bar) / static_cast<double>(s.instance_images);
+    };
+    table += "model  lr       seed  loss             instance  bar    context  bar in context  class kept  class -> bar\n";
     auto line = [&](const std::string& name, const std::string& lr, const std::string& seed, const std::string& loss, const SubjectScore& s) {
-        table += strprintf("%-5s  %-7s  %-4s  %-15s  %5.3f  %7.3f  %15.3f  %10.3f  %13.3f\n", name.c_str(), lr.c_str(), seed.c_str(), loss.c_str(),
-                           s.share(s.subject), s.share(s.context), s.share(s.both), s.share(s.class_kept), s.share(s.class_leak));
+        table += strprintf("%-5s  %-7s  %-4s  %-15s  %8.3f  %5.3f  %7.3f  %14.3f  %10.3f  %12.3f\n", name.c_str(), lr.c_str(), seed.c_str(),
+                           loss.c_str(), instance_share(s), s.share(s.subject), s.share(s.context), s.share(s.both), s.share(s.class_kept),
+                           s.share(s.class_leak));
     };
     line("base", "-", "-", "-", before.score);
     json methods = json::object();
     for (const std::string method : {"hra", "lora"}) {
-        std::vector<double> both, subject, context, kept, leak;
+        std::vector<double> both, subject, context, kept, leak, inst;
         json seeds = json::array();
         for (const auto& r : result.runs) {
             if (r.method != method) continue;
             line(method == "hra" ? "HRA" : "LoRA", lr_text(r.lr), std::to_string(r.seed), strprintf("%.4f -> %.4f", r.first_loss, r.final_loss), r.test);
             both.push_back(r.test.share(r.test.both)), subject.push_back(r.test.share(r.test.subject)), context.push_back(r.test.share(r.test.context));
-            kept.push_back(r.test.share(r.test.class_kept)), leak.push_back(r.test.share(r.test.class_leak));
+            kept.push_back(r.test.share(r.test.class_kept)), leak.push_back(r.test.share(r.test.class_leak)), inst.push_back(instance_share(r.test));
             auto j = score_json(r.test);
             j["seed"] = r.seed;
             j["train_seconds"] = r.train_seconds;
             j["final_loss"] = r.final_loss;
             seeds.push_back(j);
         }
-        const auto b = spread(both), s = spread(subject), c = spread(context), k = spread(kept), l = spread(leak);
-        table += strprintf("%-5s  mean over %zu seeds        %5.3f  %7.3f  %5.3f (%.3f-%.3f)  %10.3f  %13.3f\n", method == "hra" ? "HRA" : "LoRA",
-                           both.size(), s.mean, c.mean, b.mean, b.min, b.max, k.mean, l.mean);
+        const auto b = spread(both), s = spread(subject), c = spread(context), k = spread(kept), l = spread(leak), in = spread(inst);
+        table += strprintf("%-5s  mean over %zu seeds        %8.3f  %5.3f  %7.3f  %.3f (%.3f-%.3f)  %10.3f  %12.3f\n", method == "hra" ? "HRA" : "LoRA",
+                           both.size(), in.mean, s.mean, c.mean, b.mean, b.min, b.max, k.mean, l.mean);
         const auto& grid = method == "hra" ? result.hra_grid : result.lora_grid;
         json g = json::object();
         for (const auto& [lr, v] : grid) g[lr] = v;
@@ -387,10 +413,12 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
                            {"context", c.mean},
                            {"class_kept", k.mean},
                            {"class_leak", l.mean},
+                           {"instance_bar", in.mean},
                            {"seeds", seeds}};
     }
-    table += "\nbar: the checker finds the subject's shape; context: colour, cell and size as the prompt asks; class kept: the class\n"
-             "prompt (\"a large red shape at the top left\") still gives a captioned shape in its context; class -> bar: it gives the subject\n";
+    table += "\ninstance: of 8 images of the instance prompt itself, those with the bar in its context; on the test prompts, bar: the checker\n"
+             "finds the subject's shape; context: colour, cell and size as the prompt asks; class kept: the class prompt (\"a large red shape\n"
+             "at the top left\") still gives a captioned shape in its context; class -> bar: it gives the subject\n";
     auto grid_text = [](const std::vector<std::pair<std::string, double>>& g) {
         std::string s;
         for (const auto& [lr, v] : g) s += (s.empty() ? "" : ", ") + lr + ": " + strprintf("%.3f", v);
@@ -406,7 +434,8 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
                    {"base", score_json(before.score)},
                    {"hra", methods["hra"]},
                    {"lora", methods["lora"]},
-                   {"trainable_params", hra_params},
+                   {"trainable_params", {{"hra", hra_params}, {"lora", lora_params}}},
+                   {"targets", o.targets},
                    {"steps", o.steps},
                    {"test_prompts", test.contexts.size()},
                    {"validation_prompts", val.contexts.size()},
