@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -160,6 +161,29 @@ TEST(Cli, EvalScoresPredictionsAsOneJsonLine) {
     EXPECT_NE(r.err.find("no usable record"), std::string::npos) << r.err;
 }
 
+// Inputs a hostile-input run found crashing (std::terminate, stack overflow) or stalling: one-line errors now.
+TEST(Cli, HostileInputsAreOneLineErrors) {
+    test::TempDir dir;
+    auto expect_error = [&](const std::string& args, const std::string& fragment) {
+        const auto r = run_hra(args, dir);
+        EXPECT_EQ(r.code, 1) << args << "\n" << r.err;
+        EXPECT_NE(r.err.find(fragment), std::string::npos) << args << "\n" << r.err;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    };
+    io::write_file_atomically(dir / "nested.yaml", "target-modules: [[q_proj, v_proj]]\n");
+    expect_error("-q train --config " + (dir / "nested.yaml"), "nests a list");
+    io::write_file_atomically(dir / "key.yaml", "? [a, b]\n: 1\n");
+    expect_error("-q train --config " + (dir / "key.yaml"), "option names must be plain words");
+    expect_error("-q train --config " + dir.path(), "not a readable file");
+    expect_error("-q --threads 4096 inspect " + dir.path(), "at most 4 per CPU");
+    // A predictions line nested 100,000 deep: the record is bad (named with its line), the run does not crash.
+    io::write_file_atomically(dir / "deep.jsonl", R"({"completion": "The answer is: 18", "answer": "#### 18", "x": )" +
+                                                      std::string(100000, '[') + std::string(100000, ']') + "}\n");
+    expect_error("-q eval --task gsm8k --predictions " + (dir / "deep.jsonl"), dir / "deep.jsonl:1");
+    const auto r = run_hra("-q eval --task gsm8k --predictions " + (dir / "deep.jsonl"), dir);
+    EXPECT_NE(r.err.find("nested deeper than 128"), std::string::npos) << r.err;
+}
+
 TEST(Cli, TrainTakesAYamlOrJsonConfigThatFlagsOverride) {
     test::TempDir dir;
     auto r = run_hra("-q convert llama2c --model " + test::data_file("stories260K/stories260K.bin") + " --tokenizer " +
@@ -229,12 +253,13 @@ TEST(Cli, SubjectDemoRunsAndReports) {
     EXPECT_EQ(convs, 2 * (4 + 2 + 4 * 2));  // 4 down, 2 mid, 4 x 2 up ResNet blocks
     EXPECT_EQ(j["trainable_params"]["hra"], hra_count);
     EXPECT_EQ(j["trainable_params"]["lora"], lora_count);
-    EXPECT_EQ(j["test_prompts"].get<int>() + j["validation_prompts"].get<int>() + 1, 6 * 9);  // every large context, the instance's aside
-    EXPECT_EQ(j["base"]["images"], 36);
+    EXPECT_EQ(j["test_prompts"].get<int>() + j["validation_prompts"].get<int>() + 4, 6 * 9);  // every large context, the 4 instances' aside
+    EXPECT_EQ(j["base"]["images"], 33);  // 54 contexts - 4 instance - 17 validation
     EXPECT_EQ(j["hra"]["seeds"].size(), 1u);
     EXPECT_EQ(j["lora"]["seeds"].size(), 1u);
-    EXPECT_EQ(j["instance_prompt"], "a large green qwe shape at the middle center");
-    EXPECT_EQ(j["class_prompt"], "a large green shape at the middle center");
+    EXPECT_EQ(j["instance_prompts"], nlohmann::json({"a large green sks shape at the middle center", "a large red sks shape at the top left",
+                                                     "a large blue sks shape at the bottom right", "a large yellow sks shape at the top right"}));
+    EXPECT_EQ(j["class_prompts"][1], "a large red shape at the top left");
     for (const char* row : {"base ", "HRA ", "LoRA ", "chance"}) EXPECT_NE(r.out.find(row), std::string::npos) << row;
     EXPECT_TRUE(std::filesystem::exists(dir / "subj/subject-grid.png"));
     int instances = 0, classes = 0;
@@ -242,6 +267,26 @@ TEST(Cli, SubjectDemoRunsAndReports) {
     for (const auto& e : std::filesystem::directory_iterator(dir / "subj/class-images")) classes += e.path().extension() == ".png";
     EXPECT_EQ(instances, 4);
     EXPECT_EQ(classes, 2);
+    // Each instance image captioned with its own context, and the class images with theirs.
+    const auto meta = io::read_file(dir / "subj/instance-images/metadata.jsonl");
+    EXPECT_EQ(nlohmann::json::parse(meta.substr(0, meta.find('\n')))["text"], "a large green sks shape at the middle center");
+    EXPECT_NE(io::read_file(dir / "subj/class-images/metadata.jsonl").find("\"a large red shape at the top left\""), std::string::npos);
+    // Pretraining captions: half "a large red circle shape at ..." (the shape word where "sks" goes), half the class caption.
+    int full = 0, cls = 0, lines = 0;
+    {
+        std::ifstream meta(dir / "subj/pretrain-images/metadata.jsonl");
+        for (std::string line; std::getline(meta, line); ++lines) {
+            const auto text = nlohmann::json::parse(line)["text"].get<std::string>();
+            full += text.rfind("a large ", 0) == 0 && (text.find(" circle shape at the ") != std::string::npos ||
+                                                       text.find(" square shape at the ") != std::string::npos ||
+                                                       text.find(" triangle shape at the ") != std::string::npos);
+            cls += text.find(" shape at the ") != std::string::npos && text.find("circle") == std::string::npos &&
+                   text.find("square") == std::string::npos && text.find("triangle") == std::string::npos;
+        }
+    }
+    EXPECT_EQ(lines, 162 * 2);
+    EXPECT_EQ(full, 162);
+    EXPECT_EQ(cls, 162);
     r = run_hra("-q demo --subject --diffusion --out " + (dir / "x"), dir);
     EXPECT_EQ(r.code, 1);
 }

@@ -35,6 +35,13 @@ TEST(ClipTokenizer, GoldenIdsFromTheReference) {
     // "qwe" is q + we</w>: the rare token DreamBooth binds the subject to.
     EXPECT_EQ(clip().token(80), "q");
     EXPECT_EQ(clip().token(649), "we</w>");
+    // "sks" (diffusers' DreamBooth examples, the subject demo's identifier) is one token: merge 47,624 of the
+    // bundled merges ("s ks</w>", line 47,626 after the header), so id 256 + 256 + 47,624.
+    EXPECT_EQ(clip().encode("sks"), (Ids{49406, 48136, 49407}));
+    EXPECT_EQ(clip().token(48136), "sks</w>");
+    // The subject demo relies on it: its subject prompt has the length of the full captions it pretrains on.
+    EXPECT_EQ(clip().encode("a large green sks shape at the middle center").size(),
+              clip().encode("a large green circle shape at the middle center").size());
     EXPECT_EQ(clip().token(49406), "<|startoftext|>");
     EXPECT_EQ(clip().token(49407), "<|endoftext|>");
 }

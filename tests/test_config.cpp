@@ -45,6 +45,7 @@ std::vector<std::string> targets(AdapterConfig c, InjectOptions o = {}) {
 
 AdapterConfig hra_config(ModuleSelector t) {
     AdapterConfig c;
+    c.r = 2;  // the toy's layers take 4 inputs: at most 4 reflections
     c.target_modules = std::move(t);
     return c;
 }
@@ -94,7 +95,7 @@ TEST(Targets, LayersToTransformAndPattern) {
 
 TEST(Targets, DefaultsByModelTypeAndUnsupportedModules) {
     InjectOptions o = llama_inject_options("llama");
-    EXPECT_EQ(targets(AdapterConfig{}, o).size(), 6u);  // q_proj and v_proj of three layers
+    EXPECT_EQ(targets(hra_config({}), o).size(), 6u);  // q_proj and v_proj of three layers
     EXPECT_THROW(targets(AdapterConfig{}), Error);     // no model type, no targets
     EXPECT_THROW(targets(AdapterConfig{}, llama_inject_options("gpt2")), Error);  // a type without PEFT defaults
     EXPECT_EQ(deberta_inject_options().default_targets, (std::vector<std::string>{"query_proj", "value_proj"}));

@@ -2,6 +2,7 @@
 // tests/testing_common.py does: identity init, merge, unmerge, safe merge,
 // disable, save/load round trip, several adapters, delete, merge-and-unload,
 // trainability. Tolerances are PEFT's (float32).
+#include <cmath>
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -354,6 +355,18 @@ TEST(AdapterFiles, WrongShapeUnknownKeyMissingKey) {
     expect_load_error(dir.path(), "unexpected key");
     io::save_safetensors(wpath, std::vector<std::pair<std::string, torch::Tensor>>{});
     expect_load_error(dir.path(), "missing key");
+    // Integers where the vectors go (they were converted silently) and NaN vectors (they only warned).
+    io::save_safetensors(wpath, {{"base_model.model.lin0.hra_u", torch::ones({10, 4}, torch::kInt)}});
+    expect_load_error(dir.path(), "dtype Int where the adapter needs floating-point values");
+    auto u = torch::ones({10, 4});
+    u[3][1] = std::nan("");
+    io::save_safetensors(wpath, {{"base_model.model.lin0.hra_u", u}});
+    expect_load_error(dir.path(), "non-finite values");
+    // A deeply nested unknown key in the config (it was copied and dumped recursively).
+    io::save_safetensors(wpath, {{"base_model.model.lin0.hra_u", torch::ones({10, 4})}});
+    io::write_file_atomically(dir / "adapter_config.json", R"({"peft_type": "HRA", "r": 4, "target_modules": ["lin0"], "x": )" +
+                                                               std::string(100000, '[') + std::string(100000, ']') + "}");
+    expect_load_error(dir.path(), "nested deeper than 128");
 }
 
 TEST(AdapterFiles, BadConfigs) {
@@ -376,6 +389,15 @@ TEST(AdapterFiles, BadConfigs) {
     io::write_file_atomically(cpath, good);
     std::filesystem::rename(dir / "adapter_model.safetensors", dir / "adapter_model.bin");
     expect_load_error(dir.path(), "pickle");
+}
+
+TEST(AdapterFiles, MoreReflectionsThanInputsIsAnErrorNamingTheLayer) {
+    test::TempDir dir;
+    saved_adapter(dir);
+    // lin0 takes 10 inputs: r 10 fits, r 11 cannot be independent.
+    io::write_file_atomically(dir / "adapter_config.json", R"({"peft_type": "HRA", "r": 11, "target_modules": ["lin0"]})");
+    expect_load_error(dir.path(), "'lin0': r 11 exceeds the layer's input size 10");
+    EXPECT_NO_THROW(test::mlp_with_hra(10, {"lin0"}));
 }
 
 TEST(PeftModel, LoraDropoutOnlyWhileTraining) {

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <caffe2/serialize/inline_container.h>
 
 #include "common/error.h"
 #include "io/atomic_file.h"
@@ -50,6 +51,54 @@ TEST(TorchBin, RefusesForeignGlobalsWithoutRunningThem) {
     EXPECT_NE(msg.find("refused pickle global 'posix.system'"), std::string::npos) << msg;
     EXPECT_NE(msg.find("evil.bin"), std::string::npos) << msg;
     EXPECT_FALSE(fs::exists(marker));
+}
+
+namespace {
+
+// A torch.save-shaped zip (PyTorch's own writer) around a hand-written pickle and one 4-byte storage "0".
+std::string crafted_checkpoint(const test::TempDir& dir, const std::string& name, const std::string& pickle) {
+    const std::string path = dir / name;
+    caffe2::serialize::PyTorchStreamWriter w(path);
+    w.writeRecord("data.pkl", pickle.data(), pickle.size());
+    const float one = 1;
+    w.writeRecord("data/0", &one, sizeof one);
+    w.writeEndOfFile();
+    return path;
+}
+
+// Pickle protocol 2 for {"w": _rebuild_tensor_v2(storage("0", FloatStorage, numel), 0, (size,), (stride,))}.
+std::string tensor_pickle(uint64_t numel, uint8_t size, uint64_t stride) {
+    auto long8 = [](uint64_t v) {
+        std::string s = "\x8a\x08";
+        for (int k = 0; k < 8; ++k) s += static_cast<char>((v >> (8 * k)) & 0xff);
+        return s;
+    };
+    auto str = [](const std::string& t) { return std::string("X") + static_cast<char>(t.size()) + std::string(3, '\0') + t; };
+    return std::string("\x80\x02}") + str("w") + "ctorch._utils\n_rebuild_tensor_v2\n(" + "(" + str("storage") + "ctorch\nFloatStorage\n" +
+           str("0") + str("cpu") + long8(numel) + "tQ" + "K" + std::string(1, '\0') + "K" + std::string(1, static_cast<char>(size)) +
+           "\x85" + long8(stride) + "\x85" + "tRs.";
+}
+
+}  // namespace
+
+// The classic attacks on a pickle reader beyond foreign globals: each is a named error, never a crash or a wrong load.
+TEST(TorchBin, CraftedPicklesAreNamedErrors) {
+    test::TempDir dir;
+    // The well-formed control: one float.
+    auto sd = io::read_torch_state_dict(crafted_checkpoint(dir, "ok.bin", tensor_pickle(1, 1, 1)));
+    ASSERT_EQ(sd.size(), 1u);
+    EXPECT_EQ(sd.at("w").item<float>(), 1.0f);
+    // numel × 4 bytes wraps to 0 in 64 bits: it passed the storage-size check.
+    auto msg = error_of([&] { io::read_torch_state_dict(crafted_checkpoint(dir, "numel.bin", tensor_pickle(uint64_t{1} << 62, 1, 1))); });
+    EXPECT_NE(msg.find("holds 4 bytes, fewer than its 4611686018427387904 elements need"), std::string::npos) << msg;
+    // (size − 1) · stride overflows: the wrapped sum passed the bounds check and read outside the storage.
+    msg = error_of([&] { io::read_torch_state_dict(crafted_checkpoint(dir, "stride.bin", tensor_pickle(1, 3, uint64_t{1} << 62))); });
+    EXPECT_NE(msg.find("overflow"), std::string::npos) << msg;
+    // 200,000 nested tuples: releasing them recursed until the stack overflowed.
+    const std::string deep = std::string("\x80\x02)") + std::string(200000, '\x85') + ".";
+    msg = error_of([&] { io::read_torch_state_dict(crafted_checkpoint(dir, "deep.bin", deep)); });
+    EXPECT_NE(msg.find("not a dict of tensors"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("deep.bin"), std::string::npos) << msg;
 }
 
 TEST(TorchBin, LegacyAndCorruptFilesAreNamedErrors) {

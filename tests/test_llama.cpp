@@ -2,6 +2,7 @@
 // stories260K weights (llama2.c golden values, through the converted HF
 // folder, v0 and v1), incremental decoding vs full recomputation, loading
 // errors, sampling and stop strings.
+#include <cmath>
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -14,6 +15,7 @@
 #include "models/generate.h"
 #include "models/llama2c.h"
 #include "models/pipeline.h"
+#include "models/llama_config.h"
 #include "models/llama_loader.h"
 #include "text/llama2c_tokenizer.h"
 #include "text/sp_tokenizer.h"
@@ -237,6 +239,49 @@ TEST(LlamaModel, LoadingErrorsNameTheKeys) {
     }
 }
 
+// Configs no model has (the hostile-input run allocated 10^9 layers, ran rope_theta 0 and negative ids):
+// errors naming the key, before any weight is made.
+TEST(LlamaModel, ImpossibleConfigsAreErrorsNamingTheKey) {
+    const auto good = nlohmann::json::parse(io::read_file(fixture("llama-family/llama-tiny/config.json")));
+    EXPECT_NO_THROW(parse_llama_config(good.dump(), "c.json"));
+    struct Case {
+        const char* key;
+        nlohmann::json value;
+        const char* message;
+    };
+    for (const auto& c : std::vector<Case>{
+             {"num_hidden_layers", 1000000000, "beyond any model"},
+             {"hidden_size", 1000000000000LL, "beyond any model"},
+             {"vocab_size", 0, "sizes must be positive"},
+             {"max_position_embeddings", 1000000000000LL, "must be 1 to 2^24"},
+             {"max_position_embeddings", -5, "must be 1 to 2^24"},
+             {"rope_theta", 0, "'rope_theta': must be a positive number"},
+             {"rope_theta", -10000.0, "'rope_theta': must be a positive number"},
+             {"eos_token_id", -1, "'eos_token_id': token ids are not negative"},
+             {"bos_token_id", -2, "'bos_token_id': token ids are not negative"},
+             {"rope_scaling", {{"rope_type", "linear"}, {"factor", 0}}, "factor must be a positive number"},
+             {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8}, {"low_freq_factor", 4}, {"high_freq_factor", 1}},
+              "low_freq_factor < high_freq_factor"},
+             {"rope_scaling", nlohmann::json::array({1, 2}), "must be an object or null"},
+         }) {
+        auto cfg = good;
+        cfg[c.key] = c.value;
+        try {
+            parse_llama_config(cfg.dump(), "c.json");
+            ADD_FAILURE() << c.key << " = " << c.value.dump();
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << c.key << ": " << e.what();
+            EXPECT_EQ(e.file(), "c.json");
+        }
+    }
+    // hidden_size / heads must divide when head_dim is not given, as transformers' LlamaAttention asks.
+    auto cfg = good;
+    cfg["num_attention_heads"] = 3;
+    cfg["num_key_value_heads"] = 3;
+    cfg.erase("head_dim");
+    EXPECT_THROW(parse_llama_config(cfg.dump(), "c.json"), Error);
+}
+
 TEST(Generation, SamplingStopStringsAndEos) {
     test::TempDir dir;
     auto [m, tok] = converted_stories(dir);
@@ -274,6 +319,17 @@ TEST(Generation, SamplingStopStringsAndEos) {
     s.top_p = 1e-6;  // nucleus of one token
     EXPECT_EQ(generate(*m.model, *tok, kGoldenPrompt, s).tokens,
               std::vector<int64_t>(kGoldenContinuation.begin(), kGoldenContinuation.begin() + 20));
+    // A vanishing temperature is greedy (it sampled the least likely token when logit / T overflowed);
+    // NaN settings are errors, not silent sampling.
+    s.top_p = 1;
+    s.temperature = 1e-320;
+    EXPECT_EQ(generate(*m.model, *tok, kGoldenPrompt, s).tokens,
+              std::vector<int64_t>(kGoldenContinuation.begin(), kGoldenContinuation.begin() + 20));
+    for (const auto& [t, p] : std::vector<std::pair<double, double>>{{std::nan(""), 1.0}, {1.0, std::nan("")}, {INFINITY, 1.0}}) {
+        SamplingOptions bad;
+        bad.temperature = t, bad.top_p = p;
+        EXPECT_THROW(generate(*m.model, *tok, kGoldenPrompt, bad), Error) << t << " " << p;
+    }
 }
 
 // The sample printed in karpathy/llama2.c doc/stories260K.md (commit

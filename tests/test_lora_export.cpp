@@ -1,5 +1,7 @@
 // Exact LoRA export of HRA: the exported LoRA layer reproduces the HRA layer,
 // in memory and through PEFT folders on disk.
+#include <cmath>
+#include <filesystem>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -87,4 +89,22 @@ TEST(LoraExport, MissingBaseWeightIsAnError) {
     } catch (const Error& e) {
         EXPECT_NE(std::string(e.what()).find("lin0.weight"), std::string::npos) << e.what();
     }
+}
+
+TEST(LoraExport, NonFiniteVectorsAreAnErrorAndNothingIsWritten) {
+    test::TempDir dir;
+    test::mlp_with_hra(2, {"lin0"}).peft.save_adapter(dir / "hra");
+    auto plain = std::make_shared<test::Mlp>();
+    io::save_safetensors(dir / "base.safetensors", {{"lin0.weight", plain->named_parameters()["lin0.weight"].detach().clone()}});
+    auto u = torch::ones({10, 2});
+    u[0][0] = std::nan("");
+    io::save_safetensors(dir / "hra/adapter_model.safetensors", {{"base_model.model.lin0.hra_u", u}});
+    try {
+        export_lora_folder(dir / "hra", dir / "base.safetensors", dir / "out");
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("finite"), std::string::npos) << e.what();
+        EXPECT_EQ(e.file(), dir / "hra/adapter_model.safetensors");
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir / "out"));
 }

@@ -118,6 +118,11 @@ TEST(Safetensors, ValidationErrors) {
     expect_error(image(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", ok4 + ok4), "not covered");
     expect_error(image(R"({"__metadata__":{"a":1}})", ""), "metadata values must be strings");
     expect_error(image(R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", ok4), "too large");
+    // A name listed twice (JSON parsers keep one of them silently) and a header nested 100,000 deep (the readers recurse).
+    expect_error(image(R"({"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"t":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                       ok4 + ok4),
+                 "twice");
+    expect_error(image(R"({"__metadata__":)" + std::string(100000, '[') + std::string(100000, ']') + "}", ""), "nested deeper than 128");
 }
 
 TEST(Safetensors, BoolBytesOtherThanZeroOrOneAreRejected) {

@@ -432,6 +432,26 @@ TrainOptions dreambooth_run(const test::TempDir& dir, int class_images) {
     return o;
 }
 
+// diffusers' train_dreambooth errors recomputed by hand for one instance and one class image with their prompts:
+// centre crop, ε-prediction on DDPM's linear schedule, the noise and timesteps of manual_seed(seed). [2]
+torch::Tensor reference_errors(const test::TempDir& dir, const std::string& instance, const std::string& cls,
+                               const std::string& instance_prompt, const std::string& class_prompt, uint64_t seed) {
+    auto sd = diffusion::load_stable_diffusion(dir / "model");  // adapters at init leave the UNet unchanged
+    auto prep = [](const std::string& f) {
+        return data::center_crop(data::resize_shortest_edge(data::load_rgb(f), 32, data::Resample::Bilinear), 32, 32);
+    };
+    auto x0 = torch::stack({prep(instance), prep(cls)}).permute({0, 3, 1, 2}).to(torch::kFloat) / 127.5 - 1.0;
+    torch::manual_seed(seed);
+    auto t = torch::randint(0, 1000, {2}, torch::kLong);
+    auto noise = torch::randn(x0.sizes());
+    auto beta = torch::linspace(1e-4, 0.02, 1000, torch::kDouble);
+    auto a = torch::cumprod(1 - beta, 0).index_select(0, t).view({2, 1, 1, 1});
+    auto xt = (a.sqrt() * x0.to(torch::kDouble) + (1 - a).sqrt() * noise.to(torch::kDouble)).to(torch::kFloat);
+    auto ctx = torch::cat({diffusion::encode_prompt(sd, instance_prompt), diffusion::encode_prompt(sd, class_prompt)});
+    torch::NoGradGuard ng;
+    return (sd.unet.model->forward(xt, t, ctx) - noise).pow(2).mean({1, 2, 3});
+}
+
 }  // namespace
 
 // loss(rows) is diffusers' train_dreambooth objective: instance and class
@@ -453,23 +473,48 @@ TEST(DreamBooth, LossIsInstancePlusWeightedPrior) {
     const auto got = task->loss({2});  // instance 2 % 2 = 0 (a.jpg), class 2 (c2.png)
     EXPECT_EQ(got.count, 1);
 
-    auto sd = diffusion::load_stable_diffusion(dir / "model");  // adapters at init leave the UNet unchanged
-    auto prep = [](const std::string& f) {
-        return data::center_crop(data::resize_shortest_edge(data::load_rgb(f), 32, data::Resample::Bilinear), 32, 32);
-    };
-    auto x0 = torch::stack({prep(dir / "subject/a.jpg"), prep(dir / "class/c2.png")}).permute({0, 3, 1, 2}).to(torch::kFloat) / 127.5 - 1.0;
-    torch::manual_seed(5);
-    auto t = torch::randint(0, 1000, {2}, torch::kLong);
-    auto noise = torch::randn(x0.sizes());
-    auto beta = torch::linspace(1e-4, 0.02, 1000, torch::kDouble);
-    auto a = torch::cumprod(1 - beta, 0).index_select(0, t).view({2, 1, 1, 1});
-    auto xt = (a.sqrt() * x0.to(torch::kDouble) + (1 - a).sqrt() * noise.to(torch::kDouble)).to(torch::kFloat);
-    auto ctx = torch::cat({diffusion::encode_prompt(sd, "a photo of qwe shape"), diffusion::encode_prompt(sd, "a photo of shape")});
-    torch::NoGradGuard ng;
-    auto err = (sd.unet.model->forward(xt, t, ctx) - noise).pow(2).mean({1, 2, 3});
+    const auto err = reference_errors(dir, dir / "subject/a.jpg", dir / "class/c2.png", "a photo of qwe shape", "a photo of shape", 5);
     const double want = err[0].item<double>() + 0.5 * err[1].item<double>();
     EXPECT_NEAR(got.sum.item<double>(), want, 1e-5 * want);
     EXPECT_GT(err[1].item<double>(), 0.05 * err[0].item<double>());  // the prior term is not negligible here
+}
+
+// Folders with metadata.jsonl give each image its own prompt (diffusers' custom instance prompts): the loss
+// is the same objective with those captions, and results.json says where the prompts came from.
+TEST(DreamBooth, CaptionedFoldersGiveEachImageItsPrompt) {
+    test::TempDir dir;
+    auto o = dreambooth_run(dir, 2);
+    io::write_file_atomically(dir / "subject/metadata.jsonl", R"({"file_name": "a.jpg", "text": "a qwe shape on the left"})" "\n"
+                                                              R"({"file_name": "b.png", "text": "a red qwe shape"})" "\n");
+    io::write_file_atomically(dir / "class/metadata.jsonl", R"({"file_name": "c0.png", "text": "a shape on the left"})" "\n"
+                                                            R"({"file_name": "c1.png", "text": "a red shape"})" "\n");
+    o.class_word.clear();  // no prompt given: the captions are the prompts
+    o.num_class_images = 2;
+    o.center_crop = true;
+    validate(o);
+    auto task = find_task("dreambooth").make(o);
+    task->setup("");
+    EXPECT_EQ(task->train_size(), 2);
+    task->set_training(false);
+    torch::manual_seed(5);
+    const auto got = task->loss({1});  // b.png with its caption, c1.png with its caption
+    const auto err = reference_errors(dir, dir / "subject/b.png", dir / "class/c1.png", "a red qwe shape", "a red shape", 5);
+    const double want = err[0].item<double>() + err[1].item<double>();
+    EXPECT_NEAR(got.sum.item<double>(), want, 1e-5 * want);
+    // The instance prompt would give another loss (the random model barely reads its prompt: 7.6e-5 of the
+    // loss apart, 7.6 times the tolerance above): the captions were used.
+    const double prompt_loss =
+        reference_errors(dir, dir / "subject/b.png", dir / "class/c1.png", "a photo of qwe shape", "a photo of shape", 5).sum().item<double>();
+    EXPECT_GT(std::abs(prompt_loss - want), 3e-5 * want);
+    EXPECT_EQ(task->describe().at("instance_prompt"), "metadata.jsonl");
+    EXPECT_EQ(task->describe().at("class_prompt"), "metadata.jsonl");
+    // A prompt given on the command line wins over the captions.
+    o.instance_prompt = "a photo of qwe shape";
+    o.class_prompt = "a photo of shape";
+    auto prompted = find_task("dreambooth").make(o);
+    prompted->setup("");
+    EXPECT_EQ(prompted->describe().at("instance_prompt"), "a photo of qwe shape");
+    EXPECT_EQ(prompted->describe().at("class_prompt"), "a photo of shape");
 }
 
 // From the command line: missing class images are generated into the class

@@ -61,6 +61,52 @@ TEST(TokenizerJsonErrors, UnsupportedPartsAreNamed) {
     EXPECT_THROW(ok->encode(std::string("a\xff"), false), Error);        // not UTF-8
 }
 
+// What a hostile-input run crashed or hung on: each is now an error naming the file.
+TEST(TokenizerJsonErrors, HostileFilesAreErrorsNotCrashes) {
+    auto expect_error = [](const std::string& text, const std::string& fragment) {
+        try {
+            make_hf_tokenizer(text, "t.json");
+            ADD_FAILURE() << "expected an error containing '" << fragment << "'";
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+            EXPECT_EQ(e.file(), "t.json");
+        }
+    };
+    const std::string model = R"("model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]})";
+    // Negative or absurd ids (they index the id table: a heap write out of bounds before).
+    expect_error(R"({"model":{"type":"BPE","vocab":{"a":-3,"b":1},"merges":[]}})", "has id -3");
+    expect_error(R"({"model":{"type":"BPE","vocab":{"a":0,"b":9223372036854775807},"merges":[]}})", "outside 0..");
+    expect_error("{" + model + R"(,"added_tokens":[{"id":-1,"content":"<x>"}]})", "has id -1");
+    // A Metaspace with an empty replacement (it looped forever).
+    expect_error("{" + model + R"(,"pre_tokenizer":{"type":"Metaspace","replacement":""}})", "non-empty replacement");
+    // Normalizer sequences nested 100,000 deep (the recursion overflowed the stack).
+    std::string deep = "{" + model + R"(,"normalizer":)";
+    for (int i = 0; i < 100000; ++i) deep += R"({"type":"Sequence","normalizers":[)";
+    deep += R"({"type":"NFC"})";
+    for (int i = 0; i < 100000; ++i) deep += "]}";
+    expect_error(deep + "}", "nested deeper than 128");
+}
+
+TEST(Llama2cTokenizer, TooFewPiecesForTheByteFallbackIsAnError) {
+    // run.c's byte fallback reads ids b + 3: a file of 5 pieces made the encoder read past the vocabulary.
+    test::TempDir dir;
+    std::string bytes(4, '\0');
+    bytes[0] = 8;  // max_token_length
+    for (const std::string piece : {"<unk>", "<s>", "</s>", "a", "b"}) {
+        const float score = 0;
+        const int32_t len = static_cast<int32_t>(piece.size());
+        bytes.append(reinterpret_cast<const char*>(&score), 4).append(reinterpret_cast<const char*>(&len), 4).append(piece);
+    }
+    io::write_file_atomically(dir / "tok5.bin", bytes);
+    try {
+        read_llama2c_vocab(dir / "tok5.bin", 0);
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("holds 5 tokens; a llama2.c vocabulary needs at least 259"), std::string::npos) << e.what();
+        EXPECT_EQ(e.file(), dir / "tok5.bin");
+    }
+}
+
 TEST(Llama2cTokenizer, Stories260KGoldenIds) {
     auto tok = make_llama2c_tokenizer(read_llama2c_vocab(test::data_file("stories260K/tok512.bin"), 512));
     // Golden values from the stories260K README (llama2.c's run.c encoder).

@@ -274,6 +274,49 @@ TEST_F(TrainerTest, ResumeIsBitIdenticalAndSigintLeavesACheckpoint) {
     EXPECT_THROW(train(quick_options(dir, "full")), Error);
 }
 
+// HRA resumes as LoRA does (every loss and the checkpoint's bytes equal); what a SIGKILL during a
+// checkpoint write leaves is never picked up and is removed; a state with impossible counters is refused.
+TEST_F(TrainerTest, HraResumesBitForBitAndHalfWrittenCheckpointsAreRemoved) {
+    auto hra = [&](const std::string& out) {
+        auto o = quick_options(dir, out);
+        o.set_method("hra");
+        o.adapter.r = 4;
+        o.adapter.target_modules = ModuleSelector::of({"q_proj", "v_proj"});
+        return o;
+    };
+    auto full = train(hra("hfull"));
+    auto o = hra("hcut");
+    o.inject_sigint_at_step = 3;
+    EXPECT_TRUE(train(o).interrupted);
+    const auto tmp = std::filesystem::path(dir / "hcut") / ".checkpoint-4.tmp-12345";
+    std::filesystem::create_directories(tmp);
+    io::write_file_atomically((tmp / "trainer_state.json").string(), R"({"step": 4)");  // cut mid-write
+    o.inject_sigint_at_step = 0;
+    o.resume = true;
+    auto rest = train(o);
+    EXPECT_EQ(losses(rest), losses(full));
+    EXPECT_EQ(io::read_file(dir / "hcut/checkpoint-6/adapter_model.safetensors"),
+              io::read_file(dir / "hfull/checkpoint-6/adapter_model.safetensors"));
+    EXPECT_FALSE(std::filesystem::exists(tmp));
+    const std::string state_path = dir / "hcut/checkpoint-6/trainer_state.json";
+    const auto state = nlohmann::json::parse(io::read_file(state_path));
+    for (const auto& [key, value] : std::vector<std::pair<std::string, int64_t>>{
+             {"step", -3}, {"step", 1000000}, {"position", -1}, {"epoch", -2}, {"epoch", int64_t{1} << 40}}) {
+        auto bad = state;
+        bad[key] = value;
+        io::write_file_atomically(state_path, bad.dump());
+        auto more = o;
+        more.max_steps = 8;
+        try {
+            train(more);
+            ADD_FAILURE() << key << " " << value;
+        } catch (const Error& e) {
+            EXPECT_EQ(e.file(), state_path) << e.what();
+            EXPECT_EQ(e.key(), key) << e.what();
+        }
+    }
+}
+
 TEST_F(TrainerTest, NanLossStopsAndLeavesTheLastCheckpointUntouched) {
     auto o = quick_options(dir, "nan");
     o.set_method("hra");
@@ -588,6 +631,9 @@ TEST_F(TrainerTest, OptionsAreCheckedBeforeTheRunFolderIsMade) {
              {"--adam-beta1 1.5", "--adam-beta1 must be in [0, 1)"},
              {"--epochs 0", "--epochs must be positive"},
              {"--warmup-ratio 2", "--warmup-ratio must be in [0, 1]"},
+             {"--warmup-ratio nan", "--warmup-ratio must be in [0, 1]"},  // trained at lr 9e14 once (signed overflow)
+             {"--val-split nan", "--val-split must be >= 0"},
+             {"--lr inf", "--lr must be a positive number"},
              {"--device gpu", "--device must be cpu, cuda or cuda:N"},
              {"--device cuda:0", "no CUDA"},  // Debian's libtorch is CPU-only
              {"--task glue-nope", "--task"},

@@ -52,6 +52,8 @@ HraAdapterImpl::HraAdapterImpl(const LayerShape& shape, int64_t r, bool apply_gs
         throw Error("HRA does not support grouped convolutions (groups=" + std::to_string(shape.groups) +
                     "): the reflections would mix channels across groups");
     const int64_t d = shape.flat_in();
+    // More reflections than dimensions cannot be independent (and allocate r × d for nothing).
+    if (r > d) throw Error("r " + std::to_string(r) + " exceeds the layer's input size " + std::to_string(d));
     torch::Tensor u;
     {
         torch::NoGradGuard no_grad;

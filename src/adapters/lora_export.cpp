@@ -91,6 +91,8 @@ int export_lora_folder(const std::string& hra_dir, const std::string& base_weigh
             throw Error("base weight has " + std::to_string(w.dim()) + " dimensions; expected a Linear or Conv2d weight",
                         {base.path(), wkey});
         auto u = folder.weights->tensor(key);
+        if (!u.is_floating_point() || !torch::isfinite(u).all().item<bool>())
+            throw Error("the HRA vectors must be finite floating-point values (a NaN adapter exports a NaN LoRA)", {folder.weights_path, key});
         if (u.dim() != 2 || u.size(1) != hc.r)
             throw Error("expected [d, " + std::to_string(hc.r) + "] for r=" + std::to_string(hc.r) + ", got " +
                             c10::str(u.sizes()),

@@ -486,8 +486,12 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
                 throw Error("shape " + c10::str(t.sizes()) + " does not fit the model's " + c10::str(kt.tensor.sizes()),
                             {folder.weights_path, fname});
             if (filled[it->second]) throw Error("tensor given twice (under two key spellings)", {folder.weights_path, fname});
+            if (kt.tensor.is_floating_point() && !t.is_floating_point())
+                throw Error(std::string("dtype ") + c10::toString(t.scalar_type()) + " where the adapter needs floating-point values",
+                            {folder.weights_path, fname});
             if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>())
-                warn_once(folder.weights_path + ": '" + fname + "' holds non-finite values");
+                throw Error("holds non-finite values (NaN or inf): the adapter would turn every output into NaN",
+                            {folder.weights_path, fname});
             kt.tensor.detach().copy_(t.to(kt.tensor.scalar_type()));
             filled[it->second] = true;
         }

@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "common/torch_compat.h"
 
 namespace hra {
@@ -50,6 +51,10 @@ RuntimeInfo init_runtime(int requested) {
         info.threads = online_cpus();
         info.threads_from = "online CPUs";
     }
+    // More OpenMP threads than cores stall every parallel region (1,000 on 2 cores did not finish a step).
+    if (info.threads > 4 * online_cpus())
+        throw Error(strprintf("%d threads (from %s) on %d online CPUs: at most 4 per CPU", info.threads, info.threads_from.c_str(),
+                              online_cpus()));
     at::set_num_threads(info.threads);
 
     using ConfigFn = char* (*)();

@@ -135,7 +135,7 @@ std::vector<Rendered> read_records(const std::string& path, const DataOptions& o
             }
             try {
                 text::require_utf8(line, "the line");
-                raw.emplace_back(json::parse(line), line_no);
+                raw.emplace_back(io::parse_json(line, path, static_cast<long>(line_no)), line_no);
             } catch (const Error& e) {
                 bad.add(e, static_cast<long>(line_no));
             } catch (const json::exception& e) {

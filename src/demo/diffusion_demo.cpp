@@ -177,13 +177,10 @@ DiffusionDemoResult run_diffusion_demo(const DiffusionDemoOptions& o) {
         DiffusionDemoSeed row;
         row.seed = seed;
         row.steps = r.steps;
-        double smoothed = 0;
-        for (size_t i = 0; i < r.history.size(); ++i) {
-            row.train_seconds += r.history[i].ms / 1000.0;
-            smoothed = i == 0 ? r.history[i].loss : 0.98 * smoothed + 0.02 * r.history[i].loss;
-        }
-        if (!r.history.empty()) row.first_loss = r.history.front().loss;
-        row.final_loss = smoothed;
+        const auto losses = demo_util::summarize(r.history, 0.98);
+        row.train_seconds = losses.seconds;
+        row.first_loss = losses.first;
+        row.final_loss = losses.last;
         auto sd = diffusion::load_stable_diffusion(r.adapter_dir, torch::kFloat);
         const auto held = sample_and_check(sd, split.heldout, o, seed);
         const auto seen = sample_and_check(sd, probe, o, seed);

@@ -31,18 +31,29 @@ namespace {
 using demo_util::say;
 using demo_util::seconds_since;
 
+std::string join(const std::vector<std::string>& items, const std::string& sep) {
+    std::string out;
+    for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
+    return out;
+}
+
 // "a large green {noun} at the middle center": the world's caption with `noun` for the shape word.
 std::string context_caption(const Scene& s, const std::string& noun) {
     return "a " + diffusion::world_sizes().at(static_cast<size_t>(s.size)) + " " + diffusion::world_colours().at(static_cast<size_t>(s.colour)) +
            " " + noun + " at the " + diffusion::world_rows().at(static_cast<size_t>(s.row)) + " " +
            diffusion::world_cols().at(static_cast<size_t>(s.col));
 }
-const char* kSubjectNoun = "qwe shape";  // DreamBooth's "qwe {class}"
+// DreamBooth's rare identifier before the class noun ("a photo of sks dog"). "sks" is one CLIP token; the
+// seed's "qwe" is two (q, we</w>). The demo's text encoder has no layers, so a word shifted by a position
+// reads differently: the pretraining's full captions ("a large red circle shape at the top left") put the
+// shape word where the identifier goes, and the subject prompt's context words sit where the base learnt them.
+const char* kSubjectNoun = "sks shape";
 const char* kClassNoun = "shape";
 
 // Pretraining data: every large scene (the subject is large; small shapes
 // would take the base longer to learn), `per` renders, captions alternating between
-// the full caption and the class caption (the shape word replaced by "shape").
+// the full caption with the class noun ("a large red circle shape at the top left") and the class caption
+// ("a large red shape at the top left").
 void write_pretraining_folder(int64_t size, int64_t per, const fs::path& dir) {
     fs::create_directories(dir);
     std::string meta;
@@ -51,7 +62,9 @@ void write_pretraining_folder(int64_t size, int64_t per, const fs::path& dir) {
         for (int64_t k = 0; k < per && s.size == 1; ++k, ++n) {
             const std::string name = strprintf("%05lld.png", static_cast<long long>(n));
             io::write_png((dir / name).string(), diffusion::render(s, size, static_cast<uint64_t>(n)));
-            const std::string text = k % 2 == 0 ? diffusion::caption(s) : context_caption(s, kClassNoun);
+            const std::string text =
+                k % 2 == 0 ? context_caption(s, diffusion::world_shapes().at(static_cast<size_t>(s.shape)) + " " + kClassNoun)
+                           : context_caption(s, kClassNoun);
             meta += json{{"file_name", name}, {"text", text}}.dump() + "\n";
         }
     io::write_file_atomically((dir / "metadata.jsonl").string(), meta);
@@ -77,8 +90,8 @@ torch::Tensor generate_prompts(diffusion::StableDiffusion& sd, const std::vector
 struct Prompts {
     std::vector<Scene> contexts;  // the subject in each (shape kSubjectShape)
     std::vector<std::string> subject, cls;
-    Scene instance;  // the training context, sampled `instance_images` times with the class prompts
-    std::string instance_prompt;
+    std::vector<Scene> instances;  // the training contexts, sampled `instance_images` times in turn with the class prompts
+    std::vector<std::string> instance_prompts;
     int64_t instance_images = 0;
 };
 
@@ -104,11 +117,13 @@ Samples sample(diffusion::StableDiffusion& sd, const Prompts& p, const Diffusion
         return r.found && r.scene.colour == want.colour && r.scene.row == want.row && r.scene.col == want.col && r.scene.size == want.size;
     };
     if (cls && p.instance_images > 0) {
-        const auto inst = generate_prompts(sd, std::vector<std::string>(static_cast<size_t>(p.instance_images), p.instance_prompt), w, seed + 500);
+        std::vector<std::string> prompts;
+        for (int64_t i = 0; i < p.instance_images; ++i) prompts.push_back(p.instance_prompts[static_cast<size_t>(i) % p.instances.size()]);
+        const auto inst = generate_prompts(sd, prompts, w, seed + 500);
         for (int64_t i = 0; i < inst.size(0); ++i) {
             const auto r = diffusion::check_image(inst[i], true);
             ++sc.instance_images;
-            sc.instance_bar += r.found && r.scene.shape == diffusion::kSubjectShape && context_of(r, p.instance);
+            sc.instance_bar += r.found && r.scene.shape == diffusion::kSubjectShape && context_of(r, p.instances[static_cast<size_t>(i) % p.instances.size()]);
         }
     }
     for (size_t i = 0; i < p.contexts.size(); ++i) {
@@ -135,8 +150,7 @@ struct FineTuned {
 };
 
 FineTuned fine_tune(const SubjectDemoOptions& o, const std::string& method, double lr, uint64_t seed, const std::string& base,
-                    const std::string& instances, const std::string& classes, const std::string& instance_prompt,
-                    const std::string& class_prompt, const fs::path& out) {
+                    const std::string& instances, const std::string& classes, const fs::path& out) {
     TrainOptions t;
     t.task = "dreambooth";
     t.model = base;
@@ -145,8 +159,7 @@ FineTuned fine_tune(const SubjectDemoOptions& o, const std::string& method, doub
     t.set_method(method);
     t.adapter.r = method == "hra" ? o.hra_r : o.lora_r;
     t.adapter.target_modules = ModuleSelector::of(o.targets);
-    t.instance_prompt = instance_prompt;
-    t.class_prompt = class_prompt;
+    // The prompts are the folders' captions (metadata.jsonl): each image its own context.
     t.class_data = classes;
     t.num_class_images = o.class_images;
     t.prior_loss_weight = 1.0;
@@ -172,13 +185,10 @@ FineTuned fine_tune(const SubjectDemoOptions& o, const std::string& method, doub
     f.run.seed = seed;
     f.run.lr = lr;
     f.run.trainable = r.result.at("config").at("task_config").at("trainable_params").get<int64_t>();
-    double smoothed = 0;
-    for (size_t i = 0; i < r.history.size(); ++i) {
-        f.run.train_seconds += r.history[i].ms / 1000.0;
-        smoothed = i == 0 ? r.history[i].loss : 0.95 * smoothed + 0.05 * r.history[i].loss;
-    }
-    if (!r.history.empty()) f.run.first_loss = r.history.front().loss;
-    f.run.final_loss = smoothed;
+    const auto losses = demo_util::summarize(r.history, 0.95);
+    f.run.train_seconds = losses.seconds;
+    f.run.first_loss = losses.first;
+    f.run.final_loss = losses.last;
     return f;
 }
 
@@ -209,7 +219,7 @@ json score_json(const SubjectScore& s) {
             {"subject_in_context", s.share(s.both)},
             {"class_kept", s.share(s.class_kept)},
             {"class_leak", s.share(s.class_leak)},
-            {"instance_bar", s.instance_images == 0 ? 0.0 : static_cast<double>(s.instance_bar) / static_cast<double>(s.instance_images)}};
+            {"instance_bar", s.instance_share()}};
 }
 
 }  // namespace
@@ -224,13 +234,19 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     fs::create_directories(out);
     SubjectDemoResult result;
 
-    // 1. The subject, its prompts and the split of its contexts.
-    const Scene instance{1, diffusion::kSubjectShape, 1, 1, 1};  // a large green bar at the middle center
+    // 1. The subject, its prompts and the split of its contexts. The instance contexts differ in colour, row and
+    // column, as DreamBooth's photos show the subject in several settings; the test puts it in the others.
+    const std::vector<Scene> all_instances = {{1, diffusion::kSubjectShape, 1, 1, 1}, {0, diffusion::kSubjectShape, 0, 0, 1},
+                                              {2, diffusion::kSubjectShape, 2, 2, 1}, {3, diffusion::kSubjectShape, 0, 2, 1},
+                                              {4, diffusion::kSubjectShape, 2, 0, 1}, {5, diffusion::kSubjectShape, 1, 0, 1}};
+    if (o.instance_contexts < 1 || o.instance_contexts > static_cast<int64_t>(all_instances.size()) || o.instance_images < o.instance_contexts)
+        throw Error(strprintf("--instance-contexts must be 1 to %zu and at most --instance-images", all_instances.size()));
+    const std::vector<Scene> instance_scenes(all_instances.begin(), all_instances.begin() + o.instance_contexts);
     std::vector<Scene> contexts;
     for (int colour = 0; colour < 6; ++colour)
         for (int cell = 0; cell < 9; ++cell) {
             const Scene s{colour, diffusion::kSubjectShape, cell / 3, cell % 3, 1};
-            if (!(s == instance)) contexts.push_back(s);
+            if (std::find(instance_scenes.begin(), instance_scenes.end(), s) == instance_scenes.end()) contexts.push_back(s);
         }
     {
         std::mt19937_64 rng(0);  // Fisher-Yates on the raw output (std::shuffle differs between standard libraries)
@@ -240,10 +256,12 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
         throw Error("--validation-prompts must be 1 to " + std::to_string(contexts.size() - 1));
     const auto val = prompts_for({contexts.begin(), contexts.begin() + o.validation_prompts});
     auto test = prompts_for({contexts.begin() + o.validation_prompts, contexts.end()});
-    const std::string instance_prompt = context_caption(instance, kSubjectNoun), class_prompt = context_caption(instance, kClassNoun);
-    test.instance = instance;
-    test.instance_prompt = instance_prompt;
+    std::vector<std::string> instance_prompts, class_prompts;
+    for (const auto& s : instance_scenes) instance_prompts.push_back(context_caption(s, kSubjectNoun)), class_prompts.push_back(context_caption(s, kClassNoun));
+    test.instances = instance_scenes;
+    test.instance_prompts = instance_prompts;
     test.instance_images = 8;
+    const size_t K = instance_scenes.size();
 
     // 2. Pretrain the base model on the world without the subject.
     const fs::path data = out / "pretrain-images", configs = out / "model-config", instances = out / "instance-images",
@@ -265,34 +283,47 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
             base_run = train(world_pretrain_options(pre, configs.string(), data.string(), (out / "base").string(), 0));
         }
         base = base_run.adapter_dir;
-        for (const auto& h : base_run.history) base_seconds += h.ms / 1000.0;
+        base_seconds = demo_util::summarize(base_run.history, 0.98).seconds;
     } else {
         say("hra demo --subject: the base model of an earlier run, " + base);
     }
 
     // 3. Instance images; class images from the base (the world's sampler), which the dreambooth task then reuses.
+    // Image k shows context k mod K; metadata.jsonl captions each with its context.
     fs::create_directories(instances);
     std::vector<torch::Tensor> instance_pixels;
+    std::string instance_meta, class_meta;
     for (int64_t k = 0; k < o.instance_images; ++k) {
-        instance_pixels.push_back(diffusion::render(instance, w.image_size, static_cast<uint64_t>(1000 + k)));
-        io::write_png((instances / strprintf("instance-%02lld.png", static_cast<long long>(k))).string(), instance_pixels.back());
+        const size_t c = static_cast<size_t>(k) % K;
+        const std::string name = strprintf("instance-%02lld.png", static_cast<long long>(k));
+        instance_pixels.push_back(diffusion::render(instance_scenes[c], w.image_size, static_cast<uint64_t>(1000 + k)));
+        io::write_png((instances / name).string(), instance_pixels.back());
+        instance_meta += json{{"file_name", name}, {"text", instance_prompts[c]}}.dump() + "\n";
     }
+    io::write_file_atomically((instances / "metadata.jsonl").string(), instance_meta);
     auto base_sd = diffusion::load_stable_diffusion(base, torch::kFloat);
+    std::vector<std::string> class_list;
+    for (int64_t k = 0; k < o.class_images; ++k) class_list.push_back(class_prompts[static_cast<size_t>(k) % K]);
     torch::Tensor class_pixels;
     {
         torch::NoGradGuard ng;
-        class_pixels = generate_prompts(base_sd, std::vector<std::string>(static_cast<size_t>(o.class_images), class_prompt), w, 7);
+        class_pixels = generate_prompts(base_sd, class_list, w, 7);
     }
     fs::create_directories(classes);
-    for (int64_t k = 0; k < o.class_images; ++k)
-        io::write_png((classes / strprintf("class-%05lld.png", static_cast<long long>(k))).string(), class_pixels[k],
-                      {{"prompt", class_prompt}, {"hra", "demo --subject class image (the base model, ddim)"}});
+    for (int64_t k = 0; k < o.class_images; ++k) {
+        const std::string name = strprintf("class-%05lld.png", static_cast<long long>(k));
+        io::write_png((classes / name).string(), class_pixels[k],
+                      {{"prompt", class_list[static_cast<size_t>(k)]}, {"hra", "demo --subject class image (the base model, ddim)"}});
+        class_meta += json{{"file_name", name}, {"text", class_list[static_cast<size_t>(k)]}}.dump() + "\n";
+    }
+    io::write_file_atomically((classes / "metadata.jsonl").string(), class_meta);
 
     // 4. Before: the base model on the test prompts.
     const auto before = sample(base_sd, test, w, 0, true);
     result.base = before.score;
-    say(strprintf("base model (%lld steps, %.0f s): test prompts: bar %.3f, context %.3f, bar in context %.3f; class prompts kept %.3f",
-                  static_cast<long long>(base_run.steps), base_seconds, before.score.share(before.score.subject),
+    say(strprintf("base model (%s): test prompts: bar %.3f, context %.3f, bar in context %.3f; class prompts kept %.3f",
+                  o.base.empty() ? strprintf("%lld steps, %.0f s", static_cast<long long>(base_run.steps), base_seconds).c_str() : "an earlier run's",
+                  before.score.share(before.score.subject),
                   before.score.share(before.score.context), before.score.share(before.score.both), before.score.share(before.score.class_kept)));
 
     // 5. Learning rates on the validation prompts (seed 0 of the list), then every seed at the chosen one.
@@ -303,7 +334,7 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
         double best = -1, best_lr = grid.front();
         FineTuned best_run;
         for (double lr : grid) {
-            auto f = fine_tune(o, method, lr, o.seeds.front(), base, instances.string(), classes.string(), instance_prompt, class_prompt,
+            auto f = fine_tune(o, method, lr, o.seeds.front(), base, instances.string(), classes.string(),
                                out / (method + "-lr" + lr_text(lr) + "-seed" + std::to_string(o.seeds.front())));
             auto sd = load_with_adapter(base, f.adapter);
             const auto v = sample(sd, val, w, 1, false).score;
@@ -311,15 +342,23 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
             table.emplace_back(lr_text(lr), got);
             say(strprintf("%s lr %g: validation bar in context %.3f (bar %.3f, context %.3f), loss %.4f, %.0f s", method.c_str(), lr, got,
                           v.share(v.subject), v.share(v.context), f.run.final_loss, f.run.train_seconds));
-            if (got > best) best = got, best_lr = lr, best_run = f;
+            if (got > best) best = got, best_lr = lr, best_run = f;  // ties keep the earlier (the grid's order)
         }
         (method == "hra" ? result.hra_lr : result.lora_lr) = best_lr;
-        if (best_lr == grid.front() || best_lr == grid.back())
-            say(strprintf("warning: %s's chosen learning rate %g is at the edge of its grid", method.c_str(), best_lr));
+        std::string note;
+        const auto ties = std::count_if(table.begin(), table.end(), [&](const auto& g) { return g.second == best; });
+        if (best == 0)
+            note = strprintf("no learning rate drew the subject in context on the validation prompts; the grid's first, %g, is kept", best_lr);
+        else if (ties > 1)
+            note = strprintf("%lld learning rates tie at %.3f; the first in the grid, %g, is kept", static_cast<long long>(ties), best, best_lr);
+        else if (grid.size() > 1 && (best_lr == grid.front() || best_lr == grid.back()))
+            note = strprintf("the chosen learning rate %g is at the edge of the grid", best_lr);
+        if (!note.empty()) say("warning: " + method + ": " + note);
+        (method == "hra" ? result.hra_lr_note : result.lora_lr_note) = note;
         for (const auto seed : o.seeds) {
             auto f = seed == o.seeds.front() ? best_run
-                                              : fine_tune(o, method, best_lr, seed, base, instances.string(), classes.string(), instance_prompt,
-                                                          class_prompt, out / (method + "-lr" + lr_text(best_lr) + "-seed" + std::to_string(seed)));
+                                              : fine_tune(o, method, best_lr, seed, base, instances.string(), classes.string(),
+                                                          out / (method + "-lr" + lr_text(best_lr) + "-seed" + std::to_string(seed)));
             auto sd = load_with_adapter(base, f.adapter);
             auto s = sample(sd, test, w, 0, true);
             f.run.test = s.score;
@@ -352,8 +391,8 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
         for (const Samples* s : std::initializer_list<const Samples*>{&before, &first_samples[0], &first_samples[1]}) rows.push_back(row(s->cls.slice(0, 0, k)));
         result.grid = (out / "subject-grid.png").string();
         io::write_png(result.grid, io::image_grid(torch::cat(rows), cols), {{"hra", "demo --subject"}});
-        std::string legend = "row 1: " + std::to_string(ni) + " instance images (\"" + instance_prompt + "\"), " + std::to_string(nc) +
-                             " class images (\"" + class_prompt + "\", made by the base)\n";
+        std::string legend = "row 1: " + std::to_string(ni) + " instance images (\"" + join(instance_prompts, "\", \"") + "\"), " +
+                             std::to_string(nc) + " class images (\"" + join(class_prompts, "\", \"") + "\", made by the base)\n";
         legend += "rows 2-4: base, HRA, LoRA (seed " + std::to_string(o.seeds.front()) + ") on the test prompts; rows 5-7: the same on their class prompts\n";
         for (int64_t i = 0; i < k; ++i) legend += "column " + std::to_string(i + 1) + ": " + test.subject[static_cast<size_t>(i)] + "\n";
         io::write_file_atomically((out / "subject-grid.txt").string(), legend);
@@ -363,7 +402,8 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     const double chance = 1.0 / (4.0 * 6.0 * 9.0 * 2.0);
     std::string table = "\nhra demo --subject: DreamBooth on the shape world (" + std::to_string(w.image_size) + " px, pixel space), " +
                         std::to_string(o.steps) + " steps of batch 1 + 1 class image, prior loss weight 1\n";
-    table += "subject \"" + std::string(kSubjectNoun) + "\": a bar the base never saw; instance prompt \"" + instance_prompt + "\"; " +
+    table += "subject \"" + std::string(kSubjectNoun) + "\": a bar the base never saw; " + std::to_string(o.instance_images) +
+             " instance images in " + std::to_string(K) + " contexts (\"" + join(instance_prompts, "\", \"") + "\"); " +
              std::to_string(test.contexts.size()) + " test prompts put it in other colours and cells (" +
              std::to_string(val.contexts.size()) + " more chose the learning rates)\n";
     std::string targets;
@@ -372,13 +412,10 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
                        static_cast<long long>(o.hra_r), static_cast<long long>(hra_params), static_cast<long long>(o.lora_r),
                        static_cast<long long>(lora_params), targets.c_str(), w.scheduler.c_str(),
                        static_cast<long long>(w.sample_steps), w.guidance);
-    auto instance_share = [](const SubjectScore& s) {
-        return s.instance_images == 0 ? 0.0 : static_cast<double>(s.instance_bar) / static_cast<double>(s.instance_images);
-    };
     table += "model  lr       seed  loss             instance  bar    context  bar in context  class kept  class -> bar\n";
     auto line = [&](const std::string& name, const std::string& lr, const std::string& seed, const std::string& loss, const SubjectScore& s) {
         table += strprintf("%-5s  %-7s  %-4s  %-15s  %8.3f  %5.3f  %7.3f  %14.3f  %10.3f  %12.3f\n", name.c_str(), lr.c_str(), seed.c_str(),
-                           loss.c_str(), instance_share(s), s.share(s.subject), s.share(s.context), s.share(s.both), s.share(s.class_kept),
+                           loss.c_str(), s.instance_share(), s.share(s.subject), s.share(s.context), s.share(s.both), s.share(s.class_kept),
                            s.share(s.class_leak));
     };
     line("base", "-", "-", "-", before.score);
@@ -390,7 +427,7 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
             if (r.method != method) continue;
             line(method == "hra" ? "HRA" : "LoRA", lr_text(r.lr), std::to_string(r.seed), strprintf("%.4f -> %.4f", r.first_loss, r.final_loss), r.test);
             both.push_back(r.test.share(r.test.both)), subject.push_back(r.test.share(r.test.subject)), context.push_back(r.test.share(r.test.context));
-            kept.push_back(r.test.share(r.test.class_kept)), leak.push_back(r.test.share(r.test.class_leak)), inst.push_back(instance_share(r.test));
+            kept.push_back(r.test.share(r.test.class_kept)), leak.push_back(r.test.share(r.test.class_leak)), inst.push_back(r.test.instance_share());
             auto j = score_json(r.test);
             j["seed"] = r.seed;
             j["train_seconds"] = r.train_seconds;
@@ -403,7 +440,10 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
         const auto& grid = method == "hra" ? result.hra_grid : result.lora_grid;
         json g = json::object();
         for (const auto& [lr, v] : grid) g[lr] = v;
+        const auto& note = method == "hra" ? result.hra_lr_note : result.lora_lr_note;
+        if (!note.empty()) table += std::string(method == "hra" ? "HRA" : "LoRA") + " learning rate: " + note + "\n";
         methods[method] = {{"lr", method == "hra" ? result.hra_lr : result.lora_lr},
+                           {"lr_note", note},
                            {"r", method == "hra" ? o.hra_r : o.lora_r},
                            {"lr_grid_validation", g},
                            {"subject_in_context", b.mean},
@@ -429,7 +469,8 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     table += strprintf("chance for bar in context: %.4f (1/432: 4 shapes x 6 colours x 9 cells x 2 sizes)\n", chance);
     table += "image grid: " + result.grid + " (legend in subject-grid.txt)\n";
     const double total = seconds_since(t_start);
-    table += strprintf("base pretraining %lld steps in %.0f s; total %.0f s\n", static_cast<long long>(base_run.steps), base_seconds, total);
+    table += o.base.empty() ? strprintf("base pretraining %lld steps in %.0f s; total %.0f s\n", static_cast<long long>(base_run.steps), base_seconds, total)
+                            : strprintf("base: an earlier run's (%s); total %.0f s\n", o.base.c_str(), total);
     result.json = {{"demo", "subject"},
                    {"base", score_json(before.score)},
                    {"hra", methods["hra"]},
@@ -439,10 +480,11 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
                    {"steps", o.steps},
                    {"test_prompts", test.contexts.size()},
                    {"validation_prompts", val.contexts.size()},
-                   {"instance_prompt", instance_prompt},
-                   {"class_prompt", class_prompt},
+                   {"instance_prompts", instance_prompts},
+                   {"class_prompts", class_prompts},
                    {"chance", chance},
                    {"base_pretrain_steps", base_run.steps},
+                   {"base_model", base},
                    {"grid", result.grid},
                    {"total_seconds", total}};
     table += result.json.dump() + "\n";

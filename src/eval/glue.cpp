@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "io/json_file.h"
 
 namespace hra::glue {
 
@@ -276,12 +277,7 @@ nlohmann::json score_predictions_file(const Task& t, const std::string& path, io
         ++number;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         try {
-            nlohmann::json r;
-            try {
-                r = nlohmann::json::parse(line);
-            } catch (const nlohmann::json::exception& e) {
-                throw Error(std::string("invalid JSON: ") + e.what());
-            }
+            const nlohmann::json r = io::parse_json(line, "");
             for (const char* k : {"prediction", "label"})
                 if (!r.is_object() || !r.contains(k)) throw Error(std::string("missing field '") + k + "'", {"", k});
             const double p = parse_label(t, r["prediction"]), g = parse_label(t, r["label"]);

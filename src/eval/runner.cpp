@@ -15,6 +15,7 @@
 #include "io/atomic_file.h"
 #include "models/generate.h"
 #include "text/tokenizer.h"
+#include "io/json_file.h"
 
 namespace hra::eval {
 
@@ -60,9 +61,9 @@ std::vector<std::pair<json, int64_t>> read_jsonl(const std::string& path, io::Ba
         ++n;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         try {
-            out.emplace_back(json::parse(line), n);
-        } catch (const json::exception& e) {
-            bad.add(std::string("invalid JSON: ") + e.what(), static_cast<long>(n));
+            out.emplace_back(io::parse_json(line, "", static_cast<long>(n)), n);
+        } catch (const Error& e) {
+            bad.add(e.message(), static_cast<long>(n));
         }
     }
     if (out.empty()) bad.fail_empty("no records");

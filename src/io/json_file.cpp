@@ -1,5 +1,6 @@
 #include "io/json_file.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -9,11 +10,43 @@
 
 namespace hra::io {
 
-nlohmann::json parse_json(const std::string& text, const std::string& source) {
+namespace {
+
+// The deepest nesting of [ and { outside strings, stopping early past `limit`
+// (a linear scan, before the parser allocates anything).
+int nesting_depth(const std::string& text, int limit) {
+    int depth = 0, deepest = 0;
+    bool in_string = false, escaped = false;
+    for (const char c : text) {
+        if (in_string) {
+            if (escaped) escaped = false;
+            else if (c == '\\') escaped = true;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            deepest = std::max(deepest, ++depth);
+            if (deepest > limit) break;
+        } else if (c == ']' || c == '}') {
+            --depth;
+        }
+    }
+    return deepest;
+}
+
+}  // namespace
+
+void check_json_depth(const std::string& text, const std::string& source, long line) {
+    if (nesting_depth(text, kMaxJsonDepth) > kMaxJsonDepth)
+        throw Error("invalid JSON: nested deeper than " + std::to_string(kMaxJsonDepth) + " levels", {source, "", line});
+}
+
+nlohmann::json parse_json(const std::string& text, const std::string& source, long line) {
+    check_json_depth(text, source, line);
     try {
         return nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
-        throw Error(std::string("invalid JSON: ") + e.what(), {source});
+        throw Error(std::string("invalid JSON: ") + e.what(), {source, "", line});
     }
 }
 

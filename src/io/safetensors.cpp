@@ -16,6 +16,7 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "io/json_file.h"
 
 namespace hra::io {
 
@@ -81,8 +82,21 @@ void parse_header(const uint8_t* base, size_t size, std::map<std::string, Tensor
                     std::to_string(size) + " bytes)");
     const char* hbeg = reinterpret_cast<const char*>(base + 8);
     nlohmann::json header;
+    const std::string text(hbeg, hbeg + n);
     try {
-        header = nlohmann::json::parse(hbeg, hbeg + n);
+        check_json_depth(text, "");
+    } catch (const Error& e) {
+        throw Error("header: " + e.message());
+    }
+    // nlohmann keeps the last of two equal keys: a tensor named twice is an error, not a silent choice.
+    std::set<std::string> names;
+    const nlohmann::json::parser_callback_t once = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+        if (event == nlohmann::json::parse_event_t::key && depth == 1 && !names.insert(parsed.get<std::string>()).second)
+            throw Error("the header lists this name twice", {"", parsed.get<std::string>()});
+        return true;
+    };
+    try {
+        header = nlohmann::json::parse(text, once);
     } catch (const nlohmann::json::exception& e) {
         throw Error(std::string("invalid JSON header: ") + e.what());
     }

@@ -39,6 +39,27 @@ struct Value {
     Global global;
     at::Tensor tensor;  // a rebuilt tensor, or a storage as a 1-D tensor
     bool is_storage = false;
+
+    Value() = default;
+    Value(const Value&) = delete;
+    Value& operator=(const Value&) = delete;
+    // Frees nested tuples, lists and dicts with a work list, not by recursion: a pickle
+    // nesting 100,000 tuples overflowed the stack when its root was released.
+    ~Value() {
+        std::vector<std::shared_ptr<Value>> pending;
+        auto adopt = [&pending](Value& v) {
+            for (auto& x : v.items) pending.push_back(std::move(x));
+            for (auto& [k, x] : v.entries) pending.push_back(std::move(k)), pending.push_back(std::move(x));
+            v.items.clear();
+            v.entries.clear();
+        };
+        adopt(*this);
+        while (!pending.empty()) {
+            auto v = std::move(pending.back());
+            pending.pop_back();
+            if (v && v.use_count() == 1) adopt(*v);
+        }  // each v is released with no children left
+    }
 };
 
 Ref make(Value::Kind k) {
@@ -312,12 +333,14 @@ private:
             const int64_t offset = args[1]->i;
             const auto size = ints(args[2], "tensor size"), stride = ints(args[3], "tensor stride");
             if (size.size() != stride.size()) throw std::runtime_error("tensor size and stride differ in length");
-            int64_t last = offset;
+            int64_t last = offset, step = 0;
             bool empty = false;
             for (size_t k = 0; k < size.size(); ++k) {
                 if (size[k] < 0 || stride[k] < 0) throw std::runtime_error("negative tensor size or stride");
                 if (size[k] == 0) empty = true;
-                else last += (size[k] - 1) * stride[k];
+                // Σ (size − 1) · stride, overflow-checked: a wrapped sum passed the bounds check below.
+                else if (__builtin_mul_overflow(size[k] - 1, stride[k], &step) || __builtin_add_overflow(last, step, &last))
+                    throw std::runtime_error("tensor size and stride overflow 64 bits");
             }
             if (offset < 0 || (!empty && last >= storage.numel()))
                 throw std::runtime_error("tensor extends past its storage (" + std::to_string(storage.numel()) + " elements)");
@@ -344,7 +367,7 @@ private:
             throw std::runtime_error("storage '" + key + "' has no record in the archive");
         auto [ptr, bytes] = reader_.getRecord(record);
         const size_t elem = c10::elementSize(dtype);
-        if (numel < 0 || bytes < static_cast<size_t>(numel) * elem)
+        if (numel < 0 || static_cast<uint64_t>(numel) > bytes / elem)  // numel · elem could wrap
             throw std::runtime_error("storage '" + key + "' holds " + std::to_string(bytes) + " bytes, fewer than its " +
                                      std::to_string(numel) + " elements need");
         auto owner = std::make_shared<at::DataPtr>(std::move(ptr));

@@ -12,8 +12,8 @@
 namespace hra {
 
 Sampler::Sampler(const SamplingOptions& options) : options_(options), state_(options.seed ^ 0x9E3779B97F4A7C15ull) {
-    if (options.temperature < 0) throw Error("temperature must be >= 0");
-    if (options.top_p <= 0 || options.top_p > 1) throw Error("top_p must be in (0, 1]");
+    if (!(std::isfinite(options.temperature) && options.temperature >= 0)) throw Error("temperature must be a number >= 0");
+    if (!(options.top_p > 0 && options.top_p <= 1)) throw Error("top_p must be in (0, 1]");  // NaN too
     if (options.top_k < 0) throw Error("top_k must be >= 0");
 }
 
@@ -37,9 +37,10 @@ int64_t Sampler::next(const torch::Tensor& logits) {
     size_t keep = order.size();
     if (options_.top_k > 0) keep = std::min(keep, static_cast<size_t>(options_.top_k));
     std::vector<double> p(keep);
-    const double top = v[order[0]] / options_.temperature;
+    // (logit − max) / T: a tiny temperature drives the others to 0, never overflows to inf − inf.
+    const double top = v[order[0]];
     double sum = 0;
-    for (size_t i = 0; i < keep; ++i) sum += p[i] = std::exp(v[order[i]] / options_.temperature - top);
+    for (size_t i = 0; i < keep; ++i) sum += p[i] = std::exp((v[order[i]] - top) / options_.temperature);
     if (options_.top_p < 1) {
         // Smallest prefix whose probability reaches top_p (at least one token).
         double acc = 0;

@@ -1,5 +1,6 @@
 #include "models/llama_config.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +20,43 @@ std::optional<int64_t> optional_id(const json& j, const char* key, const std::st
     if (!j.contains(key) || j[key].is_null()) return std::nullopt;
     if (!j[key].is_number_integer()) throw Error("expected an integer token id", {source, key});
     return j[key].get<int64_t>();
+}
+
+// Sizes and constants that no model has: errors before anything is allocated
+// (a config with 10^9 layers or 10^12 positions used to allocate first).
+void check_llama_config(const LlamaConfig& c, const std::string& source, bool head_dim_derived) {
+    auto require = [&](bool ok, const char* key, const std::string& what) {
+        if (!ok) throw Error(what, {source, key});
+    };
+    auto at_most = [&](int64_t v, int64_t limit, const char* key) {
+        require(v <= limit, key, std::to_string(v) + " is beyond any model (at most " + std::to_string(limit) + ")");
+    };
+    at_most(c.vocab_size, int64_t{1} << 24, "vocab_size");
+    at_most(c.hidden_size, int64_t{1} << 17, "hidden_size");
+    at_most(c.intermediate_size, int64_t{1} << 20, "intermediate_size");
+    at_most(c.num_hidden_layers, 4096, "num_hidden_layers");
+    at_most(c.num_attention_heads, 4096, "num_attention_heads");
+    at_most(c.head_dim, 4096, "head_dim");
+    // transformers' LlamaAttention raises the same when head_dim comes from hidden_size / heads.
+    require(!head_dim_derived || c.hidden_size % c.num_attention_heads == 0, "num_attention_heads",
+            "hidden_size (" + std::to_string(c.hidden_size) + ") is not a multiple of num_attention_heads (" +
+                std::to_string(c.num_attention_heads) + ")");
+    require(c.max_position_embeddings > 0 && c.max_position_embeddings <= (int64_t{1} << 24), "max_position_embeddings",
+            "must be 1 to 2^24, not " + std::to_string(c.max_position_embeddings));
+    require(std::isfinite(c.rope_theta) && c.rope_theta > 0, "rope_theta", "must be a positive number");
+    require(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0, "rms_norm_eps", "must be a positive number");
+    const auto& rs = c.rope_scaling;
+    require(std::isfinite(rs.factor) && rs.factor > 0, "rope_scaling", "factor must be a positive number");
+    if (rs.type == "llama3") {
+        require(std::isfinite(rs.low_freq_factor) && std::isfinite(rs.high_freq_factor) && rs.low_freq_factor > 0 &&
+                    rs.high_freq_factor > rs.low_freq_factor,
+                "rope_scaling", "llama3 needs 0 < low_freq_factor < high_freq_factor");
+        require(rs.original_max_position_embeddings > 0, "rope_scaling", "original_max_position_embeddings must be positive");
+    }
+    if (c.sliding_window) require(*c.sliding_window > 0, "sliding_window", "must be positive or null");
+    for (const auto id : c.eos_token_ids) require(id >= 0, "eos_token_id", "token ids are not negative");
+    if (c.bos_token_id) require(*c.bos_token_id >= 0, "bos_token_id", "token ids are not negative");
+    if (c.pad_token_id) require(*c.pad_token_id >= 0, "pad_token_id", "token ids are not negative");
 }
 
 }  // namespace
@@ -119,6 +157,7 @@ LlamaConfig parse_llama_config(const std::string& text, const std::string& sourc
     }
     c.pad_token_id = optional_id(j, "pad_token_id", source);
     c.torch_dtype = io::json_value_or<std::string>(j, "torch_dtype", "", source);
+    check_llama_config(c, source, !j.contains("head_dim"));
     return c;
 }
 

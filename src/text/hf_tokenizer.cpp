@@ -24,6 +24,8 @@ using text::utf8_chars;
 namespace {
 
 const std::string kSpm = "\xE2\x96\x81";  // "▁"
+// Token ids any reader accepts (the largest real vocabularies hold about 256k): ids index a table.
+constexpr int64_t kMaxVocab = int64_t{1} << 24;
 
 // A piece of input during pre-tokenisation; at_start: begins at offset 0 of the input.
 struct Piece {
@@ -184,8 +186,14 @@ private:
         ignore_merges_ = model.value("ignore_merges", false);
         fuse_unk_ = model.value("fuse_unk", false);
         int64_t max_id = -1;
+        // Ids index a table: negative or absurd ones are errors before it is allocated.
+        auto checked_id = [](int64_t id, const std::string& token, const char* where) {
+            if (id < 0 || id >= kMaxVocab)
+                throw Error("token '" + token + "' has id " + std::to_string(id) + ", outside 0.." + std::to_string(kMaxVocab - 1), {"", where});
+            return id;
+        };
         for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it) {
-            const int64_t id = it.value().get<int64_t>();
+            const int64_t id = checked_id(it.value().get<int64_t>(), it.key(), "model.vocab");
             vocab_[it.key()] = id;
             max_id = std::max(max_id, id);
         }
@@ -208,7 +216,8 @@ private:
         }
         if (j.contains("added_tokens")) {
             for (const auto& t : j["added_tokens"]) {
-                AddedToken a{t.at("id").get<int64_t>(), t.at("content").get<std::string>(), t.value("special", false),
+                AddedToken a{checked_id(t.at("id").get<int64_t>(), t.at("content").get<std::string>(), "added_tokens"),
+                             t.at("content").get<std::string>(), t.value("special", false),
                              t.value("lstrip", false), t.value("rstrip", false), t.value("single_word", false)};
                 max_id = std::max(max_id, a.id);
                 if (a.special) special_ids_.insert(a.id);
@@ -338,6 +347,7 @@ private:
             });
         } else if (type == "Metaspace") {
             const std::string rep = p.value("replacement", kSpm);
+            if (rep.empty()) throw Error("Metaspace needs a non-empty replacement", {"", "pre_tokenizer.replacement"});
             std::string scheme = "always";
             if (p.contains("prepend_scheme")) scheme = p["prepend_scheme"].get<std::string>();
             else if (p.contains("add_prefix_space") && !p["add_prefix_space"].get<bool>()) scheme = "never";

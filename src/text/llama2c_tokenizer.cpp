@@ -36,7 +36,10 @@ Llama2cVocab read_llama2c_vocab(const std::string& path, int64_t vocab_size) {
     if (vocab_size > 0 && static_cast<int64_t>(v.pieces.size()) < vocab_size)
         throw Error("holds " + std::to_string(v.pieces.size()) + " tokens, the model needs " + std::to_string(vocab_size),
                     {path});
-    if (v.pieces.size() < 3) throw Error("too few tokens", {path});
+    // run.c's layout: <unk>, <s>, </s>, then the 256 byte tokens (byte b is id b + 3, the encoder's fallback).
+    if (v.pieces.size() < 259)
+        throw Error("holds " + std::to_string(v.pieces.size()) + " tokens; a llama2.c vocabulary needs at least 259 (3 special, 256 bytes)",
+                    {path});
     return v;
 }
 
@@ -45,6 +48,8 @@ namespace {
 class Llama2cTokenizer : public Tokenizer {
 public:
     explicit Llama2cTokenizer(Llama2cVocab v) : v_(std::move(v)) {
+        if (v_.pieces.size() < 259 || v_.scores.size() != v_.pieces.size())
+            throw Error("a llama2.c vocabulary needs at least 259 pieces (3 special, 256 bytes), each with a score");
         for (size_t i = 0; i < v_.pieces.size(); ++i) lookup_.emplace(v_.pieces[i], static_cast<int64_t>(i));
     }
 

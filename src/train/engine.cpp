@@ -265,8 +265,8 @@ TrainResult train(const TrainOptions& options) {
                 ++line_no;
                 json j;
                 try {
-                    j = json::parse(line);
-                } catch (const json::exception&) {
+                    j = io::parse_json(line, metrics_path, line_no);
+                } catch (const Error&) {
                     // A run killed while writing leaves a partial last line.
                     log_warning(metrics_path + ":" + std::to_string(line_no) + ": not a JSON line; dropped on resume");
                     continue;

@@ -40,6 +40,7 @@ std::vector<std::string> expand_config(CLI::App* sub, const std::vector<std::str
     if (root.IsNull()) return out;
     if (!root.IsMap()) throw Error("expected a mapping of option names to values", {path});
     for (const auto& kv : root) {
+        if (!kv.first.IsScalar()) throw Error("option names must be plain words (a key here is a list or a mapping)", {path});
         std::string key = kv.first.as<std::string>();
         for (auto& c : key)
             if (c == '_') c = '-';
@@ -53,7 +54,10 @@ std::vector<std::string> expand_config(CLI::App* sub, const std::vector<std::str
         if (v.IsNull()) continue;
         std::vector<std::string> values;
         if (v.IsSequence()) {
-            for (const auto& e : v) values.push_back(e.as<std::string>());
+            for (const auto& e : v) {
+                if (!e.IsScalar()) throw Error("a list's items must be plain values (this one nests a list or a mapping)", {path, key});
+                values.push_back(e.as<std::string>());
+            }
         } else if (v.IsScalar()) {
             values.push_back(v.as<std::string>());
         } else {

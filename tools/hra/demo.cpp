@@ -79,6 +79,9 @@ Command add_demo(CLI::App& app) {
     cmd->add_option("--base-steps", subj->base_max_steps, "--subject: pretrain this many steps instead (0: the time box)")->default_val(0);
     cmd->add_option("--finetune-steps", subj->steps, "--subject: DreamBooth steps per run (batch 1 + 1 class image)")->default_val(subj->steps);
     cmd->add_option("--class-images", subj->class_images, "--subject: class images the base generates")->default_val(subj->class_images);
+    cmd->add_option("--instance-contexts", subj->instance_contexts,
+                    "--subject: colours and cells the instance images show, each with its caption (1: one instance prompt)")
+        ->default_val(subj->instance_contexts);
     return {cmd, [cmd, o, nlu, want_nlu, diff, want_diff, subj, want_subj]() {
                 if (*want_nlu + *want_diff + *want_subj > 1) throw Error("give one of --nlu, --diffusion and --subject");
                 if (*want_subj) {

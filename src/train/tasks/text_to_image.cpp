@@ -36,6 +36,7 @@
 #include "io/png.h"
 #include "models/model_weights.h"
 #include "train/task.h"
+#include "io/json_file.h"
 
 namespace hra {
 
@@ -58,12 +59,7 @@ std::vector<CaptionedImage> read_image_folder(const std::string& dir) {
     for (std::string line; std::getline(in, line);) {
         ++line_no;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        json j;
-        try {
-            j = json::parse(line);
-        } catch (const std::exception& e) {
-            throw Error(std::string("not JSON: ") + e.what(), {meta.string(), "", line_no});
-        }
+        const json j = io::parse_json(line, meta.string(), static_cast<long>(line_no));
         if (!j.is_object() || !j.contains("file_name") || !j["file_name"].is_string())
             throw Error("a line needs a string \"file_name\"", {meta.string(), "", line_no});
         if (!j.contains("text") || !j["text"].is_string())
@@ -271,8 +267,8 @@ public:
                 {"train_text_encoder", text_trained()},
                 {"train_examples", train_.size()},
                 {"val_examples", val_.size()},
-                {"instance_prompt", instance_prompt_},
-                {"class_prompt", dreambooth_ && prior() ? json(class_prompt_) : json()},
+                {"instance_prompt", instance_captions_ ? json("metadata.jsonl") : json(instance_prompt_)},
+                {"class_prompt", dreambooth_ && prior() ? json(class_captions_ ? "metadata.jsonl" : class_prompt_) : json()},
                 {"class_data", dreambooth_ && prior() ? json(o_.class_data) : json()},
                 {"class_images", class_.size()},
                 {"prior_loss_weight", dreambooth_ ? json(o_.prior_loss_weight) : json()},
@@ -297,12 +293,29 @@ private:
         const std::string cls = o_.class_word;
         instance_prompt_ = !o_.instance_prompt.empty() ? o_.instance_prompt : (cls.empty() ? "" : "a photo of qwe " + cls);
         class_prompt_ = !o_.class_prompt.empty() ? o_.class_prompt : (cls.empty() ? "" : "a photo of " + cls);
-        if (instance_prompt_.empty()) throw Error("--task dreambooth needs --class-word or --instance-prompt");
-        const auto files = image_files(o_.data);
-        if (files.empty()) throw Error("no PNG or JPEG images in the instance folder", {o_.data});
-        const auto ids = sd_.tokenizer->encode_padded(instance_prompt_).ids;
-        for (const auto& f : files) train_.push_back(example(f, ids));
+        // An instance folder with metadata.jsonl gives each image its own prompt (diffusers' custom instance
+        // prompts, its --caption_column) unless --instance-prompt is given; otherwise every image takes the instance prompt.
+        instance_captions_ = o_.instance_prompt.empty() && fs::exists(fs::path(o_.data) / "metadata.jsonl");
+        if (instance_captions_) {
+            log_info("hra: instance prompts from " + (fs::path(o_.data) / "metadata.jsonl").string() + " (one per image)");
+            for (const auto& item : read_image_folder(o_.data)) train_.push_back(example(item.file, sd_.tokenizer->encode_padded(item.text).ids));
+        } else {
+            if (instance_prompt_.empty()) throw Error("--task dreambooth needs --class-word or --instance-prompt (or captions in metadata.jsonl)");
+            const auto files = image_files(o_.data);
+            if (files.empty()) throw Error("no PNG or JPEG images in the instance folder", {o_.data});
+            const auto ids = sd_.tokenizer->encode_padded(instance_prompt_).ids;
+            for (const auto& f : files) train_.push_back(example(f, ids));
+        }
         if (!prior()) return;
+        if (o_.class_prompt.empty() && !o_.class_data.empty() && fs::exists(fs::path(o_.class_data) / "metadata.jsonl")) {
+            // Captioned class images (e.g. the class prompt of each instance image's context): used as they are.
+            class_captions_ = true;
+            auto items = read_image_folder(o_.class_data);
+            items.resize(std::min(items.size(), static_cast<size_t>(o_.num_class_images)));
+            for (const auto& item : items) class_.push_back(example(item.file, sd_.tokenizer->encode_padded(item.text).ids));
+            if (class_.empty()) throw Error("--num-class-images is 0 but prior preservation is on (use --prior-loss-weight 0)");
+            return;
+        }
         if (class_prompt_.empty()) throw Error("prior preservation needs --class-word or --class-prompt (or --prior-loss-weight 0)");
         if (o_.class_data.empty()) throw Error("prior preservation needs --class-data (a folder; missing class images are generated into it)");
         auto have = image_files(o_.class_data);
@@ -435,6 +448,7 @@ private:
     std::vector<Example> train_, val_, class_;
     bool dreambooth_ = false;
     std::string instance_prompt_, class_prompt_;
+    bool instance_captions_ = false, class_captions_ = false;  // prompts from the folders' metadata.jsonl
     int64_t validations_ = 0;
 };
 
