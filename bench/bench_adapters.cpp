@@ -150,14 +150,14 @@ int main(int argc, char** argv) {
     const double f = reporter.ms.count(name_of("frozen", 4096, 8, 512)) ? reporter.ms[name_of("frozen", 4096, 8, 512)] : -1;
     const double w = reporter.ms.count(name_of("hra_wy", 4096, 8, 512)) ? reporter.ms[name_of("hra_wy", 4096, 8, 512)] : -1;
     const double l = reporter.ms.count(name_of("lora", 4096, 8, 512)) ? reporter.ms[name_of("lora", 4096, 8, 512)] : -1;
+    bool missed = false;
     if (f > 0 && w > 0 && l > 0) {
-        // PEFT's Python HRA layer (torch 1.13, same machine kind) takes 64x a frozen step here;
-        // 30x faster than that means hra_wy/frozen <= 64/30.
+        // Targets against baselines measured in this run. PEFT's own layer is a Python peer
+        // (tools/peers): its figure is in the README with its command, never divided into here.
         std::printf("\ntargets at in=out=4096, r=8, tokens=512:\n");
         std::printf("  hra_wy / frozen = %.3f  (target <= 1.10)  %s\n", w / f, w / f <= 1.10 ? "met" : "MISSED");
         std::printf("  hra_wy / lora   = %.3f  (target <= 1.20)  %s\n", w / l, w / l <= 1.20 ? "met" : "MISSED");
-        std::printf("  vs PEFT's layer (64x frozen): %.0fx faster (target >= 30x)  %s\n", 64.0 / (w / f),
-                    64.0 / (w / f) >= 30 ? "met" : "MISSED");
+        missed = w / f > 1.10 || w / l > 1.20;
     }
-    return 0;
+    return missed ? 1 : 0;
 }

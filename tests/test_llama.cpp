@@ -221,6 +221,14 @@ TEST(LlamaModel, LoadingErrorsNameTheKeys) {
         expect_error(d, "wrong shapes: model.norm.weight [31]");
     }
     {
+        const auto d = copy("nan");
+        auto w = weights;
+        w["model.norm.weight"] = w["model.norm.weight"].clone();
+        w["model.norm.weight"][3] = std::nan("");
+        io::save_safetensors(d + "/model.safetensors", io::NamedTensors(w.begin(), w.end()));
+        expect_error(d, "non-finite values (NaN or inf) in model.norm.weight");
+    }
+    {
         const auto d = copy("type");
         auto cfg = nlohmann::json::parse(io::read_file(d + "/config.json"));
         cfg["model_type"] = "gpt2";

@@ -33,7 +33,7 @@ StrictLoadReport load_named_weights(const std::map<std::string, torch::Tensor>& 
                                     const std::function<bool(const std::string&)>& ignore,
                                     const std::function<bool(const std::string&)>& may_be_missing) {
     StrictLoadReport report;
-    std::vector<std::string> unexpected, mismatched, missing;
+    std::vector<std::string> unexpected, mismatched, missing, nonfinite;
     std::set<std::string> loaded, present;  // present: in the file, loaded or mis-shaped
     torch::NoGradGuard no_grad;
     for (const auto& key : store.keys()) {
@@ -54,6 +54,8 @@ StrictLoadReport load_named_weights(const std::map<std::string, torch::Tensor>& 
             continue;
         }
         it->second.copy_(t.to(it->second.scalar_type()));
+        // NaN or inf in a weight makes every output NaN: an error here, not a silent load.
+        if (!torch::isfinite(it->second).all().item<bool>()) nonfinite.push_back(key);
         loaded.insert(key);
     }
     for (const auto& [name, p] : params) {
@@ -61,7 +63,11 @@ StrictLoadReport load_named_weights(const std::map<std::string, torch::Tensor>& 
         if (may_be_missing && may_be_missing(name)) report.not_in_file.push_back(name);
         else missing.push_back(name);
     }
-    if (unexpected.empty() && mismatched.empty() && missing.empty()) return report;
+    if (unexpected.empty() && mismatched.empty() && missing.empty()) {
+        if (!nonfinite.empty())
+            throw Error("non-finite values (NaN or inf) in " + join_names(nonfinite, 6), {store.path(), nonfinite[0]});
+        return report;
+    }
     std::string msg = "weights do not fit the model config:";
     std::string first;
     if (!missing.empty()) msg += " missing keys: " + join_names(missing, 6) + ";", first = missing[0];
