@@ -31,10 +31,18 @@ namespace {
 using demo_util::say;
 using demo_util::seconds_since;
 
-std::string join(const std::vector<std::string>& items, const std::string& sep) {
-    std::string out;
-    for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
-    return out;
+// "\"a\", \"b\"" for the table and the grid's legend.
+std::string quoted_list(const std::vector<std::string>& items) {
+    std::vector<std::string> q;
+    for (const auto& s : items) q.push_back("\"" + s + "\"");
+    return join_names(q);
+}
+
+// One image of a captioned folder: the PNG, and its metadata.jsonl line appended to `meta`.
+void add_captioned(const fs::path& dir, const std::string& name, const torch::Tensor& pixels, const std::string& text, std::string& meta,
+                   const std::map<std::string, std::string>& png_text = {}) {
+    io::write_png((dir / name).string(), pixels, png_text);
+    meta += json{{"file_name", name}, {"text", text}}.dump() + "\n";
 }
 
 // "a large green {noun} at the middle center": the world's caption with `noun` for the shape word.
@@ -60,12 +68,11 @@ void write_pretraining_folder(int64_t size, int64_t per, const fs::path& dir) {
     int64_t n = 0;
     for (const auto& s : diffusion::all_scenes())
         for (int64_t k = 0; k < per && s.size == 1; ++k, ++n) {
-            const std::string name = strprintf("%05lld.png", static_cast<long long>(n));
-            io::write_png((dir / name).string(), diffusion::render(s, size, static_cast<uint64_t>(n)));
             const std::string text =
                 k % 2 == 0 ? context_caption(s, diffusion::world_shapes().at(static_cast<size_t>(s.shape)) + " " + kClassNoun)
                            : context_caption(s, kClassNoun);
-            meta += json{{"file_name", name}, {"text", text}}.dump() + "\n";
+            add_captioned(dir, strprintf("%05lld.png", static_cast<long long>(n)), diffusion::render(s, size, static_cast<uint64_t>(n)), text,
+                          meta);
         }
     io::write_file_atomically((dir / "metadata.jsonl").string(), meta);
 }
@@ -295,10 +302,9 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     std::string instance_meta, class_meta;
     for (int64_t k = 0; k < o.instance_images; ++k) {
         const size_t c = static_cast<size_t>(k) % K;
-        const std::string name = strprintf("instance-%02lld.png", static_cast<long long>(k));
         instance_pixels.push_back(diffusion::render(instance_scenes[c], w.image_size, static_cast<uint64_t>(1000 + k)));
-        io::write_png((instances / name).string(), instance_pixels.back());
-        instance_meta += json{{"file_name", name}, {"text", instance_prompts[c]}}.dump() + "\n";
+        add_captioned(instances, strprintf("instance-%02lld.png", static_cast<long long>(k)), instance_pixels.back(), instance_prompts[c],
+                      instance_meta);
     }
     io::write_file_atomically((instances / "metadata.jsonl").string(), instance_meta);
     auto base_sd = diffusion::load_stable_diffusion(base, torch::kFloat);
@@ -311,10 +317,9 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     }
     fs::create_directories(classes);
     for (int64_t k = 0; k < o.class_images; ++k) {
-        const std::string name = strprintf("class-%05lld.png", static_cast<long long>(k));
-        io::write_png((classes / name).string(), class_pixels[k],
-                      {{"prompt", class_list[static_cast<size_t>(k)]}, {"hra", "demo --subject class image (the base model, ddim)"}});
-        class_meta += json{{"file_name", name}, {"text", class_list[static_cast<size_t>(k)]}}.dump() + "\n";
+        const auto& text = class_list[static_cast<size_t>(k)];
+        add_captioned(classes, strprintf("class-%05lld.png", static_cast<long long>(k)), class_pixels[k], text, class_meta,
+                      {{"prompt", text}, {"hra", "demo --subject class image (the base model, ddim)"}});
     }
     io::write_file_atomically((classes / "metadata.jsonl").string(), class_meta);
 
@@ -391,8 +396,8 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
         for (const Samples* s : std::initializer_list<const Samples*>{&before, &first_samples[0], &first_samples[1]}) rows.push_back(row(s->cls.slice(0, 0, k)));
         result.grid = (out / "subject-grid.png").string();
         io::write_png(result.grid, io::image_grid(torch::cat(rows), cols), {{"hra", "demo --subject"}});
-        std::string legend = "row 1: " + std::to_string(ni) + " instance images (\"" + join(instance_prompts, "\", \"") + "\"), " +
-                             std::to_string(nc) + " class images (\"" + join(class_prompts, "\", \"") + "\", made by the base)\n";
+        std::string legend = "row 1: " + std::to_string(ni) + " instance images (" + quoted_list(instance_prompts) + "), " + std::to_string(nc) +
+                             " class images (" + quoted_list(class_prompts) + ", made by the base)\n";
         legend += "rows 2-4: base, HRA, LoRA (seed " + std::to_string(o.seeds.front()) + ") on the test prompts; rows 5-7: the same on their class prompts\n";
         for (int64_t i = 0; i < k; ++i) legend += "column " + std::to_string(i + 1) + ": " + test.subject[static_cast<size_t>(i)] + "\n";
         io::write_file_atomically((out / "subject-grid.txt").string(), legend);
@@ -403,7 +408,7 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     std::string table = "\nhra demo --subject: DreamBooth on the shape world (" + std::to_string(w.image_size) + " px, pixel space), " +
                         std::to_string(o.steps) + " steps of batch 1 + 1 class image, prior loss weight 1\n";
     table += "subject \"" + std::string(kSubjectNoun) + "\": a bar the base never saw; " + std::to_string(o.instance_images) +
-             " instance images in " + std::to_string(K) + " contexts (\"" + join(instance_prompts, "\", \"") + "\"); " +
+             " instance images in " + std::to_string(K) + " contexts (" + quoted_list(instance_prompts) + "); " +
              std::to_string(test.contexts.size()) + " test prompts put it in other colours and cells (" +
              std::to_string(val.contexts.size()) + " more chose the learning rates)\n";
     std::string targets;
