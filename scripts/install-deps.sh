@@ -17,6 +17,7 @@ packages=(
     libicu-dev            # Unicode normalisation (NFC, ...) asked for by tokenizer.json
     libginac-dev          # symbolic equality of MATH answers (Python-syntax subset)
     libyaml-cpp-dev       # YAML config files for train / eval
+    libzip-dev            # zip central directory checks of torch.save files (before PyTorch's reader inflates)
     zlib1g-dev            # gzip: CLIP's bundled BPE merges (data/clip/*.txt.gz)
     libpng-dev            # PNG images (hra sd generate)
     libjpeg-dev           # JPEG images (DreamBooth photos; libjpeg-turbo, as Pillow decodes them)

@@ -182,6 +182,10 @@ TEST(Cli, HostileInputsAreOneLineErrors) {
     expect_error("-q eval --task gsm8k --predictions " + (dir / "deep.jsonl"), dir / "deep.jsonl:1");
     const auto r = run_hra("-q eval --task gsm8k --predictions " + (dir / "deep.jsonl"), dir);
     EXPECT_NE(r.err.find("nested deeper than 128"), std::string::npos) << r.err;
+    // /dev/zero as predictions read until memory ran out; a device or pipe is read up to 256 MiB.
+    expect_error("-q eval --task gsm8k --predictions /dev/zero", "/dev/zero: not a regular file, and longer than 256 MiB");
+    // A folder as predictions.
+    expect_error("-q eval --task gsm8k --predictions " + dir.path(), "is a folder, not a file");
 }
 
 TEST(Cli, TrainTakesAYamlOrJsonConfigThatFlagsOverride) {

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include <gtest/gtest.h>
+#include <zip.h>
 #include <torch/torch.h>
 #include <caffe2/serialize/inline_container.h>
 
@@ -99,6 +100,46 @@ TEST(TorchBin, CraftedPicklesAreNamedErrors) {
     msg = error_of([&] { io::read_torch_state_dict(crafted_checkpoint(dir, "deep.bin", deep)); });
     EXPECT_NE(msg.find("not a dict of tensors"), std::string::npos) << msg;
     EXPECT_NE(msg.find("deep.bin"), std::string::npos) << msg;
+}
+
+// torch.save stores entries uncompressed; PyTorch's reader allocates an entry's declared size and
+// inflates into it before anything is checked (a 1.2 MB bomb once took 1.2 GB). Both are refused first.
+TEST(TorchBin, ZipBombsAndOversizedEntriesAreRefusedBeforeAllocation) {
+    test::TempDir dir;
+    const std::string bomb = dir / "bomb.bin";
+    {
+        // libzip writes 64 MiB of zeros deflated, as data.pkl.
+        static const std::vector<char> zeros(size_t{64} << 20, 0);
+        int code = 0;
+        zip_t* z = zip_open(bomb.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &code);
+        ASSERT_NE(z, nullptr) << code;
+        zip_source_t* src = zip_source_buffer(z, zeros.data(), zeros.size(), 0);
+        const zip_int64_t index = zip_file_add(z, "bomb/data.pkl", src, ZIP_FL_OVERWRITE);
+        ASSERT_GE(index, 0);
+        ASSERT_EQ(zip_set_file_compression(z, static_cast<zip_uint64_t>(index), ZIP_CM_DEFLATE, 9), 0);
+        ASSERT_EQ(zip_close(z), 0);
+    }
+    EXPECT_LT(fs::file_size(bomb), 200000u);
+    auto msg = error_of([&] { io::read_torch_state_dict(bomb); });
+    EXPECT_NE(msg.find("zip entry 'bomb/data.pkl' is compressed (method 8)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(bomb), std::string::npos) << msg;
+    // A stored entry whose central directory claims 0xF0000000 bytes (sizes at offsets 20 and 24 of its header).
+    std::string bytes = io::read_file(crafted_checkpoint(dir, "big.bin", tensor_pickle(1, 1, 1)));
+    const std::string name = "big/data/0";
+    size_t header = std::string::npos;
+    for (size_t at = bytes.find("PK\x01\x02"); at != std::string::npos; at = bytes.find("PK\x01\x02", at + 1))
+        if (bytes.compare(at + 46, name.size(), name) == 0) header = at;
+    ASSERT_NE(header, std::string::npos);
+    for (size_t field : {size_t{20}, size_t{24}}) {
+        const uint32_t claim = 0xF0000000u;
+        for (int k = 0; k < 4; ++k) bytes[header + field + k] = static_cast<char>((claim >> (8 * k)) & 0xff);
+    }
+    io::write_file_atomically(dir / "big.bin", bytes);
+    msg = error_of([&] { io::read_torch_state_dict(dir / "big.bin"); });
+    EXPECT_TRUE(msg.find("zip entry 'big/data/0' claims 4026531840 bytes, more than the") != std::string::npos ||
+                msg.find("unreadable zip archive") != std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("big.bin"), std::string::npos) << msg;
 }
 
 TEST(TorchBin, LegacyAndCorruptFilesAreNamedErrors) {

@@ -2,6 +2,7 @@
 // schedules against Hugging Face's formulas, dataset formats and bad records,
 // and the trainer's resume / SIGINT / NaN guarantees on stories260K.
 #include <signal.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +10,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <random>
 #include <optional>
 #include <set>
 #include <thread>
@@ -18,6 +21,7 @@
 #include <torch/torch.h>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "data/dataset.h"
 #include "io/atomic_file.h"
 #include "adapters/peft_model.h"
@@ -469,13 +473,16 @@ std::vector<double> metric_column(const std::string& path, const char* key) {
     return out;
 }
 
+// `hra args` in the background, output to `log`; with torchrun's variables when rank >= 0.
 pid_t spawn_worker(const std::string& args, int rank, int port, const std::string& log) {
     const pid_t pid = fork();
     if (pid == 0) {
-        setenv("RANK", std::to_string(rank).c_str(), 1);
-        setenv("WORLD_SIZE", "2", 1);
-        setenv("MASTER_ADDR", "127.0.0.1", 1);
-        setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+        if (rank >= 0) {
+            setenv("RANK", std::to_string(rank).c_str(), 1);
+            setenv("WORLD_SIZE", "2", 1);
+            setenv("MASTER_ADDR", "127.0.0.1", 1);
+            setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+        }
         const std::string cmd = "exec " + std::string(HRA_EXE) + " " + args + " >" + log + " 2>&1";
         execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
         _exit(127);
@@ -598,6 +605,213 @@ TEST_F(TrainerTest, SigintOnOneWorkerStopsBothWithOneCheckpoint) {
     ASSERT_EQ(checkpoints, 1);
     auto opt = io::SafetensorsFile::open(dir / ("int/" + name + "/optimizer.safetensors"));
     for (const char* k : {"rng.cpu.0", "rng.cpu.1"}) EXPECT_NO_THROW(opt.tensor(k)) << k;  // each process's generator
+}
+
+namespace {
+
+// The N of every checkpoint-N folder in `run`.
+std::set<int64_t> checkpoint_steps(const std::string& run) {
+    std::set<int64_t> out;
+    std::error_code ec;
+    if (!std::filesystem::exists(run, ec)) return out;
+    for (const auto& e : std::filesystem::directory_iterator(run)) {
+        const std::string name = e.path().filename().string();
+        if (name.rfind("checkpoint-", 0) == 0) out.insert(std::stoll(name.substr(11)));
+    }
+    return out;
+}
+
+// Half-written checkpoint folders (.checkpoint-N.tmp-*) in `run`.
+std::vector<std::string> half_written(const std::string& run) {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(run)) {
+        const std::string name = e.path().filename().string();
+        if (name.rfind(".checkpoint-", 0) == 0) out.push_back(name);
+    }
+    return out;
+}
+
+// Every checkpoint-N folder holds its three files, and its state says step N.
+void expect_whole_checkpoints(const std::string& run) {
+    for (int64_t n : checkpoint_steps(run)) {
+        const auto ck = std::filesystem::path(run) / ("checkpoint-" + std::to_string(n));
+        for (const char* f : {"adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors"})
+            EXPECT_TRUE(std::filesystem::exists(ck / f)) << ck << " lacks " << f;
+        const auto state = nlohmann::json::parse(test::slurp(ck / "trainer_state.json"), nullptr, false);
+        EXPECT_TRUE(state.is_object() && state.value("step", int64_t(-1)) == n) << ck;
+    }
+}
+
+// The exit status of `pid` if it ends within `seconds`, else nothing (it still runs).
+std::optional<int> wait_for(pid_t pid, double seconds) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    int status = 0;
+    while (true) {
+        if (waitpid(pid, &status, WNOHANG) == pid) return status;
+        if (std::chrono::steady_clock::now() > until) return std::nullopt;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+}
+
+}  // namespace
+
+// kill -9 at random moments, and once inside a checkpoint write (every file
+// written, the folder not yet renamed into place): each restart resumes from
+// the newest whole checkpoint, never a half-written one, and the losses and
+// the final adapter are the uninterrupted run's, bit for bit.
+TEST_F(TrainerTest, SigkillAtRandomMomentsResumesToTheUninterruptedRun) {
+    const std::string flags = " --max-steps 12 --save-every 1 --eval-every 100000";
+    const auto t0 = std::chrono::steady_clock::now();
+    auto ref = test::run_hra(cli_common(dir) + (dir / "ref") + flags, dir);
+    ASSERT_EQ(ref.code, 0) << ref.err;
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto ref_losses = metric_column(dir / "ref/metrics.jsonl", "loss");
+    ASSERT_EQ(ref_losses.size(), 12u);
+
+    const std::string run = dir / "k";
+    auto r = test::run_hra(cli_common(dir) + run + flags + " --inject-sigkill-in-save 3", dir);
+    EXPECT_EQ(r.code, 128 + SIGKILL) << "not killed: " << r.err;  // as sh reports it
+    EXPECT_EQ(checkpoint_steps(run), (std::set<int64_t>{1, 2}));
+    EXPECT_EQ(half_written(run).size(), 1u);  // .checkpoint-3.tmp-*, with all its files
+
+    const char* env_seed = std::getenv("HRA_KILL_SEED");
+    const unsigned seed = env_seed ? static_cast<unsigned>(std::stoul(env_seed)) : 20261203u;
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    double step_seconds = 0;
+    for (double ms : metric_column(dir / "ref/metrics.jsonl", "ms")) step_seconds += ms / 1e3 / 12;
+    const double startup = std::max(0.1, wall - 12 * step_seconds);
+    // Each restart is killed at a random moment: a quarter during start-up, the rest at a random
+    // point of a random step still to come (its backward pass, metrics line or checkpoint write).
+    std::string kills;
+    int killed = 0;
+    bool finished = false;
+    for (int attempt = 0; attempt < 8 && !finished; ++attempt) {
+        const auto done = checkpoint_steps(run);
+        const auto logged = metric_column(run + "/metrics.jsonl", "step");  // may run past the newest checkpoint
+        const int64_t first = std::max<int64_t>(done.empty() ? 0 : *done.rbegin(),
+                                                logged.empty() ? 0 : static_cast<int64_t>(logged.back())) + 1;
+        const pid_t pid = spawn_worker(cli_common(dir) + run + flags + (done.empty() ? " --force" : " --resume"), -1, 0,
+                                       dir / "k.log");
+        ASSERT_GT(pid, 0);
+        std::optional<int> status;
+        std::string when = "let finish";
+        if (attempt < 6 && (first > 11 || unit(rng) < 0.25)) {
+            const double at = unit(rng) * startup;
+            when = strprintf("%.2fs into start-up", at);
+            status = wait_for(pid, at);
+        } else if (attempt < 6) {
+            const int64_t target = first + static_cast<int64_t>(unit(rng) * static_cast<double>(12 - first));  // first..11
+            const double extra = unit(rng) * step_seconds;
+            when = strprintf("%.2fs after step %lld", extra, static_cast<long long>(target));
+            const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+            while (!status && std::chrono::steady_clock::now() < give_up) {
+                const auto now = metric_column(run + "/metrics.jsonl", "step");
+                if (!now.empty() && now.back() >= static_cast<double>(target)) break;
+                status = wait_for(pid, 0.002);
+            }
+            if (!status) status = wait_for(pid, extra);
+        } else {
+            status = wait_for(pid, 600);
+        }
+        if (status) {
+            ASSERT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << when << "\n" << test::slurp(dir / "k.log");
+            finished = true;
+        } else {
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
+            ++killed;
+            const auto now = checkpoint_steps(run);
+            kills += strprintf("\n    %s: newest checkpoint %lld", when.c_str(),
+                               static_cast<long long>(now.empty() ? 0 : *now.rbegin()));
+        }
+        expect_whole_checkpoints(run);
+    }
+    std::printf("  seed %u (HRA_KILL_SEED), uninterrupted run %.2f s (start-up %.2f s), %d kills at:%s\n", seed, wall,
+                startup, killed, kills.c_str());
+    ASSERT_TRUE(finished);
+    EXPECT_GE(killed, 4);
+    EXPECT_EQ(metric_column(run + "/metrics.jsonl", "loss"), ref_losses);  // ==: each step once, bit for bit
+    EXPECT_EQ(metric_column(run + "/metrics.jsonl", "step"), (std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+    for (const char* f : {"adapter_model.safetensors", "optimizer.safetensors"})
+        EXPECT_EQ(test::slurp(run + "/checkpoint-12/" + f), test::slurp(dir / "ref/checkpoint-12/" + f)) << f;
+    EXPECT_TRUE(half_written(run).empty());
+}
+
+namespace {
+
+// A tmpfs mounted for the test's lifetime (needs root; `ok` false otherwise).
+struct Tmpfs {
+    explicit Tmpfs(const std::string& at) : path(at) {
+        std::filesystem::create_directories(at);
+        ok = std::system(("mount -t tmpfs -o size=64m tmpfs " + at + " 2>/dev/null").c_str()) == 0;
+    }
+    ~Tmpfs() {
+        if (ok) (void)std::system(("umount -l " + path).c_str());
+    }
+    bool resize(uint64_t bytes) const {
+        return std::system(("mount -o remount,size=" + std::to_string(bytes) + " " + path).c_str()) == 0;
+    }
+    uint64_t used() const {
+        struct statvfs s {};
+        statvfs(path.c_str(), &s);
+        return static_cast<uint64_t>(s.f_blocks - s.f_bfree) * s.f_frsize;
+    }
+    std::string path;
+    bool ok = false;
+};
+
+}  // namespace
+
+// A disk that fills up during a checkpoint write is a clear error naming the
+// file; the previous checkpoint stays whole and byte-identical, nothing
+// half-written is left, and once there is room the run resumes to the
+// uninterrupted run's losses. Two ways to fill it: a file-size limit (any
+// user; EFBIG) and a real tmpfs run out of space (root only; ENOSPC).
+TEST_F(TrainerTest, AFullDiskIsAClearErrorAndKeepsThePreviousCheckpoint) {
+    const std::string flags = " --max-steps 4 --save-every 1 --eval-every 100000";
+    auto ref = test::run_hra(cli_common(dir) + (dir / "ref") + flags, dir);
+    ASSERT_EQ(ref.code, 0) << ref.err;
+    const auto ref_losses = metric_column(dir / "ref/metrics.jsonl", "loss");
+    const auto ckpt_bytes = std::filesystem::file_size(dir / "ref/checkpoint-1/optimizer.safetensors");
+
+    // Steps 1-2; `limit` takes the room away; a resume cannot write checkpoint-3; `make_room`; a resume finishes.
+    auto check = [&](const std::string& run, const std::string& shell_prefix, const char* message,
+                     const std::function<void()>& limit, const std::function<void()>& make_room) {
+        auto first = test::run_hra(cli_common(dir) + run + flags + " --inject-sigint-at-step 2", dir);
+        ASSERT_EQ(first.code, 130) << first.err;
+        const std::string adapter2 = test::slurp(run + "/checkpoint-2/adapter_model.safetensors");
+        const std::string optimizer2 = test::slurp(run + "/checkpoint-2/optimizer.safetensors");
+        limit();
+        const std::string cmd = shell_prefix + "exec " + HRA_EXE + " " + cli_common(dir) + run + flags + " --resume >" +
+                                (dir / "full.out") + " 2>" + (dir / "full.err");
+        const int status = std::system(("sh -c '" + cmd + "'").c_str());
+        const std::string err = test::slurp(dir / "full.err");
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status << ": " << err;
+        EXPECT_NE(err.find(message), std::string::npos) << err;
+        EXPECT_NE(err.find("checkpoint-3"), std::string::npos) << err;  // names the file
+        EXPECT_EQ(err.find("hra: error"), err.rfind("hra: error")) << err;  // one error line
+        EXPECT_EQ(checkpoint_steps(run), (std::set<int64_t>{1, 2}));
+        EXPECT_EQ(test::slurp(run + "/checkpoint-2/adapter_model.safetensors"), adapter2);
+        EXPECT_EQ(test::slurp(run + "/checkpoint-2/optimizer.safetensors"), optimizer2);
+        EXPECT_TRUE(half_written(run).empty());
+        make_room();
+        auto rest = test::run_hra(cli_common(dir) + run + flags + " --resume", dir);
+        ASSERT_EQ(rest.code, 0) << rest.err;
+        EXPECT_EQ(metric_column(run + "/metrics.jsonl", "loss"), ref_losses);
+    };
+    // ulimit -f counts 512-byte blocks: half a checkpoint's optimizer file cannot be written.
+    check(dir / "fsize", "trap \"\" XFSZ; ulimit -f " + std::to_string(ckpt_bytes / 2 / 512) + "; ", "File too large",
+          [] {}, [] {});
+    Tmpfs disk(dir / "disk");
+    if (!disk.ok) {
+        std::printf("  tmpfs case not run: mounting needs root\n");
+        return;
+    }
+    // The disk keeps what steps 1-2 wrote and room for half a checkpoint.
+    check(disk.path + "/run", "", "No space left on device",
+          [&] { ASSERT_TRUE(disk.resize((disk.used() + ckpt_bytes / 2) / 4096 * 4096)); },
+          [&] { ASSERT_TRUE(disk.resize(64 << 20)); });
 }
 
 // --force starts over for real: the old run moves into previous-N/, and a

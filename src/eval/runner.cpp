@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -52,8 +53,7 @@ void check_task(const std::string& task) {
 }
 
 std::vector<std::pair<json, int64_t>> read_jsonl(const std::string& path, io::BadRecords& bad) {
-    std::ifstream in(path);
-    if (!in) throw Error("cannot open", {path});
+    std::istringstream in(io::read_file(path));  // bounded when `path` is a device or a pipe
     std::vector<std::pair<json, int64_t>> out;
     std::string line;
     int64_t n = 0;

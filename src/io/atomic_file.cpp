@@ -31,9 +31,12 @@ void write_atomically(const std::string& path, const std::function<void(std::ost
         {
             std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
             if (!out) throw Error("cannot open temporary file " + tmp + " for writing", {path});
+            errno = 0;
             write(out);
             out.flush();
-            if (!out) throw Error("write failed (disk full?)", {path});
+            if (!out) throw Error(std::string("write failed: ") + (errno ? std::strerror(errno) : "disk full?"), {path});
+            out.close();
+            if (out.fail()) throw Error(std::string("write failed on close: ") + (errno ? std::strerror(errno) : "disk full?"), {path});
         }
         int sync_fd = open(tmp.c_str(), O_RDONLY);
         if (sync_fd >= 0) {
@@ -60,12 +63,28 @@ void write_file_atomically(const std::string& path, const std::string& content) 
 }
 
 std::string read_file(const std::string& path) {
+    std::error_code ec;
+    const auto status = fs::status(path, ec);
+    if (!ec && fs::is_directory(status)) throw Error("is a folder, not a file", {path});
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error(std::string("cannot open file: ") + std::strerror(errno), {path});
-    std::ostringstream ss;
-    ss << in.rdbuf();
+    if (!ec && fs::is_regular_file(status)) {
+        std::ostringstream ss;
+        ss << in.rdbuf();
+        if (in.bad()) throw Error("read failed", {path});
+        return ss.str();
+    }
+    // A device or a pipe (/dev/stdin, a FIFO) has no size to check first, and
+    // /dev/zero never ends: read in chunks up to a bound.
+    constexpr size_t kMaxStream = size_t{256} << 20;
+    std::string out;
+    std::vector<char> chunk(size_t{1} << 16);
+    while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0) {
+        out.append(chunk.data(), static_cast<size_t>(in.gcount()));
+        if (out.size() > kMaxStream) throw Error("not a regular file, and longer than 256 MiB: refused", {path});
+    }
     if (in.bad()) throw Error("read failed", {path});
-    return ss.str();
+    return out;
 }
 
 void make_dirs(const std::string& path) {

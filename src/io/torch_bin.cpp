@@ -1,8 +1,10 @@
 #include "io/torch_bin.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <zip.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -387,6 +389,42 @@ private:
     std::unordered_map<std::string, Ref> storages_;
 };
 
+// torch.save writes every entry stored (uncompressed). PyTorch's reader allocates an
+// entry's declared size and inflates into it before anything can be checked, so a
+// 1 MB deflated entry claiming gigabytes (a zip bomb) or a stored entry claiming more
+// bytes than the file holds would fill memory first. The central directory is read
+// with libzip, and such entries are refused before PyTorch's reader opens the file.
+void check_zip_entries(const std::string& path) {
+    int code = 0;
+    zip_t* archive = zip_open(path.c_str(), ZIP_RDONLY, &code);
+    if (!archive) {
+        zip_error_t e;
+        zip_error_init_with_code(&e, code);
+        const std::string message = zip_error_strerror(&e);
+        zip_error_fini(&e);
+        throw Error("unreadable zip archive: " + message, {path});
+    }
+    std::unique_ptr<zip_t, void (*)(zip_t*)> guard(archive, zip_discard);
+    const uint64_t file_size = std::filesystem::file_size(path);
+    const zip_int64_t entries = zip_get_num_entries(archive, 0);
+    for (zip_int64_t i = 0; i < entries; ++i) {
+        zip_stat_t st;
+        zip_stat_init(&st);
+        if (zip_stat_index(archive, static_cast<zip_uint64_t>(i), 0, &st) != 0)
+            throw Error("unreadable zip entry " + std::to_string(i) + ": " + zip_strerror(archive), {path});
+        const std::string name = (st.valid & ZIP_STAT_NAME) && st.name ? st.name : "#" + std::to_string(i);
+        if ((st.valid & ZIP_STAT_COMP_METHOD) && st.comp_method != ZIP_CM_STORE)
+            throw Error("zip entry '" + name + "' is compressed (method " + std::to_string(st.comp_method) +
+                            "); torch.save stores entries uncompressed, and compressed ones are not inflated "
+                            "(a zip bomb would fill memory first)",
+                        {path});
+        if ((st.valid & ZIP_STAT_SIZE) && st.size > file_size)
+            throw Error("zip entry '" + name + "' claims " + std::to_string(st.size) + " bytes, more than the " +
+                            std::to_string(file_size) + " the file holds",
+                        {path});
+    }
+}
+
 }  // namespace
 
 std::map<std::string, at::Tensor> read_torch_state_dict(const std::string& path) {
@@ -400,6 +438,7 @@ std::map<std::string, at::Tensor> read_torch_state_dict(const std::string& path)
                         "re-save it with a current PyTorch or convert it to safetensors",
                         {path});
     }
+    check_zip_entries(path);
     std::map<std::string, at::Tensor> out;
     try {
         caffe2::serialize::PyTorchStreamReader reader(path);

@@ -333,6 +333,7 @@ TrainResult train(const TrainOptions& options) {
         }
         ts["config"] = resolved;
         io::write_file_atomically(out.file("trainer_state.json"), ts.dump(2) + "\n");
+        if (o.inject_sigkill_in_save == at_step) std::raise(SIGKILL);
         out.commit();
     };
 
@@ -465,6 +466,7 @@ TrainResult train(const TrainOptions& options) {
         }
         if (main) {
             metrics << line.dump() << "\n" << std::flush;
+            if (!metrics) throw Error("cannot append a line (disk full?)", {metrics_path});
             if (step % o.log_every == 0 || last || !eval_msg.empty()) {
                 log_info(strprintf("step %5lld/%lld | loss %.4f | lr %.3e | grad norm %.3f | %.0f ms | %.0f tok/s | "
                                    "GEMM eff %.1f%% | peak %.0f MB",

@@ -204,6 +204,8 @@ Command add_train(CLI::App& app) {
 
     cmd->add_option("--inject-sigint-at-step", o->inject_sigint_at_step, "testing: raise SIGINT after this step")->group("");
     cmd->add_option("--inject-nan-at-step", o->inject_nan_at_step, "testing: a NaN loss at this step")->group("");
+    cmd->add_option("--inject-sigkill-in-save", o->inject_sigkill_in_save,
+                    "testing: SIGKILL inside this step's checkpoint write")->group("");
 
     return {cmd, [cmd, o, raw]() {
                 std::set<std::string> given;

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <torch/torch.h>
 
@@ -134,8 +135,7 @@ private:
         return m;
     }
     static std::vector<std::string> read_lines(const std::string& path) {
-        std::ifstream in(path);
-        if (!in) throw Error("cannot open", {path});
+        std::istringstream in(io::read_file(path));  // bounded when `path` is a device or a pipe
         std::vector<std::string> out;
         for (std::string line; std::getline(in, line);)
             if (line.find_first_not_of(" \t\r") != std::string::npos) out.push_back(line);
