@@ -72,9 +72,10 @@ inline std::string error_of(const std::function<void()>& f) {
 // Parity executables: one line per check with its largest relative error.
 struct ParityReport {
     int width = 34;
-    int failures = 0;
+    int failures = 0, checks = 0;
     void check(const std::string& what, double err, double tol) {
         const bool ok = err <= tol;
+        ++checks;
         std::printf("  %-4s %-*s max rel err %.2e (tol %.0e)\n", ok ? "OK" : "FAIL", width, what.c_str(), err, tol);
         failures += ok ? 0 : 1;
     }
