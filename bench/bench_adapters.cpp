@@ -18,6 +18,7 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include "smoke.h"
 #include "adapters/hra.h"
 #include "adapters/layers.h"
 #include "adapters/lora.h"
@@ -100,9 +101,11 @@ std::string name_of(const std::string& method, int64_t d, int64_t r, int64_t tok
 }  // namespace
 
 int main(int argc, char** argv) {
+    const bool smoke = hra::bench::take_smoke_flag(argc, argv);
     const auto info = hra::init_runtime(0);
     std::printf("runtime: %s\n", hra::describe(info).c_str());
-    const int64_t sizes[] = {1024, 4096}, ranks[] = {8, 32}, token_counts[] = {16, 512};
+    std::vector<int64_t> sizes{1024, 4096}, ranks{8, 32}, token_counts{16, 512};
+    if (smoke) sizes = {1024}, ranks = {8}, token_counts = {16};
     for (int64_t d : sizes)
         for (int64_t r : ranks)
             for (int64_t t : token_counts)
@@ -110,12 +113,13 @@ int main(int argc, char** argv) {
                     const std::string method = m;
                     auto* b = benchmark::RegisterBenchmark(
                         name_of(method, d, r, t).c_str(), [=](benchmark::State& st) { adapter_step(st, method, d, d, r, t); });
-                    b->Unit(benchmark::kMillisecond)->UseRealTime()->MinWarmUpTime(0.1);
-                    // PEFT's loop is 10-100x slower: one short measurement is enough.
-                    if (method == "hra_reference") {
-                        b->MinTime(0.2);
+                    b->Unit(benchmark::kMillisecond)->UseRealTime();
+                    if (smoke) {
+                        b->Iterations(1);
+                    } else if (method == "hra_reference") {  // PEFT's loop is 10-100x slower: one short measurement is enough
+                        b->MinWarmUpTime(0.1)->MinTime(0.2);
                     } else {
-                        b->MinTime(0.3)->Repetitions(5)->ReportAggregatesOnly(true);
+                        b->MinWarmUpTime(0.1)->MinTime(0.3)->Repetitions(5)->ReportAggregatesOnly(true);
                     }
                 }
     // Repetitions of the methods are interleaved at random, so that a slow

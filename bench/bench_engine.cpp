@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "smoke.h"
 #include "adapters/layers.h"
 #include "common/runtime.h"
 #include "io/atomic_file.h"
@@ -112,6 +113,7 @@ void run_train(benchmark::State& state, const std::string& name, const std::stri
 }  // namespace
 
 int main(int argc, char** argv) {
+    const bool smoke = hra::bench::take_smoke_flag(argc, argv);
     const auto info = hra::init_runtime(0);
     std::fprintf(stderr, "runtime: %s\n", hra::describe(info).c_str());  // stdout stays the reporter's (JSON with --benchmark_format=json)
     char tmpl[] = "/tmp/hra-bench-engine-XXXXXX";
@@ -124,6 +126,7 @@ int main(int argc, char** argv) {
                                             {"grad_checkpoint/on", "2", "--grad-checkpoint"},
                                             {"nproc/1", "1", ""},
                                             {"nproc/2", "1", "--nproc 2"}}) {
+        if (smoke && c.name != "grad_checkpoint/off") continue;
         benchmark::RegisterBenchmark(("engine/" + c.name).c_str(),
                                      [c](benchmark::State& s) { run_train(s, c.name, c.threads, c.flags); })
             ->Iterations(1)

@@ -13,6 +13,7 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include "smoke.h"
 #include "common/runtime.h"
 #include "io/atomic_file.h"
 #include "models/llama2c.h"
@@ -106,6 +107,7 @@ std::string write_random_llama(const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    const bool smoke = hra::bench::take_smoke_flag(argc, argv);
     const auto info = hra::init_runtime(0);
     std::printf("runtime: %s\n", hra::describe(info).c_str());
     char tmpl[] = "/tmp/hra-bench-XXXXXX";
@@ -114,7 +116,7 @@ int main(int argc, char** argv) {
     hra::convert_llama2c(data + "/stories260K/stories260K.bin", data + "/stories260K/tok512.bin",
                          tmp + "/stories260K", false);
     g_models["stories260K"] = {"stories260K", hra::load_llama(tmp + "/stories260K")};
-    g_models["llama100M"] = {"llama100M", hra::load_llama(write_random_llama(tmp + "/llama100M"))};
+    if (!smoke) g_models["llama100M"] = {"llama100M", hra::load_llama(write_random_llama(tmp + "/llama100M"))};
     for (auto& [name, m] : g_models) {
         int64_t n = 0;
         for (auto& [k, p] : hra::unique_named_parameters(*m.loaded.model)) n += p.numel();
@@ -122,12 +124,16 @@ int main(int argc, char** argv) {
     }
     for (const auto& [name, m] : g_models) {
         const std::string n = name;
-        benchmark::RegisterBenchmark(("prefill/" + n + "/tokens:128").c_str(), [n](benchmark::State& s) { prefill(s, n); })
-            ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
-        benchmark::RegisterBenchmark(("decode/" + n + "/kv_cache").c_str(), [n](benchmark::State& s) { decode(s, n, true); })
-            ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.5);
-        benchmark::RegisterBenchmark(("decode/" + n + "/recompute").c_str(), [n](benchmark::State& s) { decode(s, n, false); })
-            ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.2);
+        auto time = [smoke](benchmark::internal::Benchmark* b, double seconds) {
+            b->Unit(benchmark::kMillisecond)->UseRealTime();
+            if (smoke)
+                b->Iterations(1);
+            else
+                b->MinTime(seconds);
+        };
+        time(benchmark::RegisterBenchmark(("prefill/" + n + "/tokens:128").c_str(), [n](benchmark::State& s) { prefill(s, n); }), 0.5);
+        time(benchmark::RegisterBenchmark(("decode/" + n + "/kv_cache").c_str(), [n](benchmark::State& s) { decode(s, n, true); }), 0.5);
+        time(benchmark::RegisterBenchmark(("decode/" + n + "/recompute").c_str(), [n](benchmark::State& s) { decode(s, n, false); }), 0.2);
     }
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

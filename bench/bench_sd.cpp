@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "smoke.h"
 #include "adapters/peft_model.h"
 #include "common/runtime.h"
 #include "models/autoencoder_kl.h"
@@ -153,9 +154,12 @@ nlohmann::json run_peer(int64_t px) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    const bool smoke = hra::bench::take_smoke_flag(argc, argv);
     const auto info = hra::init_runtime(0);
     std::fprintf(stderr, "runtime: %s\n", hra::describe(info).c_str());
-    auto reg = [](const std::string& name, std::function<void(benchmark::State&, const std::string&)> f, int64_t iterations) {
+    auto reg = [smoke](const std::string& name, std::function<void(benchmark::State&, const std::string&)> f, int64_t iterations) {
+        if (smoke && name != "unet_forward/256" && name != "vae_decode/256") return;
+        if (smoke) iterations = 1;
         benchmark::RegisterBenchmark(name.c_str(), [f, name](benchmark::State& s) { f(s, name); })
             ->Unit(benchmark::kSecond)
             ->UseManualTime()
@@ -189,7 +193,7 @@ int main(int argc, char** argv) {
                  "* nominal: the forward FLOPs of DIFFUSION.md over the time (3x3 convolutions may use fewer\n"
                  "  multiplications than nominal, e.g. Winograd); peak MiB: the whole process, weights included\n");
     int rc = 0;
-    if (!g_results.count("unet_forward/256")) return 0;  // a filter ran a subset: no target
+    if (smoke || !g_results.count("unet_forward/256")) return 0;  // a smoke run or a filtered subset: no target
     const auto peer = run_peer(256);
     if (peer.contains("seconds") && g_results.count("unet_forward/256")) {
         const double ours = g_results["unet_forward/256"].seconds, theirs = peer["seconds"].get<double>();

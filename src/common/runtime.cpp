@@ -78,7 +78,7 @@ RuntimeInfo init_runtime(int requested) {
     return info;
 }
 
-double matmul_rate(c10::ScalarType dtype, const std::string& device, int64_t n) {
+double matmul_rate(c10::ScalarType dtype, const std::string& device, int64_t n, double min_seconds) {
     at::NoGradGuard no_grad;
     const c10::Device d(device);
     // No random numbers here: the global generator drives dropout and must not move.
@@ -86,14 +86,16 @@ double matmul_rate(c10::ScalarType dtype, const std::string& device, int64_t n) 
     auto c = at::mm(a, b);  // warm-up
     compat::cuda_synchronize(d);
     std::vector<double> t;
-    for (int i = 0; i < 7; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    while (t.size() < 7 || (t.size() < 10000 && std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < min_seconds)) {
         auto t0 = std::chrono::steady_clock::now();
         c = at::mm(a, b);
         compat::cuda_synchronize(d);
         t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
-    std::nth_element(t.begin(), t.begin() + 3, t.end());
-    return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / t[3];
+    const auto mid = t.begin() + static_cast<std::ptrdiff_t>(t.size() / 2);
+    std::nth_element(t.begin(), mid, t.end());
+    return 2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(n) / *mid;
 }
 
 std::string describe(const RuntimeInfo& info) {

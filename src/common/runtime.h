@@ -28,10 +28,12 @@ RuntimeInfo init_runtime(int requested = 0);
 std::string describe(const RuntimeInfo& info);
 
 // Measured matmul rate (FLOP/s) of this machine in `dtype` on `device`: an
-// n×n by n×n product, median of 7 after a warm-up. What GEMM efficiency is
-// reported against (n = 1024) and the slow-BLAS check (n = 512). Draws no
+// n×n by n×n product, the median of at least 7 timed products after a
+// warm-up, and of as many as fit in `min_seconds` (a longer probe rides out
+// a slow spell of the machine). What GEMM efficiency is reported against
+// (n = 1024, 0.3 s in training) and the slow-BLAS check (n = 512). Draws no
 // random numbers.
-double matmul_rate(c10::ScalarType dtype, const std::string& device = "cpu", int64_t n = 1024);
+double matmul_rate(c10::ScalarType dtype, const std::string& device = "cpu", int64_t n = 1024, double min_seconds = 0);
 
 // Number of online CPUs (at least 1).
 int online_cpus();

@@ -1,12 +1,17 @@
-// The bundled demo: stories260K fine-tuned with HRA and with LoRA (comparable
+// The bundled demo: stories260K fine-tuned with HRA and LoRA (comparable
 // parameter counts, same budget, learning rates picked on a validation split)
-// on a small comparison task it can learn, evaluated before and after on
-// held-out examples drawn with a different seed, next to chance and majority.
+// on a small comparison task it can learn. Training, validation and test
+// questions are disjoint slices of one de-duplicated pool; every model, the
+// base included, is scored on the held-out questions by its generated answer
+// and by the likelihood of the two names, over several training seeds, next
+// to chance and the majority answer.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace hra {
 
@@ -18,31 +23,59 @@ struct DemoOptions {
     int64_t test_examples = 300;
     int64_t steps = 400;
     int64_t batch_size = 16;
-    std::vector<double> hra_lrs = {1e-2, 2e-2, 3e-2};
-    std::vector<double> lora_lrs = {2e-3, 5e-3, 1e-2};
+    std::vector<double> hra_lrs = {3e-3, 1e-2, 3e-2};
+    std::vector<double> lora_lrs = {1e-3, 3e-3, 1e-2};
     int64_t hra_r = 8, lora_r = 4;
-    uint64_t seed = 0;
+    uint64_t data_seed = 0;               // the pool's order, hence the split
+    std::vector<uint64_t> seeds = {0, 1, 2};  // training seeds; learning rates are chosen with the first
 };
 
 // A "who has more" question: two names, two counts, one object kind.
 struct ComparisonItem {
-    std::string query, answer;  // answer: the name with more
-    bool first_wins;            // the answer is the first name mentioned
+    std::string query, answer, other;  // answer: the name with more; other: the name with fewer
+    bool first_wins;                   // the answer is the first name mentioned
 };
-std::vector<ComparisonItem> comparison_items(int64_t n, uint64_t seed);
+// Every distinct question of the task (20,160), in an order fixed by `seed`.
+std::vector<ComparisonItem> comparison_pool(uint64_t seed);
+
+struct DemoSplit {
+    std::vector<ComparisonItem> train, val, test;  // consecutive slices of one pool: no question in two
+};
+DemoSplit demo_split(const DemoOptions& options);
+
+// Accuracy two ways: the first word generated (greedy) is the answer; the
+// answer's name is likelier than the other's after the prompt.
+struct DemoScore {
+    double generation = 0, likelihood = 0;
+};
+
+struct DemoRun {
+    std::string method;
+    double lr = 0;
+    uint64_t seed = 0;
+    int64_t parameters = 0;
+    double seconds = 0, val_loss = 0;
+    std::string adapter_dir;
+    DemoScore val, test;  // val: the learning-rate sweep's runs; test: the chosen learning rate's
+    bool validated = false, tested = false;
+};
 
 struct DemoRow {
-    std::string method;
+    std::string method;  // "hra" | "lora"
     int64_t parameters = 0;
     double lr = 0;
-    double val_accuracy = 0, test_accuracy = 0, train_seconds = 0;
+    std::string lr_note;          // ties, nothing learnt, or the grid's edge ("" when none)
+    std::vector<DemoScore> test;  // one per seed
+    DemoScore mean, min, max;
 };
 
 struct DemoResult {
-    double before_accuracy = 0, chance = 0.5, majority = 0;
-    std::vector<DemoRow> rows;  // best learning rate per method
-    std::vector<DemoRow> sweep;  // every run
-    std::string table;          // the printed summary
+    double chance = 0.5, majority = 0;
+    DemoScore before;            // the base model
+    std::vector<DemoRow> rows;   // per method, at its chosen learning rate
+    std::vector<DemoRun> runs;   // every training run
+    std::string table;           // the printed summary
+    nlohmann::json summary;      // the same, as the last stdout line and demo.json
 };
 
 DemoResult run_demo(const DemoOptions& options);

@@ -28,6 +28,7 @@ using diffusion::Scene;
 
 namespace {
 
+using demo_util::lr_note;
 using demo_util::say;
 using demo_util::seconds_since;
 
@@ -350,14 +351,9 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
             if (got > best) best = got, best_lr = lr, best_run = f;  // ties keep the earlier (the grid's order)
         }
         (method == "hra" ? result.hra_lr : result.lora_lr) = best_lr;
-        std::string note;
-        const auto ties = std::count_if(table.begin(), table.end(), [&](const auto& g) { return g.second == best; });
-        if (best == 0)
-            note = strprintf("no learning rate drew the subject in context on the validation prompts; the grid's first, %g, is kept", best_lr);
-        else if (ties > 1)
-            note = strprintf("%lld learning rates tie at %.3f; the first in the grid, %g, is kept", static_cast<long long>(ties), best, best_lr);
-        else if (grid.size() > 1 && (best_lr == grid.front() || best_lr == grid.back()))
-            note = strprintf("the chosen learning rate %g is at the edge of the grid", best_lr);
+        std::vector<double> scores;
+        for (const auto& g : table) scores.push_back(g.second);
+        const std::string note = lr_note(grid, scores, best_lr, "drew the subject in context");
         if (!note.empty()) say("warning: " + method + ": " + note);
         (method == "hra" ? result.hra_lr_note : result.lora_lr_note) = note;
         for (const auto seed : o.seeds) {

@@ -22,8 +22,11 @@ Command add_demo(CLI::App& app) {
     cmd->add_option("--batch-size", o->batch_size, "examples per step")->default_val(o->batch_size);
     cmd->add_option("--hra-lrs", o->hra_lrs, "HRA learning rates to try");
     cmd->add_option("--lora-lrs", o->lora_lrs, "LoRA learning rates to try");
+    cmd->add_option("--train-examples", o->train_examples, "training questions")->default_val(o->train_examples);
+    cmd->add_option("--val-examples", o->val_examples, "validation questions (learning rates are chosen on them)")
+        ->default_val(o->val_examples);
     cmd->add_option("--test-examples", o->test_examples, "held-out questions")->default_val(o->test_examples);
-    cmd->add_option("--seed", o->seed, "seed")->default_val(o->seed);
+    cmd->add_option("--data-seed", o->data_seed, "order of the question pool, hence the split")->default_val(o->data_seed);
     auto nlu = std::make_shared<NluDemoOptions>();
     auto want_nlu = std::make_shared<bool>(false);
     cmd->add_flag("--nlu", *want_nlu,
@@ -41,7 +44,7 @@ Command add_demo(CLI::App& app) {
     cmd->add_option("--train-minutes", diff->train_minutes, "--diffusion: training time box per seed")->default_val(diff->train_minutes);
     cmd->add_option("--max-steps", diff->max_steps, "--diffusion: stop each run at this many steps instead (0: the time box)")
         ->default_val(0);
-    cmd->add_option("--seeds", diff->seeds, "--diffusion: training seeds")->default_str("0 1 2");
+    cmd->add_option("--seeds", diff->seeds, "training seeds (the learning rates are chosen with the first)")->default_str("0 1 2");
     cmd->add_option("--sample-steps", diff->sample_steps, "--diffusion: sampler steps per image")->default_val(diff->sample_steps);
     cmd->add_option("--guidance", diff->guidance, "--diffusion: classifier-free guidance scale")->default_val(diff->guidance);
     cmd->add_option("--prediction", diff->prediction, "--diffusion: what the UNet predicts")
@@ -108,8 +111,9 @@ Command add_demo(CLI::App& app) {
                     std::printf("%s", r.table.c_str());
                     return 0;
                 }
+                if (cmd->count("--seeds")) o->seeds = diff->seeds;
                 auto r = run_demo(*o);
-                std::printf("%s", r.table.c_str());
+                std::printf("%s%s\n", r.table.c_str(), r.summary.dump().c_str());  // the last line: the table as JSON
                 return 0;
             }};
 }
