@@ -22,6 +22,8 @@ packages=(
     libpng-dev            # PNG images (hra sd generate)
     libjpeg-dev           # JPEG images (DreamBooth photos; libjpeg-turbo, as Pillow decodes them)
     pkg-config
+    clang                 # fuzz targets (libFuzzer) with AddressSanitizer + UndefinedBehaviorSanitizer
+    libclang-rt-14-dev    # clang's sanitizer and libFuzzer runtimes
 )
 
 missing=()

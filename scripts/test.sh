@@ -5,3 +5,4 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ]; then bash scripts/install-deps.sh; fi
 bash scripts/build.sh
 ctest --test-dir build --output-on-failure -j"$(nproc)"
+bash scripts/fuzz.sh   # the readers under ASan + UBSan: corpora replayed, then fuzzed

@@ -248,6 +248,21 @@ TEST(DebertaConfig, DebertaV3BaseForms) {
     EXPECT_NE(error_of([] { parse_deberta_config(R"({"model_type": "deberta-v2", "pos_att_type": "c2q"})", "x.json"); })
                   .find("c2q"),
               std::string::npos);
+    // Sizes no model has, fractions and numbers beyond int64 are errors naming the key, before any allocation.
+    for (const auto& [body, fragment] : std::vector<std::pair<std::string, std::string>>{
+             {R"("hidden_size": 1000000000000, "num_attention_heads": 1)", "'hidden_size': 1000000000000 is outside 1..131072"},
+             {R"("num_hidden_layers": 1000000000)", "'num_hidden_layers': 1000000000 is outside 1..4096"},
+             {R"("vocab_size": 0)", "'vocab_size'"},
+             {R"("hidden_size": 768, "num_attention_heads": 7)", "hidden_size is not a multiple of num_attention_heads"},
+             {R"("hidden_size": 768.5)", "'hidden_size': expected an integer, got 768.5"},
+             {R"("intermediate_size": 3e60)", "'intermediate_size': expected an integer"},
+             {R"("id2label": {"one": "x"})", "'id2label': id2label keys must be 0..n-1, got 'one'"},
+             {R"("id2label": {"0": 5})", "id2label values must be strings"},
+         }) {
+        const auto msg = error_of([&] { parse_deberta_config(R"({"model_type": "deberta-v2", )" + body + "}", "x.json"); });
+        EXPECT_NE(msg.find(fragment), std::string::npos) << body << ": " << msg;
+        EXPECT_NE(msg.find("x.json"), std::string::npos) << msg;
+    }
 }
 
 TEST(DebertaModel, LogBucketsFollowTheFormula) {

@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "io/atomic_file.h"
 #include "io/json_file.h"
+#include "io/json_value.h"
 
 namespace hra {
 
@@ -117,11 +118,8 @@ namespace {
 
 template <class T>
 T get_as(const json& j, const char* key, const std::string& source) {
-    try {
-        return j.at(key).get<T>();
-    } catch (const json::exception& e) {
-        throw Error(std::string("wrong type: ") + e.what(), {source, key});
-    }
+    if (!j.contains(key)) throw Error("missing key", {source, key});
+    return io::json_get<T>(j.at(key), key, source);
 }
 
 ModuleSelector selector_from(const json& j, const char* key, const std::string& source) {

@@ -26,8 +26,17 @@ DebertaConfig parse_deberta_config(const std::string& text, const std::string& s
     c.hidden_size = io::json_value_or<int64_t>(j, "hidden_size", c.hidden_size, source);
     c.num_hidden_layers = io::json_value_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, source);
     c.num_attention_heads = io::json_value_or<int64_t>(j, "num_attention_heads", c.num_attention_heads, source);
-    if (c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.num_hidden_layers <= 0 || c.vocab_size <= 0)
-        throw Error("sizes must be positive", {source});
+    // Sizes no model has are errors before anything is allocated (a config with
+    // hidden_size 10^12 or 10^9 layers allocated first).
+    auto within = [&](int64_t v, int64_t lo, int64_t hi, const char* key) {
+        if (v < lo || v > hi)
+            throw Error(std::to_string(v) + " is outside " + std::to_string(lo) + ".." + std::to_string(hi) + ", beyond any model",
+                        {source, key});
+    };
+    within(c.vocab_size, 1, int64_t{1} << 24, "vocab_size");
+    within(c.hidden_size, 1, int64_t{1} << 17, "hidden_size");
+    within(c.num_hidden_layers, 1, 4096, "num_hidden_layers");
+    within(c.num_attention_heads, 1, 4096, "num_attention_heads");
     if (c.hidden_size % c.num_attention_heads != 0 && !j.contains("attention_head_size"))
         throw Error("hidden_size is not a multiple of num_attention_heads", {source, "num_attention_heads"});
     c.attention_head_size = io::json_value_or<int64_t>(j, "attention_head_size", c.hidden_size / c.num_attention_heads, source);
@@ -89,14 +98,26 @@ DebertaConfig parse_deberta_config(const std::string& text, const std::string& s
     if (j.contains("id2label") && j["id2label"].is_object()) {
         c.id2label.assign(j["id2label"].size(), "");
         for (auto it = j["id2label"].begin(); it != j["id2label"].end(); ++it) {
-            const size_t k = std::stoul(it.key());
-            if (k >= c.id2label.size()) throw Error("id2label keys must be 0..n-1", {source, "id2label"});
-            c.id2label[k] = it.value().get<std::string>();
+            const std::string& key = it.key();
+            if (key.empty() || key.size() > 9 || key.find_first_not_of("0123456789") != std::string::npos ||
+                std::stoul(key) >= c.id2label.size())
+                throw Error("id2label keys must be 0..n-1, got '" + key + "'", {source, "id2label"});
+            if (!it.value().is_string()) throw Error("id2label values must be strings", {source, "id2label"});
+            c.id2label[std::stoul(key)] = it.value().get<std::string>();
         }
         c.num_labels = static_cast<int64_t>(c.id2label.size());
     }
     c.num_labels = io::json_value_or<int64_t>(j, "num_labels", c.num_labels, source);
     c.problem_type = io::json_value_or<std::string>(j, "problem_type", "", source);
+    within(c.attention_head_size, 1, 4096, "attention_head_size");
+    within(c.intermediate_size, 1, int64_t{1} << 20, "intermediate_size");
+    within(c.max_position_embeddings, 1, int64_t{1} << 24, "max_position_embeddings");
+    within(c.max_relative_positions, 1, int64_t{1} << 24, "max_relative_positions");
+    within(c.position_buckets, -1, int64_t{1} << 16, "position_buckets");
+    within(c.type_vocab_size, 0, 1024, "type_vocab_size");
+    within(c.embedding_size, 1, int64_t{1} << 17, "embedding_size");
+    within(c.pooler_hidden_size, 1, int64_t{1} << 17, "pooler_hidden_size");
+    within(c.num_labels, 1, int64_t{1} << 20, "num_labels");
     return c;
 }
 

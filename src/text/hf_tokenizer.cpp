@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "io/json_file.h"
+#include "io/json_value.h"
 #include "text/regex.h"
 #include "text/unicode.h"
 
@@ -193,7 +194,7 @@ private:
             return id;
         };
         for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it) {
-            const int64_t id = checked_id(it.value().get<int64_t>(), it.key(), "model.vocab");
+            const int64_t id = checked_id(io::json_get<int64_t>(it.value(), "model.vocab", source_), it.key(), "model.vocab");
             vocab_[it.key()] = id;
             max_id = std::max(max_id, id);
         }
@@ -216,7 +217,7 @@ private:
         }
         if (j.contains("added_tokens")) {
             for (const auto& t : j["added_tokens"]) {
-                AddedToken a{checked_id(t.at("id").get<int64_t>(), t.at("content").get<std::string>(), "added_tokens"),
+                AddedToken a{checked_id(io::json_get<int64_t>(t.at("id"), "added_tokens", source_), t.at("content").get<std::string>(), "added_tokens"),
                              t.at("content").get<std::string>(), t.value("special", false),
                              t.value("lstrip", false), t.value("rstrip", false), t.value("single_word", false)};
                 max_id = std::max(max_id, a.id);
@@ -508,8 +509,8 @@ private:
             if (!prefix_.empty()) template_bos_ = prefix_.front();
             if (!suffix_.empty()) template_eos_ = suffix_.back();
         } else if (type == "RobertaProcessing" || type == "BertProcessing") {
-            prefix_ = {p.at("cls").at(1).get<int64_t>()};
-            suffix_ = {p.at("sep").at(1).get<int64_t>()};
+            prefix_ = {io::json_get<int64_t>(p.at("cls").at(1), "post_processor.cls", source_)};
+            suffix_ = {io::json_get<int64_t>(p.at("sep").at(1), "post_processor.sep", source_)};
             template_bos_ = prefix_.front();
             template_eos_ = suffix_.back();
         } else {

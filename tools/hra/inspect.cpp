@@ -1,6 +1,7 @@
 // hra inspect DIR: what a PEFT adapter folder holds.
 #include <cstdio>
 #include <map>
+#include <string>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -10,8 +11,51 @@
 #include "adapters/method.h"
 #include "commands.h"
 #include "io/peft_folder.h"
+#include "io/safetensors.h"
+#include "common/error.h"
 
 namespace hra::cli {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Tensors that cannot make one adapter of config `c` are errors naming the
+// tensor (without a model, inspect checks what the folder says of itself):
+// floating-point values; HRA's hra_u [in, r] with the config's r, at most in;
+// LoRA's lora_A [r, in] or [r, in, kh, kw] and lora_B [out, r] or
+// [out, r, 1, 1], the config's r, both present for each module.
+void check_adapter_tensors(const io::PeftFolder& folder, const AdapterConfig& c) {
+    const std::string& file = folder.weights_path;
+    std::map<std::string, int> lora_parts;  // module -> 1 (A) | 2 (B)
+    for (const auto& name : folder.weights->names()) {
+        const auto& info = folder.weights->info(name);
+        const auto& s = info.shape;
+        if (!at::isFloatingType(io::dtype_from_name(info.dtype)))
+            throw Error("dtype " + info.dtype + " where an adapter needs floating-point values", {file, name});
+        auto shape_error = [&](const std::string& want) {
+            std::string got;
+            for (size_t i = 0; i < s.size(); ++i) got += (i ? ", " : "") + std::to_string(s[i]);
+            return Error("shape [" + got + "] cannot be " + want + " of an r=" + std::to_string(c.r) + " adapter", {file, name});
+        };
+        if (c.peft_type == "HRA" && ends_with(name, ".hra_u")) {
+            if (s.size() != 2 || s[1] != c.r) throw shape_error("the [in, r] reflection vectors");
+            if (s[0] < c.r) throw Error("r=" + std::to_string(c.r) + " reflections in " + std::to_string(s[0]) + " inputs: at most one per input", {file, name});
+        } else if (c.peft_type == "LORA" && ends_with(name, ".lora_A.weight")) {
+            if (!(s.size() == 2 || s.size() == 4) || s[0] != c.r) throw shape_error("the [r, in] lora_A");
+            lora_parts[name.substr(0, name.size() - 14)] |= 1;
+        } else if (c.peft_type == "LORA" && ends_with(name, ".lora_B.weight")) {
+            if (!(s.size() == 2 || (s.size() == 4 && s[2] == 1 && s[3] == 1)) || s[1] != c.r) throw shape_error("the [out, r] lora_B");
+            lora_parts[name.substr(0, name.size() - 14)] |= 2;
+        }
+    }
+    for (const auto& [module, parts] : lora_parts)
+        if (parts != 3) throw Error(std::string("has ") + (parts == 1 ? "lora_A without lora_B" : "lora_B without lora_A"), {file, module});
+}
+
+}  // namespace
 
 Command add_inspect(CLI::App& app) {
     auto* cmd = app.add_subcommand("inspect", "describe a PEFT adapter folder (HRA or LoRA)");
@@ -20,6 +64,7 @@ Command add_inspect(CLI::App& app) {
     return {cmd, [dir]() {
         io::PeftFolder folder = io::read_peft_folder(*dir);
         AdapterConfig c = parse_adapter_config(folder.config_text, folder.config_path);
+        check_adapter_tensors(folder, c);
         std::printf("adapter:   %s\n", dir->c_str());
         std::printf("peft_type: %s   r: %lld", c.peft_type.c_str(), static_cast<long long>(c.r));
         // The method's own keys, as its registry entry lists them, with the values the file holds.
