@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
     const std::string data = HRA_DATA_DIR;
     hra::convert_llama2c(data + "/stories260K/stories260K.bin", data + "/stories260K/tok512.bin", g_tmp + "/stories260K", false);
     g_rate = hra::matmul_rate(torch::kFloat, "cpu", 1024, smoke ? 0.0 : 1.0);
-    std::printf("matmul rate: %.1f GFLOP/s (float32, median of 1024^3 products over 1 s)\n", g_rate / 1e9);
+    std::printf("matmul rate: %.1f GFLOP/s (float32, median of 1024^3 products over %s)\n", g_rate / 1e9, smoke ? "7" : "1 s");
     for (const char* m : {"stories260K", "llama50M"})
         for (const char* method : {"frozen", "hra", "lora"}) {
             const std::string model = m, meth = method;

@@ -136,9 +136,7 @@ TEST(TorchBin, ZipBombsAndOversizedEntriesAreRefusedBeforeAllocation) {
     }
     io::write_file_atomically(dir / "big.bin", bytes);
     msg = error_of([&] { io::read_torch_state_dict(dir / "big.bin"); });
-    EXPECT_TRUE(msg.find("zip entry 'big/data/0' claims 4026531840 bytes, more than the") != std::string::npos ||
-                msg.find("unreadable zip archive") != std::string::npos)
-        << msg;
+    EXPECT_NE(msg.find("zip entry 'big/data/0' claims 4026531840 bytes, more than the"), std::string::npos) << msg;
     EXPECT_NE(msg.find("big.bin"), std::string::npos) << msg;
 }
 
@@ -258,6 +256,7 @@ TEST(DebertaConfig, DebertaV3BaseForms) {
              {R"("intermediate_size": 3e60)", "'intermediate_size': expected an integer"},
              {R"("id2label": {"one": "x"})", "'id2label': id2label keys must be 0..n-1, got 'one'"},
              {R"("id2label": {"0": 5})", "id2label values must be strings"},
+             {R"("id2label": {"0": "a", "00": "b"})", "got '00'"},  // both read as 0 once: one label left empty
          }) {
         const auto msg = error_of([&] { parse_deberta_config(R"({"model_type": "deberta-v2", )" + body + "}", "x.json"); });
         EXPECT_NE(msg.find(fragment), std::string::npos) << body << ": " << msg;

@@ -112,10 +112,14 @@ std::vector<ComparisonItem> comparison_pool(uint64_t seed) {
 
 DemoSplit demo_split(const DemoOptions& o) {
     auto pool = comparison_pool(o.data_seed);
-    const int64_t need = o.train_examples + o.val_examples + o.test_examples;
-    if (o.train_examples <= 0 || o.val_examples <= 0 || o.test_examples <= 0 || need > static_cast<int64_t>(pool.size()))
-        throw Error(strprintf("the demo's splits need positive sizes and at most %zu questions in all (asked: %lld)", pool.size(),
-                              static_cast<long long>(need)));
+    const auto n = static_cast<int64_t>(pool.size());
+    auto fits = [n](int64_t k) { return k > 0 && k <= n; };
+    const bool sizes_ok = fits(o.train_examples) && fits(o.val_examples) && fits(o.test_examples);  // then the sum cannot overflow
+    const int64_t need = sizes_ok ? o.train_examples + o.val_examples + o.test_examples : 0;
+    if (!sizes_ok || need > n)
+        throw Error(strprintf("the demo's splits need positive sizes and at most %zu questions in all (asked: %lld, %lld, %lld)",
+                              pool.size(), static_cast<long long>(o.train_examples), static_cast<long long>(o.val_examples),
+                              static_cast<long long>(o.test_examples)));
     DemoSplit d;
     auto at = pool.begin();
     auto take = [&](int64_t n, std::vector<ComparisonItem>& to) {

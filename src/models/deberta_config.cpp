@@ -100,7 +100,7 @@ DebertaConfig parse_deberta_config(const std::string& text, const std::string& s
         for (auto it = j["id2label"].begin(); it != j["id2label"].end(); ++it) {
             const std::string& key = it.key();
             if (key.empty() || key.size() > 9 || key.find_first_not_of("0123456789") != std::string::npos ||
-                std::stoul(key) >= c.id2label.size())
+                std::to_string(std::stoul(key)) != key || std::stoul(key) >= c.id2label.size())  // "0" and "00" would both be 0
                 throw Error("id2label keys must be 0..n-1, got '" + key + "'", {source, "id2label"});
             if (!it.value().is_string()) throw Error("id2label values must be strings", {source, "id2label"});
             c.id2label[std::stoul(key)] = it.value().get<std::string>();

@@ -33,7 +33,9 @@ void check_adapter_tensors(const io::PeftFolder& folder, const AdapterConfig& c)
     for (const auto& name : folder.weights->names()) {
         const auto& info = folder.weights->info(name);
         const auto& s = info.shape;
-        if (!at::isFloatingType(io::dtype_from_name(info.dtype)))
+        // The adapter's own tensors (saved modules_to_save may hold integer buffers).
+        const bool own = ends_with(name, ".hra_u") || ends_with(name, ".lora_A.weight") || ends_with(name, ".lora_B.weight");
+        if (own && !at::isFloatingType(io::dtype_from_name(info.dtype)))
             throw Error("dtype " + info.dtype + " where an adapter needs floating-point values", {file, name});
         auto shape_error = [&](const std::string& want) {
             std::string got;
