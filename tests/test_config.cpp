@@ -176,6 +176,15 @@ TEST(Config, LoraKeysAndDefaults) {
     EXPECT_EQ(j["use_dora"], false);
     EXPECT_THROW(parse_adapter_config(R"({"peft_type":"LORA","fan_in_fan_out":true})", "x"), Error);
     EXPECT_NO_THROW(parse_adapter_config(R"({"peft_type":"LORA","rank_pattern":{},"use_dora":false})", "x"));
+    // A scalar layers_to_transform beyond int64 used to wrap to a negative layer; fractions were truncated.
+    for (const char* v : {"18446744073709551615", "2.5"}) {
+        try {
+            parse_adapter_config(std::string(R"({"peft_type":"LORA","layers_to_transform":)") + v + "}", "a.json");
+            ADD_FAILURE() << v;
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find("a.json: 'layers_to_transform'"), std::string::npos) << e.what();
+        }
+    }
 }
 
 // Configs PEFT itself wrote (tests/fixtures/peft-configs, from the PEFT repository).

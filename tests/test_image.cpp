@@ -151,4 +151,16 @@ TEST(Image, BadInputNamesTheFile) {
     EXPECT_NE(e.find("resample"), std::string::npos) << e;
     e = error_of([&] { data::ImageProcessor::from_json({{"image_processor_type", "ViTImageProcessor"}, {"image_std", {0.5, 0, 0.5}}}, "pp.json"); });
     EXPECT_NE(e.find("positive"), std::string::npos) << e;
+    // Sizes beyond int64 (they used to wrap to negative numbers) and fractions are errors naming the key.
+    const auto huge = nlohmann::json::parse("18446744073709551615");
+    for (const auto& [pp, key] : std::vector<std::pair<nlohmann::json, std::string>>{
+             {{{"image_processor_type", "CLIPImageProcessor"}, {"size", {{"shortest_edge", huge}}}}, "'size.shortest_edge'"},
+             {{{"feature_extractor_type", "CLIPFeatureExtractor"}, {"size", 24.5}}, "'size'"},
+             {{{"image_processor_type", "ViTImageProcessor"}, {"size", {{"height", huge}, {"width", 16}}}}, "'size.height'"},
+             {{{"image_processor_type", "ViTImageProcessor"}, {"crop_size", huge}}, "'crop_size'"},
+             {{{"image_processor_type", "CLIPImageProcessor"}, {"resample", 2.5}}, "'resample'"},
+         }) {
+        e = error_of([&] { data::ImageProcessor::from_json(pp, "pp.json"); });
+        EXPECT_NE(e.find("pp.json: " + key), std::string::npos) << pp.dump() << ": " << e;
+    }
 }

@@ -267,6 +267,11 @@ TEST(LlamaModel, ImpossibleConfigsAreErrorsNamingTheKey) {
              {"rope_theta", -10000.0, "'rope_theta': must be a positive number"},
              {"eos_token_id", -1, "'eos_token_id': token ids are not negative"},
              {"bos_token_id", -2, "'bos_token_id': token ids are not negative"},
+             // Beyond int64 (used to wrap to a negative or a wrong id) and fractions.
+             {"bos_token_id", nlohmann::json::parse("18446744073709551615"), "'bos_token_id': integer out of range"},
+             {"eos_token_id", nlohmann::json::parse("[2, 18446744073709551615]"), "'eos_token_id': integer out of range"},
+             {"eos_token_id", 2.5, "'eos_token_id': expected an integer, got 2.5"},
+             {"pad_token_id", 1e30, "'pad_token_id': expected an integer"},
              {"rope_scaling", {{"rope_type", "linear"}, {"factor", 0}}, "factor must be a positive number"},
              {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8}, {"low_freq_factor", 4}, {"high_freq_factor", 1}},
               "low_freq_factor < high_freq_factor"},

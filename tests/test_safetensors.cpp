@@ -1,6 +1,12 @@
 // safetensors: round trips for every dtype, one test per validation rule,
 // a seeded mutation test (truncations and byte flips must load or throw
 // hra::Error, never crash), atomic writes, and sharded model folders.
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -198,6 +204,42 @@ TEST(Safetensors, FailedWriteLeavesExistingFileUntouched) {
                  Error);
     EXPECT_EQ(io::read_file(path), before);
     // No temporary files are left behind.
+    int files = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir.path())) files += e.is_regular_file();
+    EXPECT_EQ(files, 1);
+}
+
+// A write that fails names the OS's reason for that write, not an errno left by whatever the
+// writer did around it (a stale EACCES used to be reported as the reason a full disk failed).
+namespace {
+// Runs in a child process (setrlimit would limit the whole test program).
+[[noreturn]] void write_past_the_file_size_limit(const std::string& path) {
+    std::signal(SIGXFSZ, SIG_IGN);  // past the limit, write(2) then fails with EFBIG
+    const rlimit limit{4096, 4096};
+    setrlimit(RLIMIT_FSIZE, &limit);
+    std::string message;
+    try {
+        io::write_atomically(path, [](std::ostream& o) {
+            o << std::string(1 << 20, 'x');
+            errno = EACCES;  // something else the writer did after the failed write
+            o << "tail";
+        });
+    } catch (const Error& e) {
+        message = e.what();
+    }
+    std::fprintf(stderr, "%s\n", message.c_str());
+    const bool named = message.find("big.bin") != std::string::npos && message.find(std::strerror(EFBIG)) != std::string::npos &&
+                       message.find(std::strerror(EACCES)) == std::string::npos;
+    std::_Exit(named ? 0 : 1);
+}
+}  // namespace
+
+TEST(Safetensors, AFailedWriteNamesTheReasonOfThatWrite) {
+    test::TempDir dir;
+    const std::string path = dir / "big.bin";
+    io::write_file_atomically(path, "previous");
+    EXPECT_EXIT(write_past_the_file_size_limit(path), ::testing::ExitedWithCode(0), "big.bin: write failed: File too large");
+    EXPECT_EQ(io::read_file(path), "previous");
     int files = 0;
     for (const auto& e : std::filesystem::directory_iterator(dir.path())) files += e.is_regular_file();
     EXPECT_EQ(files, 1);

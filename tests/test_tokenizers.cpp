@@ -3,6 +3,8 @@
 // for tok512.bin (the stories260K README), and libsentencepiece itself.
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <set>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -42,6 +44,44 @@ TEST_P(TokenizerJson, MatchesTokenizersJs) {
 }
 
 INSTANTIATE_TEST_SUITE_P(RealFiles, TokenizerJson, ::testing::Values("gpt2", "dolma2", "neox20b", "phi3mini"));
+
+TEST(TokenizerJsonBpe, PriorityQueueMergesEqualTheRescan) {
+    // The rescan is BPE's definition (lowest rank first, leftmost among equals). Random merge
+    // tables over a small alphabet make many equal pairs, overlapping runs ("aaa") and merges
+    // whose parts merged differently, which is where a queue can go wrong.
+    std::mt19937 rng(7);
+    const std::vector<std::string> alphabet = {"a", "b", "c", "\u00e4"};
+    int compared = 0, merged_somewhere = 0;
+    for (int table = 0; table < 40; ++table) {
+        std::vector<std::string> vocab = {"a", "b", "c", "\u00e4"};
+        nlohmann::json merges = nlohmann::json::array();
+        std::set<std::string> seen;
+        for (int m = 0; m < 12; ++m) {
+            const std::string x = vocab[rng() % vocab.size()], y = vocab[rng() % vocab.size()];
+            if (!seen.insert(x + " " + y).second || x.size() + y.size() > 24) continue;
+            merges.push_back(x + " " + y);
+            if (std::find(vocab.begin(), vocab.end(), x + y) == vocab.end()) vocab.push_back(x + y);
+        }
+        nlohmann::json j;
+        j["model"]["type"] = "BPE";
+        for (size_t i = 0; i < vocab.size(); ++i) j["model"]["vocab"][vocab[i]] = i;
+        j["model"]["merges"] = merges;
+        HfTokenizerOptions rescan;
+        rescan.rescan_bpe = true;
+        auto queue = make_hf_tokenizer(j.dump(), "random.json"), oracle = make_hf_tokenizer(j.dump(), "random.json", rescan);
+        for (int w = 0; w < 60; ++w) {
+            std::string word;
+            const size_t n = 1 + rng() % 40;
+            for (size_t k = 0; k < n; ++k) word += (rng() % 3 == 0) ? alphabet[0] : alphabet[rng() % alphabet.size()];
+            const auto ids = queue->encode(word, false);
+            ASSERT_EQ(ids, oracle->encode(word, false)) << "table " << table << " merges " << merges.dump() << " word " << word;
+            merged_somewhere += ids.size() < n;
+            ++compared;
+        }
+    }
+    EXPECT_EQ(compared, 2400);
+    EXPECT_GT(merged_somewhere, 1000);  // the tables do merge: the comparison is not of untouched characters
+}
 
 TEST(TokenizerJsonErrors, UnsupportedPartsAreNamed) {
     const std::string minimal =

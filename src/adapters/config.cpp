@@ -190,8 +190,8 @@ AdapterConfig parse_adapter_config(const std::string& text, const std::string& s
     c.exclude_modules = selector_from(j, "exclude_modules", source);
     if (j.contains("layers_to_transform") && !j["layers_to_transform"].is_null()) {
         const auto& v = j["layers_to_transform"];
-        if (v.is_number_integer()) {
-            c.layers_to_transform = std::vector<int64_t>{v.get<int64_t>()};
+        if (v.is_number()) {
+            c.layers_to_transform = std::vector<int64_t>{io::json_get<int64_t>(v, "layers_to_transform", source)};
         } else {
             c.layers_to_transform = get_as<std::vector<int64_t>>(j, "layers_to_transform", source);
         }

@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "io/jpeg.h"
 #include "io/json_file.h"
+#include "io/json_value.h"
 #include "io/png.h"
 
 namespace hra::data {
@@ -163,10 +164,13 @@ void check_image(const torch::Tensor& hwc, const char* what) {
 }
 
 std::pair<int64_t, int64_t> size_pair(const nlohmann::json& v, const std::string& key, const std::string& origin) {
-    if (v.is_number_integer()) return {v.get<int64_t>(), v.get<int64_t>()};
-    if (v.is_object() && v.contains("height") && v.contains("width") && v["height"].is_number_integer() &&
-        v["width"].is_number_integer())
-        return {v["width"].get<int64_t>(), v["height"].get<int64_t>()};
+    if (v.is_number()) {
+        const auto n = io::json_get<int64_t>(v, key.c_str(), origin);
+        return {n, n};
+    }
+    if (v.is_object() && v.contains("height") && v.contains("width"))
+        return {io::json_get<int64_t>(v["width"], (key + ".width").c_str(), origin),
+                io::json_get<int64_t>(v["height"], (key + ".height").c_str(), origin)};
     throw Error("expected an integer or {\"height\", \"width\"}", {origin, key});
 }
 
@@ -300,11 +304,10 @@ ImageProcessor ImageProcessor::from_json(const nlohmann::json& j, const std::str
     if (j.contains("size")) {
         const auto& s = j["size"];
         if (s.is_object() && s.contains("shortest_edge")) {
-            if (!s["shortest_edge"].is_number_integer()) throw Error("expected an integer", {origin, "size.shortest_edge"});
             p.size_kind = Size::ShortestEdge;
-            p.shortest_edge = s["shortest_edge"].get<int64_t>();
-        } else if (s.is_number_integer() && clip) {
-            p.shortest_edge = s.get<int64_t>();
+            p.shortest_edge = io::json_get<int64_t>(s["shortest_edge"], "size.shortest_edge", origin);
+        } else if (s.is_number() && clip) {
+            p.shortest_edge = io::json_get<int64_t>(s, "size", origin);
         } else {
             p.size_kind = Size::Exact;
             std::tie(p.width, p.height) = size_pair(s, "size", origin);
@@ -312,9 +315,8 @@ ImageProcessor ImageProcessor::from_json(const nlohmann::json& j, const std::str
     }
     if (j.contains("crop_size")) std::tie(p.crop_width, p.crop_height) = size_pair(j["crop_size"], "crop_size", origin);
     if (j.contains("resample")) {
-        if (!j["resample"].is_number_integer()) throw Error("expected Pillow's integer filter code", {origin, "resample"});
         try {
-            p.resample = resample_from_code(j["resample"].get<int64_t>());
+            p.resample = resample_from_code(io::json_get<int64_t>(j["resample"], "resample", origin));
         } catch (const Error& e) {
             throw Error(e.message(), {origin, "resample"});
         }

@@ -17,6 +17,48 @@ namespace hra::io {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// An ostream buffer over a file descriptor that keeps the errno of the write(2) that failed, so
+// the error names the OS's reason for this file (errno read after an ofstream failure can be a
+// stale value from anything the writer did before).
+class FdBuf : public std::streambuf {
+public:
+    explicit FdBuf(int fd) : fd_(fd), buf_(1 << 16) { setp(buf_.data(), buf_.data() + buf_.size()); }
+    int error() const { return err_; }
+
+protected:
+    int_type overflow(int_type c) override {
+        if (!drain()) return traits_type::eof();
+        if (!traits_type::eq_int_type(c, traits_type::eof())) {
+            *pptr() = traits_type::to_char_type(c);
+            pbump(1);
+        }
+        return traits_type::not_eof(c);
+    }
+    int sync() override { return drain() ? 0 : -1; }
+
+private:
+    bool drain() {
+        const char* p = pbase();
+        while (p < pptr()) {
+            const ssize_t n = ::write(fd_, p, static_cast<size_t>(pptr() - p));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                err_ = n < 0 ? errno : ENOSPC;  // write(2) returning 0 for a non-empty buffer: no room
+                return false;
+            }
+            p += n;
+        }
+        setp(buf_.data(), buf_.data() + buf_.size());
+        return true;
+    }
+    int fd_, err_ = 0;
+    std::vector<char> buf_;
+};
+
+}  // namespace
+
 void write_atomically(const std::string& path, const std::function<void(std::ostream&)>& write) {
     fs::path target(path);
     fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
@@ -25,34 +67,30 @@ void write_atomically(const std::string& path, const std::function<void(std::ost
     name.push_back('\0');
     int fd = mkstemp(name.data());
     if (fd < 0) throw Error(std::string("cannot create a temporary file: ") + std::strerror(errno), {path});
-    close(fd);
     const std::string tmp(name.data());
+    auto fail = [&](const std::string& what, int err) {
+        return Error(what + ": " + (err ? std::strerror(err) : "unknown error"), {path});
+    };
     try {
-        {
-            std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-            if (!out) throw Error("cannot open temporary file " + tmp + " for writing", {path});
-            errno = 0;
-            write(out);
-            out.flush();
-            if (!out) throw Error(std::string("write failed: ") + (errno ? std::strerror(errno) : "disk full?"), {path});
-            out.close();
-            if (out.fail()) throw Error(std::string("write failed on close: ") + (errno ? std::strerror(errno) : "disk full?"), {path});
-        }
-        int sync_fd = open(tmp.c_str(), O_RDONLY);
-        if (sync_fd >= 0) {
-            fsync(sync_fd);
-            close(sync_fd);
-        }
+        FdBuf buf(fd);
+        std::ostream out(&buf);
+        write(out);
+        out.flush();
+        if (!out) throw fail("write failed", buf.error());
+        if (fsync(fd) != 0 && errno != EINVAL) throw fail("write failed on fsync", errno);  // EINVAL: fsync unsupported (pipes)
+        const int closed = close(fd);
+        fd = -1;
+        if (closed != 0) throw fail("write failed on close", errno);
         // mkstemp creates 0600; give the file the usual permissions.
         fs::permissions(tmp, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
                                  fs::perms::others_read);
-        if (std::rename(tmp.c_str(), path.c_str()) != 0)
-            throw Error(std::string("cannot rename the temporary file into place: ") + std::strerror(errno),
-                        {path});
+        if (std::rename(tmp.c_str(), path.c_str()) != 0) throw fail("cannot rename the temporary file into place", errno);
     } catch (const Error&) {
+        if (fd >= 0) close(fd);
         std::remove(tmp.c_str());
         throw;
     } catch (const std::exception& e) {
+        if (fd >= 0) close(fd);
         std::remove(tmp.c_str());
         throw Error(std::string("write failed: ") + e.what(), {path});
     }

@@ -18,8 +18,7 @@ namespace {
 
 std::optional<int64_t> optional_id(const json& j, const char* key, const std::string& source) {
     if (!j.contains(key) || j[key].is_null()) return std::nullopt;
-    if (!j[key].is_number_integer()) throw Error("expected an integer token id", {source, key});
-    return j[key].get<int64_t>();
+    return io::json_get<int64_t>(j[key], key, source);  // a fraction or a value beyond int64 is an error
 }
 
 // Sizes and constants that no model has: errors before anything is allocated
@@ -144,13 +143,10 @@ LlamaConfig parse_llama_config(const std::string& text, const std::string& sourc
     if (j.contains("eos_token_id")) {
         const auto& e = j["eos_token_id"];
         c.eos_token_ids.clear();
-        if (e.is_number_integer()) {
-            c.eos_token_ids.push_back(e.get<int64_t>());
+        if (e.is_number()) {
+            c.eos_token_ids.push_back(io::json_get<int64_t>(e, "eos_token_id", source));
         } else if (e.is_array()) {
-            for (const auto& v : e) {
-                if (!v.is_number_integer()) throw Error("eos_token_id list must hold integers", {source, "eos_token_id"});
-                c.eos_token_ids.push_back(v.get<int64_t>());
-            }
+            c.eos_token_ids = io::json_get<std::vector<int64_t>>(e, "eos_token_id", source);
         } else if (!e.is_null()) {
             throw Error("eos_token_id must be an integer, a list or null", {source, "eos_token_id"});
         }

@@ -29,8 +29,8 @@ std::vector<int64_t> per_block(const json& j, const char* key, std::vector<int64
                                const std::string& source) {
     if (!j.contains(key) || j[key].is_null()) return fallback;
     std::vector<int64_t> v;
-    if (j[key].is_number_integer()) {
-        v.assign(blocks, j[key].get<int64_t>());
+    if (j[key].is_number()) {
+        v.assign(blocks, io::json_get<int64_t>(j[key], key, source));
     } else {
         v = io::json_value_or<std::vector<int64_t>>(j, key, {}, source);
         if (v.size() != blocks)

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <queue>
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
@@ -183,6 +184,7 @@ private:
         if (model.contains("end_of_word_suffix") && !model["end_of_word_suffix"].is_null() &&
             !model["end_of_word_suffix"].get<std::string>().empty())
             throw Error("end_of_word_suffix is not supported", {"", "model.end_of_word_suffix"});
+        rescan_bpe_ = options.rescan_bpe;
         byte_fallback_ = model.value("byte_fallback", false);
         ignore_merges_ = model.value("ignore_merges", false);
         fuse_unk_ = model.value("fuse_unk", false);
@@ -564,22 +566,10 @@ private:
         std::vector<int64_t> out;
         auto direct = vocab_.find(word);
         std::vector<std::string> symbols;
-        if (ignore_merges_ && direct != vocab_.end()) {
+        if (ignore_merges_ && direct != vocab_.end())
             symbols = {word};
-        } else {
-            symbols = utf8_chars(word);
-            while (symbols.size() > 1) {
-                int best = -1;
-                size_t at = 0;
-                for (size_t k = 0; k + 1 < symbols.size(); ++k) {
-                    auto it = merges_.find(symbols[k] + '\x01' + symbols[k + 1]);
-                    if (it != merges_.end() && (best < 0 || it->second < best)) best = it->second, at = k;
-                }
-                if (best < 0) break;
-                symbols[at] += symbols[at + 1];
-                symbols.erase(symbols.begin() + static_cast<long>(at) + 1);
-            }
-        }
+        else
+            symbols = rescan_bpe_ ? merge_by_rescan(word) : merge_by_queue(word);
         bool last_unk = false;
         for (const auto& sym : symbols) {
             auto it = vocab_.find(sym);
@@ -612,9 +602,92 @@ private:
         }
         {
             std::lock_guard<std::mutex> lock(cache_mu_);
-            if (cache_.size() < 100000) cache_[word] = out;
+            if (cache_.size() < 100000 && word.size() <= 1024) cache_[word] = out;  // bounded memory
         }
         ids.insert(ids.end(), out.begin(), out.end());
+    }
+
+    // Rank of the merge (a, b), or -1; `key` is scratch space.
+    int merge_rank(const char* a, size_t na, const char* b, size_t nb, std::string& key) const {
+        key.assign(a, na).append(1, '\x01').append(b, nb);
+        auto it = merges_.find(key);
+        return it == merges_.end() ? -1 : it->second;
+    }
+    int merge_rank(const std::string& a, const std::string& b, std::string& key) const {
+        return merge_rank(a.data(), a.size(), b.data(), b.size(), key);
+    }
+
+    // The definition: merge the lowest-ranked adjacent pair (the leftmost among equals) until none
+    // is a merge. Rescans the word after each merge: O(n^2) lookups for an n-character word.
+    std::vector<std::string> merge_by_rescan(const std::string& word) const {
+        std::vector<std::string> symbols = utf8_chars(word);
+        std::string key;
+        while (symbols.size() > 1) {
+            int best = -1;
+            size_t at = 0;
+            for (size_t k = 0; k + 1 < symbols.size(); ++k) {
+                const int r = merge_rank(symbols[k], symbols[k + 1], key);
+                if (r >= 0 && (best < 0 || r < best)) best = r, at = k;
+            }
+            if (best < 0) break;
+            symbols[at] += symbols[at + 1];
+            symbols.erase(symbols.begin() + static_cast<long>(at) + 1);
+        }
+        return symbols;
+    }
+
+    // The same merges in O(n log n): symbols are a doubly linked list over the word's bytes and
+    // candidate pairs sit in a min-heap keyed by (rank, byte offset), so the pair popped is the one
+    // the rescan would pick. A popped pair is stale when either side has since merged; its
+    // recorded combined length then no longer matches. (The algorithm of HF tokenizers' word.rs,
+    // hand-written: no Debian package offers BPE over tokenizer.json.)
+    std::vector<std::string> merge_by_queue(const std::string& word) const {
+        struct Sym {
+            size_t start, len;
+            long prev, next;
+        };
+        struct Cand {
+            int rank;
+            size_t start, len;  // the left symbol's offset; the pair's combined length
+            long left, right;
+            bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : start > o.start; }
+        };
+        std::vector<Sym> syms;
+        syms.reserve(word.size());
+        for (size_t start = 0; start < word.size();) {  // the word is valid UTF-8 (encode checks its input)
+            const auto lead = static_cast<unsigned char>(word[start]);
+            const size_t n = std::min(word.size() - start, size_t{lead < 0x80 ? 1u : lead < 0xE0 ? 2u : lead < 0xF0 ? 3u : 4u});
+            syms.push_back({start, n, static_cast<long>(syms.size()) - 1, static_cast<long>(syms.size()) + 1});
+            start += n;
+        }
+        if (!syms.empty()) syms.back().next = -1;
+        std::vector<Cand> storage;
+        storage.reserve(2 * syms.size());
+        std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap(std::greater<Cand>(), std::move(storage));
+        std::string key;
+        auto text = [&](long i) { return word.substr(syms[i].start, syms[i].len); };
+        auto consider = [&](long l, long r) {
+            if (l < 0 || r < 0) return;
+            const int rank = merge_rank(word.data() + syms[l].start, syms[l].len, word.data() + syms[r].start, syms[r].len, key);
+            if (rank >= 0) heap.push({rank, syms[l].start, syms[l].len + syms[r].len, l, r});
+        };
+        for (long i = 0; i + 1 < static_cast<long>(syms.size()); ++i) consider(i, i + 1);
+        while (!heap.empty()) {
+            const Cand c = heap.top();
+            heap.pop();
+            Sym& l = syms[c.left];
+            if (l.len == 0 || l.next != c.right || l.len + syms[c.right].len != c.len) continue;
+            Sym& r = syms[c.right];
+            l.len += r.len;
+            r.len = 0;
+            l.next = r.next;
+            if (r.next >= 0) syms[r.next].prev = c.left;
+            consider(l.prev, c.left);
+            consider(c.left, l.next);
+        }
+        std::vector<std::string> out;
+        for (long i = syms.empty() ? -1 : 0; i >= 0; i = syms[i].next) out.push_back(text(i));
+        return out;
     }
 
     std::string source_;
@@ -630,7 +703,7 @@ private:
     std::vector<int64_t> prefix_, suffix_;
     std::optional<int64_t> template_bos_, template_eos_, bos_, eos_, unk_;
     std::string metaspace_scheme_;
-    bool byte_fallback_ = false, ignore_merges_ = false, fuse_unk_ = false;
+    bool byte_fallback_ = false, ignore_merges_ = false, fuse_unk_ = false, rescan_bpe_ = false;
     mutable std::mutex cache_mu_;
     mutable std::unordered_map<std::string, std::vector<int64_t>> cache_;
 };

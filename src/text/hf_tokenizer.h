@@ -16,6 +16,10 @@ struct HfTokenizerOptions {
     // add_bos_token / add_eos_token overrides for Llama tokenizers.
     std::string bos_token, eos_token;
     std::optional<bool> add_bos_token, add_eos_token;
+    // The textbook BPE that rescans the whole word after every merge (quadratic in the word's
+    // length) instead of the priority-queue merge. Both give the same ids; the rescan is kept as
+    // the benchmark's "before" and the tests' oracle.
+    bool rescan_bpe = false;
 };
 
 // Parses tokenizer.json text; `source` names it in errors.
