@@ -257,6 +257,8 @@ TEST(DebertaConfig, DebertaV3BaseForms) {
              {R"("id2label": {"one": "x"})", "'id2label': id2label keys must be 0..n-1, got 'one'"},
              {R"("id2label": {"0": 5})", "id2label values must be strings"},
              {R"("id2label": {"0": "a", "00": "b"})", "got '00'"},  // both read as 0 once: one label left empty
+             // Each size within its bound; their product is 2^41 embedding weights.
+             {R"("vocab_size": 16777216, "hidden_size": 131072, "num_attention_heads": 1024)", "these sizes make at least 3.89e+12 parameters, beyond any model"},
          }) {
         const auto msg = error_of([&] { parse_deberta_config(R"({"model_type": "deberta-v2", )" + body + "}", "x.json"); });
         EXPECT_NE(msg.find(fragment), std::string::npos) << body << ": " << msg;

@@ -287,6 +287,25 @@ TEST(LlamaModel, ImpossibleConfigsAreErrorsNamingTheKey) {
             EXPECT_EQ(e.file(), "c.json");
         }
     }
+    // Sizes each within bounds whose products ask for terabytes; the estimate behind the budget is
+    // a lower one (the fixture's real count is its weights' numel).
+    auto big = good;
+    big["vocab_size"] = 1 << 24;
+    big["hidden_size"] = 1 << 17;
+    big["head_dim"] = 128;
+    try {
+        parse_llama_config(big.dump(), "c.json");
+        ADD_FAILURE() << "vocab 2^24 x hidden 2^17 accepted";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("c.json: these sizes make at least 4.4e+12 parameters"), std::string::npos) << e.what();
+    }
+    {
+        const auto m = load_llama(fixture("llama-family/llama-tiny"));
+        int64_t n = 0;
+        for (const auto& p : m.model->parameters()) n += p.numel();
+        EXPECT_LE(parameters_at_least(m.config), static_cast<double>(n));
+        EXPECT_GE(parameters_at_least(m.config), 0.5 * static_cast<double>(n));
+    }
     // hidden_size / heads must divide when head_dim is not given, as transformers' LlamaAttention asks.
     auto cfg = good;
     cfg["num_attention_heads"] = 3;

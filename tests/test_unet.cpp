@@ -1,6 +1,7 @@
 // The UNet beyond the parity fixtures (sd_parity): the SD 1.5 and SD 2.1
 // shapes, the input-residual hook, chunked attention, bad configs and input.
 #include <functional>
+#include <tuple>
 #include <limits>
 
 #include <gtest/gtest.h>
@@ -184,5 +185,30 @@ TEST(UNet, ScaledScoresIgnoreStaleMemory) {
             { auto stale = torch::full({4, rows, 9}, nan, torch::kDouble); }  // freed: the next block of this size reuses it
             EXPECT_LT(test::max_abs_diff(scaled_bmm(q, k, 0.25), want), 1e-15) << rows;
         }
+    }
+}
+
+// The parameter budget checked on parsing uses a lower estimate: at most the real count
+// (diffusers' 859,520,964 for SD 1.5), and close enough to mean something.
+TEST(UNet, ParameterEstimateAndAbsurdConfigs) {
+    const auto sd15 = parse_unet_config(kSd15Config, "sd15.json");
+    EXPECT_LE(parameters_at_least(sd15), 859520964.0);
+    EXPECT_GE(parameters_at_least(sd15), 0.5 * 859520964.0);
+    const auto tiny = tiny_config();
+    EXPECT_LE(parameters_at_least(tiny), static_cast<double>(count(tiny).second));
+    for (const auto& [key, value, fragment] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
+             {"block_out_channels", {320, 640, 1280, 1000000000}, "'block_out_channels': 1000000000 is outside 1..65536"},
+             {"layers_per_block", 100000, "'layers_per_block': 100000 is outside 1..64"},
+             {"cross_attention_dim", 1e12, "'cross_attention_dim': 1000000000000 is outside"},
+             {"sample_size", -3, "'sample_size'"},
+             // Each size within its bound, their products not: 64 layers of 65,536 channels.
+             {"block_out_channels", {65536, 65536, 65536, 65536}, "beyond any model (at most 2^40"},
+         }) {
+        auto j = nlohmann::json::parse(kSd15Config);
+        j[key] = value;
+        if (key == "block_out_channels" && value[3] == 65536) j["layers_per_block"] = 64;
+        const auto e = error_of([&] { parse_unet_config(j.dump(), "unet.json"); });
+        EXPECT_NE(e.find("unet.json"), std::string::npos) << e;
+        EXPECT_NE(e.find(fragment), std::string::npos) << key << ": " << e;
     }
 }

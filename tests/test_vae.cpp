@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "adapters/layers.h"
@@ -27,6 +28,17 @@ TEST(Vae, StableDiffusion15Shape) {
     for (const auto& [name, p] : params) n += p.numel();
     EXPECT_EQ(params.size(), 248u);
     EXPECT_EQ(n, 83653863);
+    EXPECT_LE(parameters_at_least(c), 83653863.0);  // the budget's lower estimate
+    EXPECT_GE(parameters_at_least(c), 0.5 * 83653863.0);
+    auto j = nlohmann::json::parse(vae_config_json(c));
+    j["block_out_channels"] = {65536, 65536, 65536, 65536};
+    j["norm_num_groups"] = 32;
+    j["layers_per_block"] = 64;
+    const auto e = hra::test::error_of([&] { parse_vae_config(j.dump(), "vae.json"); });
+    EXPECT_NE(e.find("vae.json: these sizes make at least"), std::string::npos) << e;
+    j["layers_per_block"] = 65;
+    EXPECT_NE(hra::test::error_of([&] { parse_vae_config(j.dump(), "vae.json"); }).find("'layers_per_block': 65 is outside 1..64"),
+              std::string::npos);
 }
 
 TEST(Vae, OlderAttentionNamesPipelineFoldersAndBadInput) {

@@ -12,6 +12,7 @@
 #include "io/json_file.h"
 #include "io/json_value.h"
 #include "io/weights.h"
+#include "models/config_bounds.h"
 #include "models/diffusion_layers.h"
 #include "models/model_weights.h"
 
@@ -61,7 +62,22 @@ VaeConfig parse_vae_config(const std::string& text, const std::string& source) {
     }
     if (c.layers_per_block < 1 || c.in_channels < 1 || c.out_channels < 1 || c.latent_channels < 1)
         throw Error("channel and layer counts must be positive", {source});
+    bounds::within(c.block_out_channels, 1, bounds::kMaxChannels, source, "block_out_channels");
+    bounds::within(static_cast<int64_t>(c.block_out_channels.size()), 1, 16, source, "block_out_channels");
+    bounds::within(c.layers_per_block, 1, bounds::kMaxBlockDepth, source, "layers_per_block");
+    bounds::within(c.in_channels, 1, 4096, source, "in_channels");
+    bounds::within(c.out_channels, 1, 4096, source, "out_channels");
+    bounds::within(c.latent_channels, 1, 4096, source, "latent_channels");
+    bounds::parameter_budget(parameters_at_least(c), source);
     return c;
+}
+
+double parameters_at_least(const VaeConfig& c) {
+    // Encoder and decoder: layers_per_block and one more resnets per block, two 3x3 convolutions each.
+    double params = 0;
+    for (auto ch : c.block_out_channels)
+        params += static_cast<double>(2 * c.layers_per_block + 1) * 18 * static_cast<double>(ch) * static_cast<double>(ch);
+    return params;
 }
 
 VaeResnetImpl::VaeResnetImpl(int64_t in, int64_t out, int64_t groups) {

@@ -29,6 +29,9 @@ struct VaeConfig {
     int64_t norm_num_groups = 32;
     double scaling_factor = 0.18215;  // SD pipelines: latents × this after encode, ÷ before decode
 };
+// A lower estimate of the parameter count (its largest matrices), checked against a budget on parsing.
+double parameters_at_least(const VaeConfig& c);
+
 // config.json of an AutoencoderKL (down blocks DownEncoderBlock2D, up blocks
 // UpDecoderBlock2D, act silu); anything else is an error naming the key.
 VaeConfig parse_vae_config(const std::string& json_text, const std::string& source);

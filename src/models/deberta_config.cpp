@@ -8,6 +8,7 @@
 #include "io/atomic_file.h"
 #include "io/json_file.h"
 #include "io/json_value.h"
+#include "models/config_bounds.h"
 
 namespace hra {
 
@@ -118,7 +119,16 @@ DebertaConfig parse_deberta_config(const std::string& text, const std::string& s
     within(c.embedding_size, 1, int64_t{1} << 17, "embedding_size");
     within(c.pooler_hidden_size, 1, int64_t{1} << 17, "pooler_hidden_size");
     within(c.num_labels, 1, int64_t{1} << 20, "num_labels");
+    bounds::parameter_budget(parameters_at_least(c), source);
     return c;
+}
+
+double parameters_at_least(const DebertaConfig& c) {
+    // Word embeddings, q/k/v and attention output, the two FFN matrices, the classifier.
+    const double h = static_cast<double>(c.hidden_size), attn = static_cast<double>(c.num_attention_heads * c.attention_head_size);
+    return static_cast<double>(c.vocab_size) * static_cast<double>(c.embedding_size) +
+           static_cast<double>(c.num_hidden_layers) * (4 * h * attn + 2 * h * static_cast<double>(c.intermediate_size)) +
+           static_cast<double>(c.pooler_hidden_size) * static_cast<double>(c.num_labels);
 }
 
 DebertaConfig read_deberta_config(const std::string& path) {

@@ -45,6 +45,9 @@ struct DebertaConfig {
     int64_t att_span() const { return position_buckets > 0 ? position_buckets : max_relative_positions; }
 };
 
+// A lower estimate of the parameter count (its largest matrices), checked against a budget on parsing.
+double parameters_at_least(const DebertaConfig& c);
+
 DebertaConfig parse_deberta_config(const std::string& json_text, const std::string& source);
 DebertaConfig read_deberta_config(const std::string& path);  // file or folder
 

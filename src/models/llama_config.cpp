@@ -9,6 +9,7 @@
 #include "io/atomic_file.h"
 #include "io/json_file.h"
 #include "io/json_value.h"
+#include "models/config_bounds.h"
 
 namespace hra {
 
@@ -56,9 +57,17 @@ void check_llama_config(const LlamaConfig& c, const std::string& source, bool he
     for (const auto id : c.eos_token_ids) require(id >= 0, "eos_token_id", "token ids are not negative");
     if (c.bos_token_id) require(*c.bos_token_id >= 0, "bos_token_id", "token ids are not negative");
     if (c.pad_token_id) require(*c.pad_token_id >= 0, "pad_token_id", "token ids are not negative");
+    bounds::parameter_budget(parameters_at_least(c), source);
 }
 
 }  // namespace
+
+double parameters_at_least(const LlamaConfig& c) {
+    // Embeddings (and the LM head unless tied), q/k/v/o and the gated MLP; norms and biases left out.
+    const double h = static_cast<double>(c.hidden_size), q = static_cast<double>(c.num_attention_heads * c.head_dim);
+    const double per_layer = 2 * h * q + 2 * h * static_cast<double>(c.kv_dim()) + 3 * h * static_cast<double>(c.intermediate_size);
+    return static_cast<double>(c.vocab_size) * h * (c.tie_word_embeddings ? 1 : 2) + static_cast<double>(c.num_hidden_layers) * per_layer;
+}
 
 LlamaConfig parse_llama_config(const std::string& text, const std::string& source) {
     const json j = io::parse_json(text, source);

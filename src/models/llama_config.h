@@ -45,6 +45,9 @@ struct LlamaConfig {
     int64_t kv_dim() const { return num_key_value_heads * head_dim; }
 };
 
+// A lower estimate of the parameter count (its largest matrices), checked against a budget on parsing.
+double parameters_at_least(const LlamaConfig& c);
+
 // Parses config.json text; hra::Error names `source` and the key at fault
 // (unsupported model_type, hidden_act other than silu, bad sizes, ...).
 LlamaConfig parse_llama_config(const std::string& json_text, const std::string& source);

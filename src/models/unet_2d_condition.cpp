@@ -11,6 +11,7 @@
 #include "io/atomic_file.h"
 #include "io/json_file.h"
 #include "io/json_value.h"
+#include "models/config_bounds.h"
 #include "io/weights.h"
 #include "models/diffusion_layers.h"
 #include "models/model_weights.h"
@@ -161,7 +162,35 @@ UNetConfig parse_unet_config(const std::string& text, const std::string& source)
     if (c.downsample_padding < 0 || c.downsample_padding > 1) throw Error("must be 0 or 1", {source, "downsample_padding"});
     for (auto [key, k] : {std::pair<const char*, int64_t>{"conv_in_kernel", c.conv_in_kernel}, {"conv_out_kernel", c.conv_out_kernel}})
         if (k < 1 || k % 2 == 0) throw Error("must be a positive odd number", {source, key});
+    bounds::within(c.block_out_channels, 1, bounds::kMaxChannels, source, "block_out_channels");
+    bounds::within(static_cast<int64_t>(n), 1, 16, source, "block_out_channels");
+    bounds::within(c.layers_per_block, 1, bounds::kMaxBlockDepth, source, "layers_per_block");
+    bounds::within(c.transformer_layers, 1, bounds::kMaxBlockDepth, source, "transformer_layers_per_block");
+    bounds::within(c.heads, 1, 4096, source, "attention_head_dim");
+    bounds::within(c.in_channels, 1, 4096, source, "in_channels");
+    bounds::within(c.out_channels, 1, 4096, source, "out_channels");
+    bounds::within(c.cross_attention_dim, 1, bounds::kMaxChannels, source, "cross_attention_dim");
+    bounds::within(c.sample_size, 1, int64_t{1} << 16, source, "sample_size");
+    bounds::within(c.conv_in_kernel, 1, 31, source, "conv_in_kernel");
+    bounds::within(c.conv_out_kernel, 1, 31, source, "conv_out_kernel");
+    bounds::parameter_budget(parameters_at_least(c), source);
     return c;
+}
+
+double parameters_at_least(const UNetConfig& c) {
+    // Down blocks hold layers_per_block resnets (two 3x3 convolutions of ch^2 x 9 each), up blocks
+    // one more; a cross-attention block adds per resnet a transformer of 12 ch^2 + 2 ch x cross.
+    double params = 0;
+    const size_t n = c.block_out_channels.size();
+    const double per_block = static_cast<double>(2 * c.layers_per_block + 1);
+    for (size_t i = 0; i < n; ++i) {
+        const double ch = static_cast<double>(c.block_out_channels[i]);
+        params += per_block * 18 * ch * ch;
+        if (c.down_cross[i] || c.up_cross[n - 1 - i])
+            params += per_block * static_cast<double>(c.transformer_layers[i]) *
+                      (12 * ch * ch + 2 * ch * static_cast<double>(c.cross_attention_dim));
+    }
+    return params;
 }
 
 // ---------------------------------------------------------------------------

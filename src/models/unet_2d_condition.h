@@ -48,6 +48,9 @@ struct UNetConfig {
 
     int64_t time_embed_dim() const { return 4 * block_out_channels.front(); }
 };
+// A lower estimate of the parameter count (its largest matrices), checked against a budget on parsing.
+double parameters_at_least(const UNetConfig& c);
+
 // A diffusers config.json of a UNet2DConditionModel. Settings this runtime does
 // not implement (class or addition embeddings, other block types, ...) are an
 // error naming the key, never silently ignored.
