@@ -18,6 +18,7 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include "report.h"
 #include "smoke.h"
 #include "adapters/hra.h"
 #include "adapters/layers.h"
@@ -69,29 +70,25 @@ void adapter_step(benchmark::State& state, const std::string& method, int64_t in
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// Prints one line per benchmark (the median of its repetitions, or its
-// single run) and keeps the real time in ms for the comparison table.
-class TableReporter : public benchmark::ConsoleReporter {
-public:
-    explicit TableReporter(bool color) : ConsoleReporter(color ? OO_ColorTabular : OO_Tabular) {}
-    std::map<std::string, double> ms;
-    void ReportRuns(const std::vector<Run>& runs) override {
-        std::vector<Run> shown;
-        for (const auto& run : runs) {
-            if (run.error_occurred) {
-                shown.push_back(run);
-                continue;
-            }
-            const bool single = run.run_type == Run::RT_Iteration && run.repetitions <= 1;
-            const bool median = run.run_type == Run::RT_Aggregate && run.aggregate_name == "median";
-            if (!single && !median) continue;
-            ms[run.run_name.function_name] =
-                1e3 * run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit);
+// The real time in ms of each benchmark (the median of its repetitions, or its single run),
+// for the comparison table; the reporter shows those lines only.
+std::map<std::string, double> g_ms;
+
+hra::bench::Runs keep_medians(const hra::bench::Runs& runs) {
+    hra::bench::Runs shown;
+    for (const auto& run : runs) {
+        if (run.error_occurred) {
             shown.push_back(run);
+            continue;
         }
-        if (!shown.empty()) ConsoleReporter::ReportRuns(shown);
+        const bool single = run.run_type == benchmark::BenchmarkReporter::Run::RT_Iteration && run.repetitions <= 1;
+        const bool median = run.run_type == benchmark::BenchmarkReporter::Run::RT_Aggregate && run.aggregate_name == "median";
+        if (!single && !median) continue;
+        g_ms[run.run_name.function_name] = 1e3 * run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit);
+        shown.push_back(run);
     }
-};
+    return shown;
+}
 
 std::string name_of(const std::string& method, int64_t d, int64_t r, int64_t tokens) {
     return "adapter_step/" + method + "/in:" + std::to_string(d) + "/out:" + std::to_string(d) + "/r:" +
@@ -103,7 +100,7 @@ std::string name_of(const std::string& method, int64_t d, int64_t r, int64_t tok
 int main(int argc, char** argv) {
     const bool smoke = hra::bench::take_smoke_flag(argc, argv);
     const auto info = hra::init_runtime(0);
-    std::printf("runtime: %s\n", hra::describe(info).c_str());
+    std::fprintf(stderr, "runtime: %s\n", hra::describe(info).c_str());
     std::vector<int64_t> sizes{1024, 4096}, ranks{8, 32}, token_counts{16, 512};
     if (smoke) sizes = {1024}, ranks = {8}, token_counts = {16};
     for (int64_t d : sizes)
@@ -129,38 +126,38 @@ int main(int argc, char** argv) {
     args.insert(args.begin() + 1, interleave.data());
     argc = static_cast<int>(args.size());
     argv = args.data();
+    auto reporter = hra::bench::reporter_for(argc, argv, keep_medians);  // before Initialize takes the flags out
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    TableReporter reporter(isatty(STDOUT_FILENO) != 0);
-    benchmark::RunSpecifiedBenchmarks(&reporter);
+    benchmark::RunSpecifiedBenchmarks(reporter.get());
 
     // Comparison table (times in ms per step; ratios against the same run's rows).
-    std::printf("\nadapter step, forward+backward, ms (ratios: method / frozen, hra_wy / lora)\n");
-    std::printf("%5s %3s %6s | %9s %9s %9s %9s | %7s %7s %8s | %7s\n", "in=out", "r", "tokens", "frozen", "hra_wy",
+    std::fprintf(stderr, "\nadapter step, forward+backward, ms (ratios: method / frozen, hra_wy / lora)\n");
+    std::fprintf(stderr, "%5s %3s %6s | %9s %9s %9s %9s | %7s %7s %8s | %7s\n", "in=out", "r", "tokens", "frozen", "hra_wy",
                 "lora", "hra_ref", "wy/froz", "wy/lora", "ref/froz", "ref/wy");
     for (int64_t d : sizes)
         for (int64_t r : ranks)
             for (int64_t t : token_counts) {
                 auto get = [&](const char* m) {
-                    auto it = reporter.ms.find(name_of(m, d, r, t));
-                    return it == reporter.ms.end() ? -1.0 : it->second;
+                    auto it = g_ms.find(name_of(m, d, r, t));
+                    return it == g_ms.end() ? -1.0 : it->second;
                 };
                 const double f = get("frozen"), w = get("hra_wy"), l = get("lora"), ref = get("hra_reference");
                 if (f < 0 || w < 0 || l < 0) continue;
-                std::printf("%6lld %3lld %6lld | %9.3f %9.3f %9.3f %9.3f | %7.3f %7.3f %8.2f | %7.1f\n",
+                std::fprintf(stderr, "%6lld %3lld %6lld | %9.3f %9.3f %9.3f %9.3f | %7.3f %7.3f %8.2f | %7.1f\n",
                             static_cast<long long>(d), static_cast<long long>(r), static_cast<long long>(t), f, w, l,
                             ref, w / f, w / l, ref > 0 ? ref / f : -1, ref > 0 ? ref / w : -1);
             }
-    const double f = reporter.ms.count(name_of("frozen", 4096, 8, 512)) ? reporter.ms[name_of("frozen", 4096, 8, 512)] : -1;
-    const double w = reporter.ms.count(name_of("hra_wy", 4096, 8, 512)) ? reporter.ms[name_of("hra_wy", 4096, 8, 512)] : -1;
-    const double l = reporter.ms.count(name_of("lora", 4096, 8, 512)) ? reporter.ms[name_of("lora", 4096, 8, 512)] : -1;
+    const double f = g_ms.count(name_of("frozen", 4096, 8, 512)) ? g_ms[name_of("frozen", 4096, 8, 512)] : -1;
+    const double w = g_ms.count(name_of("hra_wy", 4096, 8, 512)) ? g_ms[name_of("hra_wy", 4096, 8, 512)] : -1;
+    const double l = g_ms.count(name_of("lora", 4096, 8, 512)) ? g_ms[name_of("lora", 4096, 8, 512)] : -1;
     bool missed = false;
     if (f > 0 && w > 0 && l > 0) {
         // Targets against baselines measured in this run. PEFT's own layer is a Python peer
         // (tools/peers): its figure is in the README with its command, never divided into here.
-        std::printf("\ntargets at in=out=4096, r=8, tokens=512:\n");
-        std::printf("  hra_wy / frozen = %.3f  (target <= 1.10)  %s\n", w / f, w / f <= 1.10 ? "met" : "MISSED");
-        std::printf("  hra_wy / lora   = %.3f  (target <= 1.20)  %s\n", w / l, w / l <= 1.20 ? "met" : "MISSED");
+        std::fprintf(stderr, "\ntargets at in=out=4096, r=8, tokens=512:\n");
+        std::fprintf(stderr, "  hra_wy / frozen = %.3f  (target <= 1.10)  %s\n", w / f, w / f <= 1.10 ? "met" : "MISSED");
+        std::fprintf(stderr, "  hra_wy / lora   = %.3f  (target <= 1.20)  %s\n", w / l, w / l <= 1.20 ? "met" : "MISSED");
         missed = w / f > 1.10 || w / l > 1.20;
     }
     return missed ? 1 : 0;

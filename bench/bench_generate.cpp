@@ -13,6 +13,7 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include "report.h"
 #include "smoke.h"
 #include "common/runtime.h"
 #include "io/atomic_file.h"
@@ -79,17 +80,6 @@ void decode(benchmark::State& state, const std::string& name, bool cached) {
     state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(kDecode), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-class Reporter : public benchmark::ConsoleReporter {
-public:
-    explicit Reporter(bool color) : ConsoleReporter(color ? OO_ColorTabular : OO_Tabular) {}
-    void ReportRuns(const std::vector<Run>& runs) override {
-        for (const auto& r : runs)
-            if (!r.error_occurred && r.counters.count("tokens/s"))
-                g_tokens_per_s[r.run_name.function_name] = r.counters.at("tokens/s");
-        ConsoleReporter::ReportRuns(runs);
-    }
-};
-
 // A random-weight LLaMA of about 100M parameters, as an HF folder.
 std::string write_random_llama(const std::string& dir) {
     const std::string config = R"({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 768,
@@ -109,7 +99,7 @@ std::string write_random_llama(const std::string& dir) {
 int main(int argc, char** argv) {
     const bool smoke = hra::bench::take_smoke_flag(argc, argv);
     const auto info = hra::init_runtime(0);
-    std::printf("runtime: %s\n", hra::describe(info).c_str());
+    std::fprintf(stderr, "runtime: %s\n", hra::describe(info).c_str());
     char tmpl[] = "/tmp/hra-bench-XXXXXX";
     const std::string tmp = mkdtemp(tmpl);
     const std::string data = HRA_DATA_DIR;
@@ -120,7 +110,7 @@ int main(int argc, char** argv) {
     for (auto& [name, m] : g_models) {
         int64_t n = 0;
         for (auto& [k, p] : hra::unique_named_parameters(*m.loaded.model)) n += p.numel();
-        std::printf("%s: %.2fM parameters, float32\n", name.c_str(), n / 1e6);
+        std::fprintf(stderr, "%s: %.2fM parameters, float32\n", name.c_str(), n / 1e6);
     }
     for (const auto& [name, m] : g_models) {
         const std::string n = name;
@@ -135,18 +125,23 @@ int main(int argc, char** argv) {
         time(benchmark::RegisterBenchmark(("decode/" + n + "/kv_cache").c_str(), [n](benchmark::State& s) { decode(s, n, true); }), 0.5);
         time(benchmark::RegisterBenchmark(("decode/" + n + "/recompute").c_str(), [n](benchmark::State& s) { decode(s, n, false); }), 0.2);
     }
+    // Before Initialize, which takes the --benchmark_* flags out of argv.
+    auto reporter = hra::bench::reporter_for(argc, argv, [](const hra::bench::Runs& runs) {
+        for (const auto& r : runs)
+            if (!r.error_occurred && r.counters.count("tokens/s")) g_tokens_per_s[r.run_name.function_name] = r.counters.at("tokens/s");
+        return runs;
+    });
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    Reporter reporter(isatty(STDOUT_FILENO) != 0);
-    benchmark::RunSpecifiedBenchmarks(&reporter);
-    std::printf("\ngeneration, tokens/s (prompt %lld tokens, then %lld greedy steps)\n", static_cast<long long>(kPrompt),
+    benchmark::RunSpecifiedBenchmarks(reporter.get());
+    std::fprintf(stderr, "\ngeneration, tokens/s (prompt %lld tokens, then %lld greedy steps)\n", static_cast<long long>(kPrompt),
                 static_cast<long long>(kDecode));
-    std::printf("%-12s %10s %12s %14s %9s\n", "model", "prefill", "decode+cache", "decode,recompute", "speedup");
+    std::fprintf(stderr, "%-12s %10s %12s %14s %9s\n", "model", "prefill", "decode+cache", "decode,recompute", "speedup");
     for (const auto& [name, m] : g_models) {
         auto get = [&](const std::string& k) { return g_tokens_per_s.count(k) ? g_tokens_per_s[k] : 0.0; };
         const double p = get("prefill/" + name + "/tokens:128"), c = get("decode/" + name + "/kv_cache"),
                      r = get("decode/" + name + "/recompute");
-        std::printf("%-12s %10.1f %12.1f %16.1f %8.1fx\n", name.c_str(), p, c, r, r > 0 ? c / r : 0.0);
+        std::fprintf(stderr, "%-12s %10.1f %12.1f %16.1f %8.1fx\n", name.c_str(), p, c, r, r > 0 ? c / r : 0.0);
     }
     std::error_code ec;
     fs::remove_all(tmp, ec);

@@ -16,6 +16,7 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include "report.h"
 #include "smoke.h"
 #include "adapters/peft_model.h"
 #include "common/runtime.h"
@@ -93,25 +94,12 @@ void train_step(benchmark::State& state, const Shape& shape, const std::string& 
     state.counters["examples/s"] = benchmark::Counter(static_cast<double>(shape.batch), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-class Reporter : public benchmark::ConsoleReporter {
-public:
-    explicit Reporter(bool color) : ConsoleReporter(color ? OO_ColorTabular : OO_Tabular) {}
-    void ReportRuns(const std::vector<Run>& runs) override {
-        for (const auto& r : runs) {
-            if (r.error_occurred || r.aggregate_name != "median") continue;
-            auto name = r.run_name.function_name;
-            g_rate[name.substr(name.find('/') + 1)] = r.counters.at("examples/s");
-        }
-        ConsoleReporter::ReportRuns(runs);
-    }
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
     const bool smoke = hra::bench::take_smoke_flag(argc, argv);
     const auto info = hra::init_runtime(0);
-    std::printf("runtime: %s\n", hra::describe(info).c_str());
+    std::fprintf(stderr, "runtime: %s\n", hra::describe(info).c_str());
     for (const auto& shape : kShapes)
         for (const char* method : {"frozen", "hra", "lora"}) {
             const std::string meth = method;
@@ -129,18 +117,26 @@ int main(int argc, char** argv) {
                     ->Repetitions(3)
                     ->ReportAggregatesOnly(true);
         }
+    // Before Initialize, which takes the --benchmark_* flags out of argv.
+    auto reporter = hra::bench::reporter_for(argc, argv, [](const hra::bench::Runs& runs) {
+        for (const auto& r : runs) {
+            if (r.error_occurred || r.aggregate_name != "median") continue;
+            auto name = r.run_name.function_name;
+            g_rate[name.substr(name.find('/') + 1)] = r.counters.at("examples/s");
+        }
+        return runs;
+    });
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    Reporter reporter(isatty(STDOUT_FILENO) != 0);
-    benchmark::RunSpecifiedBenchmarks(&reporter);
-    std::printf("\nDeBERTa-v3 classifier training step (adapters r=8 on the paper's 6 targets per layer, plus pooler and classifier)\n");
-    std::printf("%-6s %-7s %7s %12s %13s %10s %9s\n", "model", "method", "batch", "trainable", "examples/s", "vs frozen", "vs LoRA");
+    benchmark::RunSpecifiedBenchmarks(reporter.get());
+    std::fprintf(stderr, "\nDeBERTa-v3 classifier training step (adapters r=8 on the paper's 6 targets per layer, plus pooler and classifier)\n");
+    std::fprintf(stderr, "%-6s %-7s %7s %12s %13s %10s %9s\n", "model", "method", "batch", "trainable", "examples/s", "vs frozen", "vs LoRA");
     for (const auto& shape : kShapes)
         for (const char* method : {"frozen", "hra", "lora"}) {
             const std::string key = std::string(shape.name) + "/" + method;
             if (!g_rate.count(key)) continue;
             const double frozen = g_rate[std::string(shape.name) + "/frozen"], lora = g_rate[std::string(shape.name) + "/lora"];
-            std::printf("%-6s %-7s %4lldx%-3lld %12lld %13.1f %9.2fx %8.2fx\n", shape.name, method,
+            std::fprintf(stderr, "%-6s %-7s %4lldx%-3lld %12lld %13.1f %9.2fx %8.2fx\n", shape.name, method,
                         static_cast<long long>(shape.batch), static_cast<long long>(shape.len),
                         static_cast<long long>(g_trainable[key]), g_rate[key], frozen > 0 ? g_rate[key] / frozen : 0,
                         lora > 0 ? g_rate[key] / lora : 0);

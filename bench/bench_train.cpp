@@ -18,6 +18,7 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include "report.h"
 #include "smoke.h"
 #include "adapters/peft_model.h"
 #include "common/runtime.h"
@@ -108,34 +109,18 @@ void train_step(benchmark::State& state, const std::string& model_name, const st
     g_rows[model_name + "/" + method] = row;
 }
 
-class Reporter : public benchmark::ConsoleReporter {
-public:
-    explicit Reporter(bool color) : ConsoleReporter(color ? OO_ColorTabular : OO_Tabular) {}
-    void ReportRuns(const std::vector<Run>& runs) override {
-        for (const auto& r : runs) {
-            if (r.error_occurred) continue;
-            auto name = r.run_name.function_name;
-            name = name.substr(name.find('/') + 1);
-            auto& row = g_rows[name];
-            row.tokens_per_s = r.counters.at("tokens/s");
-            row.gemm_eff = row.tokens_per_s * r.counters.at("flops/token") / g_rate;
-        }
-        ConsoleReporter::ReportRuns(runs);
-    }
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
     const bool smoke = hra::bench::take_smoke_flag(argc, argv);
     const auto info = hra::init_runtime(0);
-    std::printf("runtime: %s\n", hra::describe(info).c_str());
+    std::fprintf(stderr, "runtime: %s\n", hra::describe(info).c_str());
     char tmpl[] = "/tmp/hra-bench-XXXXXX";
     g_tmp = mkdtemp(tmpl);
     const std::string data = HRA_DATA_DIR;
     hra::convert_llama2c(data + "/stories260K/stories260K.bin", data + "/stories260K/tok512.bin", g_tmp + "/stories260K", false);
     g_rate = hra::matmul_rate(torch::kFloat, "cpu", 1024, smoke ? 0.0 : 1.0);
-    std::printf("matmul rate: %.1f GFLOP/s (float32, median of 1024^3 products over %s)\n", g_rate / 1e9, smoke ? "7" : "1 s");
+    std::fprintf(stderr, "matmul rate: %.1f GFLOP/s (float32, median of 1024^3 products over %s)\n", g_rate / 1e9, smoke ? "7" : "1 s");
     for (const char* m : {"stories260K", "llama50M"})
         for (const char* method : {"frozen", "hra", "lora"}) {
             const std::string model = m, meth = method;
@@ -149,13 +134,24 @@ int main(int argc, char** argv) {
             else
                 b->MinWarmUpTime(model == "stories260K" ? 0.3 : 2.0)->MinTime(model == "stories260K" ? 1.0 : 4.0);
         }
+    // Before Initialize, which takes the --benchmark_* flags out of argv.
+    auto reporter = hra::bench::reporter_for(argc, argv, [](const hra::bench::Runs& runs) {
+        for (const auto& r : runs) {
+            if (r.error_occurred) continue;
+            auto name = r.run_name.function_name;
+            name = name.substr(name.find('/') + 1);
+            auto& row = g_rows[name];
+            row.tokens_per_s = r.counters.at("tokens/s");
+            row.gemm_eff = row.tokens_per_s * r.counters.at("flops/token") / g_rate;
+        }
+        return runs;
+    });
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-    Reporter reporter(isatty(STDOUT_FILENO) != 0);
-    benchmark::RunSpecifiedBenchmarks(&reporter);
-    std::printf("\ntraining step, batch %lld x %lld tokens (adapters r=8 on q_proj, v_proj)\n", static_cast<long long>(kBatch),
+    benchmark::RunSpecifiedBenchmarks(reporter.get());
+    std::fprintf(stderr, "\ntraining step, batch %lld x %lld tokens (adapters r=8 on q_proj, v_proj)\n", static_cast<long long>(kBatch),
                 static_cast<long long>(kLen));
-    std::printf("%-12s %-7s %12s %10s %8s %9s %10s %9s\n", "model", "method", "trainable", "tokens/s", "GEMM eff", "peak MB",
+    std::fprintf(stderr, "%-12s %-7s %12s %10s %8s %9s %10s %9s\n", "model", "method", "trainable", "tokens/s", "GEMM eff", "peak MB",
                 "vs frozen", "vs LoRA");
     for (const char* m : {"stories260K", "llama50M"})
         for (const char* method : {"frozen", "hra", "lora"}) {
@@ -164,11 +160,11 @@ int main(int argc, char** argv) {
             const auto& r = g_rows[key];
             const double frozen = g_rows[std::string(m) + "/frozen"].tokens_per_s;
             const double lora = g_rows[std::string(m) + "/lora"].tokens_per_s;
-            std::printf("%-12s %-7s %12lld %10.0f %7.1f%% %9.0f %9.2fx %8.2fx\n", m, method, static_cast<long long>(r.trainable),
+            std::fprintf(stderr, "%-12s %-7s %12lld %10.0f %7.1f%% %9.0f %9.2fx %8.2fx\n", m, method, static_cast<long long>(r.trainable),
                         r.tokens_per_s, 100 * r.gemm_eff, r.peak_mb, frozen > 0 ? r.tokens_per_s / frozen : 0,
                         lora > 0 ? r.tokens_per_s / lora : 0);
         }
-    std::printf("GEMM eff: the step's matrix FLOP/s over the float32 GEMM rate this machine measured at start-up\n"
+    std::fprintf(stderr, "GEMM eff: the step's matrix FLOP/s over the float32 GEMM rate this machine measured at start-up\n"
                 "(%.1f GFLOP/s, median over 1 s), not over the hardware's peak\n", g_rate / 1e9);
     std::error_code ec;
     std::filesystem::remove_all(g_tmp, ec);

@@ -7,10 +7,12 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "common/error.h"
 #include "eval/gsm8k.h"
 #include "eval/math_answer.h"
 #include "eval/python_num.h"
 #include "io/atomic_file.h"
+#include "text/regex.h"
 
 using namespace hra::eval;
 
@@ -94,6 +96,15 @@ TEST(Gsm8kStrict, WholeNumbersExactly) {
         EXPECT_EQ(s.correct, c.correct) << c.completion;
         EXPECT_EQ(s.extracted, c.extracted) << c.completion;
     }
+}
+
+// A completion with bytes that are not UTF-8 (a model can emit half a character) is scored as
+// Python scores its decoded text (U+FFFD in their place); PCRE2 read out of bounds on it before
+// (fuzz_answers found it), and regular expressions now refuse invalid UTF-8 by name.
+TEST(Gsm8kStrict, InvalidUtf8InACompletion) {
+    EXPECT_TRUE(gsm8k_score("so \xff\xfe 9 eggs. The answer is: 18 \xC3", "#### 18", Protocol::Strict).correct);
+    EXPECT_TRUE(gsm8k_score("so \xff\xfe 9 eggs. The answer is: 18", "#### 18", Protocol::Seed).correct);
+    EXPECT_THROW(hra::text::Regex("a").find_all("a\xff"), hra::Error);
 }
 
 TEST(Gsm8kRealAnswers, EveryTestSolutionScoresItselfUnderStrict) {

@@ -15,6 +15,7 @@
 #include "text/llama2c_tokenizer.h"
 #include "text/sp_tokenizer.h"
 #include "text/tokenizer.h"
+#include "text/unicode.h"
 #include "test_util.h"
 
 using namespace hra;
@@ -160,6 +161,29 @@ TEST(Llama2cTokenizer, Stories260KGoldenIds) {
     auto ids = tok->encode("caf\xC3\xA9", false);
     EXPECT_EQ(tok->decode(ids), " caf\xC3\xA9");
     EXPECT_THROW(read_llama2c_vocab(test::data_file("stories260K/tok512.bin"), 600), Error);
+}
+
+TEST(Llama2cTokenizer, PriorityQueueMergesEqualRunCsLoop) {
+    // run.c's loop (the rescan) is the definition; compare on real text, on runs of one letter
+    // (many equal-score pairs) and on random bytes-and-letters, with and without BOS.
+    const auto vocab = read_llama2c_vocab(test::data_file("stories260K/tok512.bin"), 512);
+    auto queue = make_llama2c_tokenizer(vocab), oracle = make_llama2c_tokenizer(vocab, true);
+    std::vector<std::string> texts = {std::string(300, 'a'), "aaaa bbbb  the the the", io::read_file(fixture("gsm8k/README.md")).substr(0, 3000)};
+    std::mt19937 rng(3);
+    const std::string letters = "the a\nonlyc\xC3\xA9!";
+    for (int k = 0; k < 200; ++k) {
+        std::string t;
+        for (size_t n = rng() % 80; n > 0; --n) t += letters[rng() % letters.size()];
+        texts.push_back(text::sanitize_utf8(t));
+    }
+    size_t merged = 0;
+    for (const auto& t : texts)
+        for (bool bos : {true, false}) {
+            const auto ids = queue->encode(t, bos);
+            ASSERT_EQ(ids, oracle->encode(t, bos)) << t;
+            merged += ids.size() < t.size();
+        }
+    EXPECT_GT(merged, 300U);
 }
 
 TEST(SentencePiece, WrapsTheLibrary) {

@@ -673,6 +673,27 @@ TEST_F(TrainerTest, SigkillAtRandomMomentsResumesToTheUninterruptedRun) {
     EXPECT_EQ(r.code, 128 + SIGKILL) << "not killed: " << r.err;  // as sh reports it
     EXPECT_EQ(checkpoint_steps(run), (std::set<int64_t>{1, 2}));
     EXPECT_EQ(half_written(run).size(), 1u);  // .checkpoint-3.tmp-*, with all its files
+    // Killed again with half of a file written: the resume removed .checkpoint-3.tmp-*; now
+    // .checkpoint-4.tmp-* holds a cut temporary optimizer file, which the next resume must neither
+    // pick up nor keep.
+    r = test::run_hra(cli_common(dir) + run + flags + " --resume --inject-sigkill-mid-file 4", dir);
+    EXPECT_EQ(r.code, 128 + SIGKILL) << "not killed: " << r.err;
+    EXPECT_EQ(checkpoint_steps(run), (std::set<int64_t>{1, 2, 3}));
+    {
+        const auto tmp = half_written(run);
+        ASSERT_EQ(tmp.size(), 1u);
+        EXPECT_EQ(tmp[0].rfind(".checkpoint-4.tmp-", 0), 0u) << tmp[0];
+        int cut = 0;
+        const auto whole = std::filesystem::file_size(std::filesystem::path(run) / "checkpoint-3/optimizer.safetensors");
+        for (const auto& e : std::filesystem::directory_iterator(std::filesystem::path(run) / tmp[0])) {
+            const std::string name = e.path().filename().string();
+            if (name.rfind(".optimizer.safetensors.tmp-", 0) != 0) continue;
+            EXPECT_GT(e.file_size(), 0u);
+            EXPECT_LT(e.file_size(), whole);
+            ++cut;
+        }
+        EXPECT_EQ(cut, 1) << "no half-written optimizer file in " << tmp[0];
+    }
 
     const char* env_seed = std::getenv("HRA_KILL_SEED");
     const unsigned seed = env_seed ? static_cast<unsigned>(std::stoul(env_seed)) : 20261203u;

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "eval/python_num.h"
 #include "text/regex.h"
+#include "text/unicode.h"
 
 namespace hra::eval {
 
@@ -95,7 +96,10 @@ std::optional<Rational> gsm8k_gold(const std::string& reference) {
     return rational_of(ans);
 }
 
-std::optional<double> gsm8k_seed_extract(const std::string& completion) {
+// Completions are text as Python sees it: bytes that are not UTF-8 become U+FFFD (as a decode
+// with errors="replace"), and the regular expressions only ever see valid UTF-8.
+std::optional<double> gsm8k_seed_extract(const std::string& raw) {
+    const std::string completion = text::sanitize_utf8(raw);
     const std::string marker = "The answer is: ";
     const size_t at = completion.rfind(marker);
     if (at == std::string::npos) return std::nullopt;
@@ -123,7 +127,8 @@ std::optional<double> gsm8k_seed_extract(const std::string& completion) {
     return python_round(*v);
 }
 
-std::optional<Rational> gsm8k_strict_extract(const std::string& completion) {
+std::optional<Rational> gsm8k_strict_extract(const std::string& raw) {
+    const std::string completion = text::sanitize_utf8(raw);
     static const text::Regex marker(R"((?i)the\s+answer\s+is\s*:)");
     static const text::Regex hashes(R"(####)");
     static const text::Regex number(

@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "io/image_limits.h"
 
 namespace hra::io {
 
@@ -48,6 +49,12 @@ bool decode(const std::string& data, unsigned* h, unsigned* w, int* c, std::vect
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(data.data()), static_cast<unsigned long>(data.size()));
     jpeg_read_header(&cinfo, TRUE);
+    if (static_cast<uint64_t>(cinfo.image_width) * cinfo.image_height > kMaxImagePixels) {
+        std::snprintf(err->message, sizeof err->message, "the image has %ux%u pixels, more than %llu (Pillow's decompression-bomb limit)",
+                      cinfo.image_width, cinfo.image_height, static_cast<unsigned long long>(kMaxImagePixels));
+        jpeg_destroy_decompress(&cinfo);
+        return false;
+    }
     if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
         *unsupported = true;
         jpeg_destroy_decompress(&cinfo);
@@ -101,7 +108,7 @@ torch::Tensor read_jpeg(const std::string& path) {
     bool unsupported = false;
     if (!decode(data, &h, &w, &c, &pixels, &err, &unsupported)) {
         if (unsupported) throw Error("CMYK/YCCK JPEG files are not supported; convert the image to RGB", {path});
-        throw Error(std::string("corrupt JPEG: ") + err.message, {path});
+        throw Error((std::string(err.message).rfind("the image", 0) == 0 ? "" : "corrupt JPEG: ") + std::string(err.message), {path});  // sizes are not corruption
     }
     return torch::from_blob(pixels.data(), {static_cast<int64_t>(h), static_cast<int64_t>(w), c}, torch::kUInt8).clone();
 }

@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "io/image_limits.h"
 
 namespace hra::io {
 
@@ -88,6 +89,8 @@ bool decode(Reader* reader, png_uint_32* h, png_uint_32* w, int* channels, std::
     }
     png_set_read_fn(png, reader, consume);
     png_read_info(png, info);
+    if (static_cast<uint64_t>(png_get_image_width(png, info)) * png_get_image_height(png, info) > kMaxImagePixels)
+        png_error(png, "the image has more pixels than Pillow's decompression-bomb limit (178956970)");
     png_set_expand(png);  // palette → RGB, grey < 8 bits → 8 bits, tRNS → alpha
     png_set_strip_16(png);
     png_read_update_info(png, info);
@@ -166,7 +169,7 @@ PngImage read_png(const std::string& path) {
     std::vector<std::pair<std::string, std::string>> text;
     PngError err;
     if (!decode(&reader, &h, &w, &channels, &pixels, &text, &err))
-        throw Error(std::string("corrupt PNG: ") + err.message, {path});
+        throw Error((std::string(err.message).rfind("the image", 0) == 0 ? "" : "corrupt PNG: ") + std::string(err.message), {path});  // sizes are not corruption
     PngImage out;
     out.pixels = torch::from_blob(pixels.data(), {static_cast<int64_t>(h), static_cast<int64_t>(w), channels}, torch::kUInt8).clone();
     for (auto& [k, v] : text) out.text[k] = v;

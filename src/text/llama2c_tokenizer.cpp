@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <queue>
 #include <unordered_map>
 
 #include "common/error.h"
@@ -47,7 +48,7 @@ namespace {
 
 class Llama2cTokenizer : public Tokenizer {
 public:
-    explicit Llama2cTokenizer(Llama2cVocab v) : v_(std::move(v)) {
+    Llama2cTokenizer(Llama2cVocab v, bool rescan) : v_(std::move(v)), rescan_(rescan) {
         if (v_.pieces.size() < 259 || v_.scores.size() != v_.pieces.size())
             throw Error("a llama2.c vocabulary needs at least 259 pieces (3 special, 256 bytes), each with a score");
         for (size_t i = 0; i < v_.pieces.size(); ++i) lookup_.emplace(v_.pieces[i], static_cast<int64_t>(i));
@@ -67,6 +68,12 @@ public:
             }
         }
         const size_t first = add_special ? 1 : 0;
+        return rescan_ ? merge_by_rescan(std::move(ids), first) : merge_by_queue(std::move(ids), first);
+    }
+
+    // run.c's loop: merge the adjacent pair whose merged piece scores highest (the leftmost among
+    // equals) until none is a piece. Rescans after each merge: quadratic in the text's length.
+    std::vector<int64_t> merge_by_rescan(std::vector<int64_t> ids, size_t first) const {
         while (true) {
             float best = -1e10f;
             int64_t best_id = -1;
@@ -80,6 +87,44 @@ public:
             ids.erase(ids.begin() + static_cast<long>(at) + 1);
         }
         return ids;
+    }
+
+    // The same merges in O(n log n): a linked list over the ids and a heap of candidate pairs
+    // ordered by (score, -position). A popped pair is stale once either side has merged since
+    // (its id changed: merged pieces only grow, so an id never comes back).
+    std::vector<int64_t> merge_by_queue(std::vector<int64_t> ids, size_t first) const {
+        struct Cand {
+            float score;
+            long left, right;
+            int64_t left_id, right_id, merged;
+            bool operator<(const Cand& o) const { return score != o.score ? score < o.score : left > o.left; }
+        };
+        const long n = static_cast<long>(ids.size());
+        std::vector<long> prev(static_cast<size_t>(n)), next(static_cast<size_t>(n));
+        std::vector<bool> alive(static_cast<size_t>(n), true);
+        for (long i = 0; i < n; ++i) prev[i] = i - 1, next[i] = i + 1 < n ? i + 1 : -1;
+        std::priority_queue<Cand> heap;
+        auto consider = [&](long l, long r) {
+            if (l < static_cast<long>(first) || r < 0) return;
+            auto id = find(v_.pieces[ids[l]] + v_.pieces[ids[r]]);
+            if (id && v_.scores[*id] > -1e10f) heap.push({v_.scores[*id], l, r, ids[l], ids[r], *id});
+        };
+        for (long i = 0; i + 1 < n; ++i) consider(i, i + 1);
+        while (!heap.empty()) {
+            const Cand c = heap.top();
+            heap.pop();
+            if (!alive[c.left] || !alive[c.right] || next[c.left] != c.right || ids[c.left] != c.left_id || ids[c.right] != c.right_id)
+                continue;
+            ids[c.left] = c.merged;
+            alive[c.right] = false;
+            next[c.left] = next[c.right];
+            if (next[c.right] >= 0) prev[next[c.right]] = c.left;
+            consider(prev[c.left], c.left);
+            consider(c.left, next[c.left]);
+        }
+        std::vector<int64_t> out;
+        for (long i = n > 0 ? 0 : -1; i >= 0; i = next[i]) out.push_back(ids[i]);
+        return out;
     }
 
     std::string decode(const std::vector<int64_t>& ids, bool skip_special) const override {
@@ -121,13 +166,14 @@ private:
         return it->second;
     }
     Llama2cVocab v_;
+    bool rescan_;
     std::unordered_map<std::string, int64_t> lookup_;
 };
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> make_llama2c_tokenizer(Llama2cVocab vocab) {
-    return std::make_unique<Llama2cTokenizer>(std::move(vocab));
+std::unique_ptr<Tokenizer> make_llama2c_tokenizer(Llama2cVocab vocab, bool rescan) {
+    return std::make_unique<Llama2cTokenizer>(std::move(vocab), rescan);
 }
 
 }  // namespace hra

@@ -19,6 +19,8 @@ struct Llama2cVocab {
 // Reads `vocab_size` entries (0: until the end of the file). hra::Error names the file.
 Llama2cVocab read_llama2c_vocab(const std::string& path, int64_t vocab_size = 0);
 
-std::unique_ptr<Tokenizer> make_llama2c_tokenizer(Llama2cVocab vocab);
+// `rescan`: run.c's own merge loop (quadratic in the text's length) instead of the priority
+// queue; both give the same ids. The rescan is kept as the tests' oracle and the benchmark's baseline.
+std::unique_ptr<Tokenizer> make_llama2c_tokenizer(Llama2cVocab vocab, bool rescan = false);
 
 }  // namespace hra

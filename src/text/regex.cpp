@@ -26,6 +26,9 @@ Regex::Regex(const std::string& pattern) : pattern_(pattern) {
 Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
 
 std::vector<std::pair<size_t, size_t>> Regex::find_all(const std::string& subject) const {
+    // Matching runs with PCRE2_NO_UTF_CHECK (one check here instead of one per match): on
+    // invalid UTF-8 that is undefined behaviour (the JIT read out of bounds, found by fuzz_answers).
+    require_utf8(subject, "text for a regular expression");
     auto* code = static_cast<pcre2_code*>(code_);
     pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
     std::vector<std::pair<size_t, size_t>> out;

@@ -17,7 +17,8 @@ public:
     Regex(const Regex&) = delete;
     Regex& operator=(const Regex&) = delete;
 
-    // Byte ranges [begin, end) of the successive non-overlapping matches.
+    // Byte ranges [begin, end) of the successive non-overlapping matches; hra::Error when the
+    // subject is not valid UTF-8.
     std::vector<std::pair<size_t, size_t>> find_all(const std::string& subject) const;
     const std::string& pattern() const { return pattern_; }
 

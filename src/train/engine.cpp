@@ -323,6 +323,14 @@ TrainResult train(const TrainOptions& options) {
             st.emplace_back("rng.cpu." + std::to_string(r), cpu_states[static_cast<size_t>(r)].cpu());
             if (device.is_cuda()) st.emplace_back("rng.cuda." + std::to_string(r), cuda_states[static_cast<size_t>(r)].cpu());
         }
+        if (o.inject_sigkill_mid_file == at_step) {
+            const std::string bytes = io::serialize_safetensors(st);
+            io::write_atomically(out.file("optimizer.safetensors"), [&](std::ostream& f) {
+                f.write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
+                f.flush();
+                std::raise(SIGKILL);
+            });
+        }
         io::save_safetensors(out.file("optimizer.safetensors"), st);
         json ts;
         ts["step"] = at_step;

@@ -104,10 +104,12 @@ struct TrainOptions {
     int64_t validation_images = 4;
 
     // Test hooks: raise SIGINT after this step / make this step's loss NaN /
-    // SIGKILL inside this step's checkpoint write (files written, folder not yet in place).
+    // SIGKILL inside this step's checkpoint write (files written, folder not yet in place) /
+    // SIGKILL with half of this step's optimizer.safetensors written.
     int64_t inject_sigint_at_step = 0;
     int64_t inject_nan_at_step = 0;
     int64_t inject_sigkill_in_save = 0;
+    int64_t inject_sigkill_mid_file = 0;
 };
 
 // Checks every value and that the task exists; hra::Error naming the option.

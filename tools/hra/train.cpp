@@ -206,6 +206,8 @@ Command add_train(CLI::App& app) {
     cmd->add_option("--inject-nan-at-step", o->inject_nan_at_step, "testing: a NaN loss at this step")->group("");
     cmd->add_option("--inject-sigkill-in-save", o->inject_sigkill_in_save,
                     "testing: SIGKILL inside this step's checkpoint write")->group("");
+    cmd->add_option("--inject-sigkill-mid-file", o->inject_sigkill_mid_file,
+                    "testing: SIGKILL with half of this step's optimizer.safetensors written")->group("");
 
     return {cmd, [cmd, o, raw]() {
                 std::set<std::string> given;
