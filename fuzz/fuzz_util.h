@@ -16,21 +16,23 @@
 
 namespace hra::fuzz {
 
-inline std::string& input_file_path() {
-    static std::string path;
-    return path;
-}
-
 // A file holding the current input; the same path for every input of a process.
 // Removed when the process exits normally (libFuzzer's end of -max_total_time or -runs); after a
 // crash it stays, beside the artifact libFuzzer writes.
 inline const std::string& input_file(const uint8_t* data, size_t size, const char* suffix = "") {
     static const std::string path = [suffix] {
         const char* dir = std::getenv("HRA_FUZZ_TMP");
-        std::atexit([] { std::remove(input_file_path().c_str()); });
         return std::string(dir ? dir : "/dev/shm") + "/hra-fuzz-" + std::to_string(getpid()) + suffix;
     }();
-    input_file_path() = path;
+    static const bool registered = [] {
+        // A copy no destructor frees: atexit callbacks run after the statics made before them
+        // are destroyed, so the callback must not read `path`.
+        static char name[4096];
+        std::snprintf(name, sizeof name, "%s", path.c_str());
+        std::atexit([] { std::remove(name); });
+        return true;
+    }();
+    (void)registered;
     FILE* f = std::fopen(path.c_str(), "wb");
     if (!f) std::abort();
     if (size && std::fwrite(data, 1, size, f) != size) std::abort();

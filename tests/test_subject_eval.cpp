@@ -106,6 +106,25 @@ TEST(SubjectEval, PromptListsAndTheSeedsBug) {
     EXPECT_EQ(p.prompt("backpack", 24, true), "a cube shaped qwe backpack");
     EXPECT_NE(error_of([&] { p.prompt("unicorn", 0, true); }).find("unknown DreamBooth subject 'unicorn'"), std::string::npos);
     EXPECT_NE(error_of([&] { p.prompt("dog", 25, true); }).find("out of 0..24"), std::string::npos);
+    // The prompt lines are parsed by hand as the regex ^\s*'(.*)'\.format\(unique_token, class_token\),?\s*$
+    // read them (libstdc++'s std::regex recursed per character): spaces around, the comma optional;
+    // a carriage return inside the quotes is no prompt ('.' does not match it), so the line is an error.
+    const std::string text = io::read_file(test::data_file("dreambooth/prompts_and_classes.txt"));
+    const std::string first = "'a {0} {1} in the jungle'.format(unique_token, class_token),";
+    ASSERT_NE(text.find(first), std::string::npos);
+    test::TempDir dir;
+    auto with_first = [&](const std::string& line) {
+        std::string t = text;
+        t.replace(t.find(first), first.size(), line);
+        io::write_file_atomically(dir / "p.txt", t);
+        return dir / "p.txt";
+    };
+    EXPECT_EQ(eval::DreamBoothPrompts::load(with_first(" \t'x {0}'.format(unique_token, class_token)\t ")).object_prompts[0], "x {0}");
+    EXPECT_EQ(eval::DreamBoothPrompts::load(with_first("''.format(unique_token, class_token),")).object_prompts[0], "");
+    for (const char* bad : {"'x\r{0}'.format(unique_token, class_token),", "'x {0}'.format(unique_token, class_token) ,",
+                            "x {0}'.format(unique_token, class_token),"})
+        EXPECT_NE(error_of([&] { eval::DreamBoothPrompts::load(with_first(bad)); }).find("cannot read this prompt line"), std::string::npos)
+            << bad;
 }
 
 // get_result.py by hand: DINO (0.5, 0.6, 0.9)/0.4 = (1.25, 1.5, 2.25); CLIP-I

@@ -194,8 +194,22 @@ TEST(UNet, ParameterEstimateAndAbsurdConfigs) {
     const auto sd15 = parse_unet_config(kSd15Config, "sd15.json");
     EXPECT_LE(parameters_at_least(sd15), 859520964.0);
     EXPECT_GE(parameters_at_least(sd15), 0.5 * 859520964.0);
-    const auto tiny = tiny_config();
+    const auto tiny = tiny_config();  // cross-attention down in block 0, up in block 1
     EXPECT_LE(parameters_at_least(tiny), static_cast<double>(count(tiny).second));
+    {
+        // Down blocks hold layers_per_block transformers, up blocks one more: counted per
+        // direction, this one-block config (about 6.4e11 weights) is under the budget.
+        auto j = nlohmann::json::parse(kSd15Config);
+        j["block_out_channels"] = {1024};
+        j["down_block_types"] = {"CrossAttnDownBlock2D"};
+        j["up_block_types"] = {"UpBlock2D"};
+        j["attention_head_dim"] = 8;
+        j["layers_per_block"] = 64;
+        j["transformer_layers_per_block"] = 64;
+        j["cross_attention_dim"] = 65536;
+        j["mid_block_type"] = nullptr;
+        EXPECT_NO_THROW(parse_unet_config(j.dump(), "one-block.json"));
+    }
     for (const auto& [key, value, fragment] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
              {"block_out_channels", {320, 640, 1280, 1000000000}, "'block_out_channels': 1000000000 is outside 1..65536"},
              {"layers_per_block", 100000, "'layers_per_block': 100000 is outside 1..64"},

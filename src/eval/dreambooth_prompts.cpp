@@ -19,7 +19,7 @@ bool prompt_line(const std::string& line, std::string& prompt) {
     if (end > begin && line[end - 1] == ',') --end;
     if (end - begin < tail.size() + 1 || line[begin] != '\'' || line.compare(end - tail.size(), tail.size(), tail) != 0) return false;
     prompt = line.substr(begin + 1, end - tail.size() - begin - 1);
-    return true;
+    return prompt.find_first_of("\r\n") == std::string::npos;  // the regex's '.' matched neither
 }
 
 }  // namespace

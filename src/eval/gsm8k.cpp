@@ -96,8 +96,9 @@ std::optional<Rational> gsm8k_gold(const std::string& reference) {
     return rational_of(ans);
 }
 
-// Completions are text as Python sees it: bytes that are not UTF-8 become U+FFFD (as a decode
-// with errors="replace"), and the regular expressions only ever see valid UTF-8.
+// Completions are read as text: bytes that are not UTF-8 become U+FFFD (one per byte, where
+// Python's errors="replace" puts one per bad sequence; numbers are found the same), and the
+// regular expressions only ever see valid UTF-8.
 std::optional<double> gsm8k_seed_extract(const std::string& raw) {
     const std::string completion = text::sanitize_utf8(raw);
     const std::string marker = "The answer is: ";

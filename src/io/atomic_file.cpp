@@ -65,7 +65,7 @@ void write_atomically(const std::string& path, const std::function<void(std::ost
     std::string pattern = (dir / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
     std::vector<char> name(pattern.begin(), pattern.end());
     name.push_back('\0');
-    int fd = mkstemp(name.data());
+    int fd = mkostemp(name.data(), O_CLOEXEC);  // not inherited by a child started meanwhile
     if (fd < 0) throw Error(std::string("cannot create a temporary file: ") + std::strerror(errno), {path});
     const std::string tmp(name.data());
     auto fail = [&](const std::string& what, int err) {

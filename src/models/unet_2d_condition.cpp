@@ -179,16 +179,18 @@ UNetConfig parse_unet_config(const std::string& text, const std::string& source)
 
 double parameters_at_least(const UNetConfig& c) {
     // Down blocks hold layers_per_block resnets (two 3x3 convolutions of ch^2 x 9 each), up blocks
-    // one more; a cross-attention block adds per resnet a transformer of 12 ch^2 + 2 ch x cross.
+    // one more (a down block's first resnet may take fewer channels in; the up blocks' skip
+    // inputs add more than that back); a cross-attention block adds per resnet a transformer of
+    // at least 12 ch^2 + 2 ch x cross weights, counted per direction.
     double params = 0;
     const size_t n = c.block_out_channels.size();
     const double per_block = static_cast<double>(2 * c.layers_per_block + 1);
     for (size_t i = 0; i < n; ++i) {
         const double ch = static_cast<double>(c.block_out_channels[i]);
         params += per_block * 18 * ch * ch;
-        if (c.down_cross[i] || c.up_cross[n - 1 - i])
-            params += per_block * static_cast<double>(c.transformer_layers[i]) *
-                      (12 * ch * ch + 2 * ch * static_cast<double>(c.cross_attention_dim));
+        const double transformer = static_cast<double>(c.transformer_layers[i]) * (12 * ch * ch + 2 * ch * static_cast<double>(c.cross_attention_dim));
+        if (c.down_cross[i]) params += static_cast<double>(c.layers_per_block) * transformer;
+        if (c.up_cross[n - 1 - i]) params += static_cast<double>(c.layers_per_block + 1) * transformer;
     }
     return params;
 }

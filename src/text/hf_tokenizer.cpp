@@ -654,9 +654,8 @@ private:
         };
         std::vector<Sym> syms;
         syms.reserve(word.size());
-        for (size_t start = 0; start < word.size();) {  // the word is valid UTF-8 (encode checks its input)
-            const auto lead = static_cast<unsigned char>(word[start]);
-            const size_t n = std::min(word.size() - start, size_t{lead < 0x80 ? 1u : lead < 0xE0 ? 2u : lead < 0xF0 ? 3u : 4u});
+        for (size_t start = 0; start < word.size();) {  // characters as utf8_chars cuts them
+            const size_t n = std::max<size_t>(1, text::utf8_sequence_length(word, start));
             syms.push_back({start, n, static_cast<long>(syms.size()) - 1, static_cast<long>(syms.size()) + 1});
             start += n;
         }
