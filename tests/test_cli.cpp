@@ -224,9 +224,7 @@ TEST(Cli, HostileInputsAreOneLineErrors) {
 
 TEST(Cli, TrainTakesAYamlOrJsonConfigThatFlagsOverride) {
     test::TempDir dir;
-    auto r = run_hra("-q convert llama2c --model " + test::data_file("stories260K/stories260K.bin") + " --tokenizer " +
-                         test::data_file("stories260K/tok512.bin") + " --out " + (dir / "s260"),
-                     dir);
+    auto r = test::convert_stories260k(dir);
     ASSERT_EQ(r.code, 0) << r.err;
     std::string data;
     for (int i = 0; i < 20; ++i) data += R"({"query": "Tom has )" + std::to_string(i) + R"( balls.", "response": " Yes."})" "\n";
@@ -258,6 +256,126 @@ TEST(Cli, TrainTakesAYamlOrJsonConfigThatFlagsOverride) {
     r = run_hra("-q train --config " + (dir / "cfg.json") + " --out " + (dir / "run2"), dir);
     EXPECT_EQ(r.code, 1);
     EXPECT_NE(r.err.find("--resume"), std::string::npos) << r.err;
+}
+
+TEST(Cli, ResumeAloneContinuesTheRunWithItsOwnSettings) {
+    test::TempDir dir;
+    auto r = test::convert_stories260k(dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::string data;
+    for (int i = 0; i < 20; ++i) data += R"({"prompt": "Tom has )" + std::to_string(i) + R"( balls.", "completion": " Yes."})" "\n";
+    io::write_file_atomically(dir / "d.jsonl", data);
+    const std::string run = dir / "run";
+    r = run_hra("-q train --model " + (dir / "s260") + " --data " + (dir / "d.jsonl") + " --out " + run +
+                    " --max-steps 3 --save-every 1 --save-total-limit 2 --batch-size 4 --lr 2e-3 --no-shuffle --packing --r 4",
+                dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    // --save-total-limit 2: checkpoint-1 was removed once checkpoint-3 was written.
+    EXPECT_FALSE(std::filesystem::exists(run + "/checkpoint-1"));
+    EXPECT_TRUE(std::filesystem::exists(run + "/checkpoint-2"));
+    EXPECT_TRUE(std::filesystem::exists(run + "/checkpoint-3"));
+    auto cfg = nlohmann::json::parse(io::read_file(run + "/config.json"));
+    EXPECT_EQ(cfg["shuffle"], false);
+    EXPECT_EQ(cfg["command_line"]["lr"], nlohmann::json({"2e-3"}));
+    EXPECT_EQ(cfg["command_line"]["packing"], true);
+    // The adapter records what PEFT records: the base model, the task and the targets used.
+    auto ac = nlohmann::json::parse(io::read_file(run + "/checkpoint-3/adapter_config.json"));
+    EXPECT_EQ(ac["base_model_name_or_path"], dir / "s260");
+    EXPECT_EQ(ac["task_type"], "CAUSAL_LM");
+    EXPECT_EQ(ac["target_modules"], nlohmann::json({"q_proj", "v_proj"}));
+    r = run_hra("inspect " + run + "/checkpoint-3", dir);
+    EXPECT_NE(r.out.find("adapted:   10 modules: q_proj x 5 v_proj x 5 in 5 layers"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("task: CAUSAL_LM"), std::string::npos) << r.out;
+
+    // A flag that changes the run is refused, naming it and the run's value; nothing is written.
+    r = run_hra("-q train --out " + run + " --resume --max-steps 5 --lr 0.01 --r 4", dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("--lr 0.01 (the run has 2e-3)"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("--r "), std::string::npos) << r.err;  // the same value is no change
+    EXPECT_FALSE(std::filesystem::exists(run + "/checkpoint-5"));
+    r = run_hra("-q train --out " + run + " --resume --max-steps 5 --shuffle", dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("--shuffle"), std::string::npos) << r.err;
+    // --resume alone (plus a longer run) continues with the recorded settings.
+    r = run_hra("-q train --out " + run + " --resume --max-steps 5 --lr 0.002", dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(std::filesystem::exists(run + "/checkpoint-5"));
+    EXPECT_FALSE(std::filesystem::exists(run + "/checkpoint-3"));
+    cfg = nlohmann::json::parse(io::read_file(run + "/config.json"));
+    EXPECT_EQ(cfg["max_steps"], 5);
+    EXPECT_DOUBLE_EQ(cfg["lr"].get<double>(), 2e-3);
+    EXPECT_EQ(cfg["shuffle"], false);
+    EXPECT_EQ(cfg["command_line"]["lr"], nlohmann::json({"2e-3"}));
+
+    // --force starts over: the old checkpoints move aside where --resume does not look.
+    r = run_hra("-q train --model " + (dir / "s260") + " --data " + (dir / "d.jsonl") + " --out " + run + " --max-steps 1 --force",
+                dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(std::filesystem::exists(run + "/previous-1/checkpoint-5"));
+    EXPECT_TRUE(std::filesystem::exists(run + "/checkpoint-1"));
+    EXPECT_FALSE(std::filesystem::exists(run + "/checkpoint-5"));
+
+    // PEFT's layer filter.
+    r = run_hra("-q train --model " + (dir / "s260") + " --data " + (dir / "d.jsonl") + " --out " + (dir / "layers") +
+                    " --max-steps 1 --method lora --layers-to-transform 0 3",
+                dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    ac = nlohmann::json::parse(io::read_file(dir / "layers/checkpoint-1/adapter_config.json"));
+    EXPECT_EQ(ac["layers_to_transform"], nlohmann::json({0, 3}));
+    r = run_hra("inspect " + (dir / "layers/checkpoint-1"), dir);
+    EXPECT_NE(r.out.find("adapted:   4 modules: q_proj x 2 v_proj x 2 in 2 layers"), std::string::npos) << r.out;
+}
+
+TEST(Cli, ChatTemplatesAndTokenizersAreCheckedBeforeTraining) {
+    test::TempDir dir;
+    auto r = test::convert_stories260k(dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    io::write_file_atomically(dir / "chat.jsonl", R"({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]})" "\n");
+    const std::string base = "train --model " + (dir / "s260") + " --data " + (dir / "chat.jsonl") + " --max-steps 1 --out ";
+    // stories260K has <s> and </s> only: chatml (the default) is refused, naming llama2.
+    r = run_hra(base + (dir / "a"), dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("use --chat-template llama2"), std::string::npos) << r.err;
+    // The model's own chat_template (Jinja, not run) is named by the template it matches.
+    auto cfg = nlohmann::json::parse(io::read_file(dir / "s260/tokenizer_config.json"));
+    cfg["chat_template"] = "{% for m in messages %}{{ bos_token + '[INST] ' + m['content'] + ' [/INST]' }}{% endfor %}";
+    io::write_file_atomically(dir / "s260/tokenizer_config.json", cfg.dump());
+    r = run_hra(base + (dir / "b") + " --chat-template llama2", dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.err.find("chat records rendered with --chat-template llama2, the format of"), std::string::npos) << r.err;
+    // A tokenizer with ids beyond the model's embedding rows.
+    auto tj = nlohmann::json::parse(io::read_file(dir / "s260/tokenizer.json"));
+    tj["added_tokens"].push_back({{"id", 512}, {"content", "<|new|>"}, {"single_word", false}, {"lstrip", false},
+                                  {"rstrip", false}, {"normalized", false}, {"special", true}});
+    io::write_file_atomically(dir / "s260/tokenizer.json", tj.dump());
+    r = run_hra(base + (dir / "c") + " --chat-template llama2", dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("the tokenizer has 513 tokens and the model's embedding 512 rows"), std::string::npos) << r.err;
+}
+
+TEST(Cli, VersionAndNearestOptionHints) {
+    test::TempDir dir;
+    auto r = run_hra("--version", dir);
+    EXPECT_EQ(r.code, 0);
+    EXPECT_EQ(r.out.rfind("hra 0.", 0), 0u) << r.out;
+    EXPECT_NE(r.out.find("libtorch"), std::string::npos) << r.out;
+    r = run_hra("train --model m --out o --lrr 0.1", dir);
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("unknown option --lrr (did you mean --lr?)"), std::string::npos) << r.err;
+    r = run_hra("train --help", dir);
+    EXPECT_NE(r.out.find("Usage: hra train [OPTIONS]"), std::string::npos) << r.out.substr(0, 300);
+    // float16 weights are not trained on the CPU: refused before anything is loaded.
+    r = run_hra("train --model m --out o --dtype float16", dir);
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("float16"), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir / "o"));
+    io::write_file_atomically(dir / "c.yaml", "max_stesp: 3\n");
+    r = run_hra("train --config " + (dir / "c.yaml") + " --model m --out o", dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("did you mean --max-steps?"), std::string::npos) << r.err;
+    io::write_file_atomically(dir / "c.yaml", "shuffle: maybe\n");
+    r = run_hra("train --config " + (dir / "c.yaml") + " --model m --out o", dir);
+    EXPECT_NE(r.err.find("a switch takes true or false, not 'maybe'"), std::string::npos) << r.err;
 }
 
 // hra demo --subject, reduced to seconds (a few pretraining and DreamBooth

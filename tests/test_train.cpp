@@ -27,6 +27,7 @@
 #include "adapters/peft_model.h"
 #include "models/llama2c.h"
 #include "models/llama_loader.h"
+#include "text/hf_tokenizer.h"
 #include "text/tokenizer.h"
 #include "eval/runner.h"
 #include "io/safetensors.h"
@@ -152,6 +153,107 @@ TEST_F(DataTest, ChatTemplatesLossOnAssistantTurns) {
     EXPECT_EQ(tok->decode(target), " Hello ");
     o.chat_template = "chatml";  // stories260K has no <|im_start|>: a clear error
     EXPECT_THROW(tokenize_records(read_records(dir / "c.jsonl", o), *tok, o, "c.jsonl"), Error);
+}
+
+// The prompt a template gives at inference is what training put before the first trained token.
+std::vector<int64_t> untrained_prefix(const Example& ex) {
+    std::vector<int64_t> out;
+    for (size_t i = 0; i < ex.labels.size() && ex.labels[i] == -100; ++i) out.push_back(ex.input_ids[i]);
+    return out;
+}
+
+TEST_F(DataTest, GenerationPromptsAreWhatTrainingRendered) {
+    auto chat = write("chat.jsonl", R"({"messages": [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello"}]})" "\n");
+    GenerationPrompt p;
+    p.query = "Hi there";
+    // llama2 on stories260K's vocabulary (<s>, </s>).
+    DataOptions o;
+    o.chat_template = "llama2";
+    auto ex = tokenize_records(read_records(chat, o), *tok, o, chat);
+    p.template_name = "llama2";
+    EXPECT_EQ(encode_generation_prompt(*tok, p), untrained_prefix(ex[0]));
+    // chatml and its newline rule on a vocabulary with <|im_start|> / <|im_end|> (OLMo 2's).
+    const std::string dolma = std::string(HRA_TEST_FIXTURES) + "/tokenizers/dolma2.tokenizer.json";
+    auto dtok = make_hf_tokenizer(io::read_file(dolma), dolma);
+    o.chat_template = "chatml";
+    ex = tokenize_records(read_records(chat, o), *dtok, o, chat);
+    p.template_name = "chatml";
+    const auto ids = encode_generation_prompt(*dtok, p);
+    EXPECT_EQ(ids, untrained_prefix(ex[0]));
+    EXPECT_EQ(dtok->decode(ids, false), "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n");
+    EXPECT_EQ(chat_templates_that_fit(*dtok), std::vector<std::string>{"chatml"});
+    EXPECT_EQ(chat_templates_that_fit(*tok), std::vector<std::string>{"llama2"});
+    // A template whose tokens the vocabulary lacks names the ones that fit.
+    const std::string e = test::error_of([&] { encode_generation_prompt(*tok, p); });
+    EXPECT_NE(e.find("no special token '<|im_start|>'"), std::string::npos) << e;
+    EXPECT_NE(e.find("use --template llama2"), std::string::npos) << e;
+    o.chat_template = "chatml";  // in training, the flag is --chat-template
+    const std::string t = test::error_of([&] { tokenize_records(read_records(chat, o), *tok, o, chat); });
+    EXPECT_NE(t.find("use --chat-template llama2"), std::string::npos) << t;
+    // The instruction template is the seed's prompt (typed here from the seed's eval script).
+    p.template_name = "metamath";
+    p.query = "What is 2+3?";
+    p.step_by_step = true;
+    const std::string seed = "Below is an instruction that describes a task. Write a response that appropriately completes the "
+                             "request.\n\n### Instruction:\nWhat is 2+3?\n\n### Response: Let's think step by step.";
+    EXPECT_EQ(encode_generation_prompt(*tok, p), tok->encode(seed, true));
+    EXPECT_EQ(eval::seed_eval_prompt("What is 2+3?"), seed);
+    p.template_name = "alpaca";
+    p.step_by_step = false;
+    p.input = "x = 1";
+    EXPECT_EQ(tok->decode(encode_generation_prompt(*tok, p)),
+              "Below is an instruction that describes a task, paired with an input that provides further context. Write a "
+              "response that appropriately completes the request.\n\n### Instruction:\nWhat is 2+3?\n\n### Input:\nx = 1\n\n"
+              "### Response:");
+    // Which named template a tokenizer_config.json chat_template is written for.
+    EXPECT_EQ(chat_template_matching("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n'}}"), "chatml");
+    EXPECT_EQ(chat_template_matching("{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}"), "llama3");
+    EXPECT_EQ(chat_template_matching("{{ bos_token + '[INST] ' + content + ' [/INST]' }}"), "llama2");
+    EXPECT_EQ(chat_template_matching("{{ '<start_of_turn>' }}"), "");
+}
+
+TEST_F(DataTest, TokenCacheGivesTheSameExamplesAndKeysOnWhatChangesThem) {
+    DataOptions o;
+    std::string data;
+    for (int i = 0; i < 30; ++i) data += R"({"query": "Tom has )" + std::to_string(i) + R"( balls.", "response": " Yes."})" "\n";
+    const std::string path = write("d.jsonl", data);
+    const auto recs = read_records(path, o);
+    const auto fresh = tokenize_records(recs, *tok, o, path);
+    auto files = [&] {
+        std::vector<std::string> names;
+        if (std::filesystem::exists(dir / "cache"))
+            for (const auto& e : std::filesystem::directory_iterator(dir / "cache")) names.push_back(e.path().string());
+        return names;
+    };
+    auto same = [&](const std::vector<Example>& a, const std::vector<Example>& b) {
+        if (a.size() != b.size()) return false;
+        for (size_t i = 0; i < a.size(); ++i)
+            if (a[i].input_ids != b[i].input_ids || a[i].labels != b[i].labels) return false;
+        return true;
+    };
+    EXPECT_TRUE(same(tokenize_records_cached(recs, *tok, o, path, dir / "s260", dir / "cache"), fresh));
+    ASSERT_EQ(files().size(), 1u);
+    const std::string cached = files()[0];
+    EXPECT_TRUE(same(tokenize_records_cached(recs, *tok, o, path, dir / "s260", dir / "cache"), fresh));  // a hit
+    EXPECT_EQ(files().size(), 1u);
+    // A truncated cache file is a warning and a fresh tokenization.
+    io::write_file_atomically(cached, io::read_file(cached).substr(0, 40));
+    testing::internal::CaptureStderr();
+    EXPECT_TRUE(same(tokenize_records_cached(recs, *tok, o, path, dir / "s260", dir / "cache"), fresh));
+    EXPECT_NE(testing::internal::GetCapturedStderr().find("unreadable token cache"), std::string::npos);
+    EXPECT_GT(io::read_file(cached).size(), 40u);  // rewritten
+    // Other options or other records: another key.
+    o.train_on_prompt = true;
+    const auto all_fresh = tokenize_records(recs, *tok, o, path);
+    EXPECT_TRUE(same(tokenize_records_cached(recs, *tok, o, path, dir / "s260", dir / "cache"), all_fresh));
+    EXPECT_EQ(files().size(), 2u);
+    const auto fewer = std::vector<Rendered>(recs.begin(), recs.begin() + 10);
+    tokenize_records_cached(fewer, *tok, o, path, dir / "s260", dir / "cache");
+    EXPECT_EQ(files().size(), 3u);
+    // Another tokenizer file: another key.
+    io::write_file_atomically(dir / "s260/tokenizer.json", io::read_file(dir / "s260/tokenizer.json") + "\n");
+    tokenize_records_cached(fewer, *tok, o, path, dir / "s260", dir / "cache");
+    EXPECT_EQ(files().size(), 4u);
 }
 
 TEST_F(DataTest, BadRecordsAreSkippedWithACountOrFailAsTheCallerChooses) {

@@ -133,6 +133,13 @@ inline Result run_hra(const std::string& args, const TempDir& dir) {
     const int status = std::system(cmd.c_str());
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
 }
+
+// `hra convert llama2c` of the bundled stories260K into dir/name (a real 260K-parameter Llama).
+inline Result convert_stories260k(const TempDir& dir, const std::string& name = "s260") {
+    return run_hra("-q convert llama2c --model " + data_file("stories260K/stories260K.bin") + " --tokenizer " +
+                       data_file("stories260K/tok512.bin") + " --out " + (dir / name),
+                   dir);
+}
 #endif
 
 }  // namespace hra::test

@@ -63,9 +63,7 @@ AdapterConfig lora_config_for(const AdapterConfig& hra) {
     return c;
 }
 
-int export_lora_folder(const std::string& hra_dir, const std::string& base_weights, const std::string& out_dir,
-                       bool overwrite) {
-    io::OutputFolder out_folder(out_dir, overwrite);
+LoraExport hra_adapter_as_lora(const std::string& hra_dir, const std::string& base_weights) {
     io::PeftFolder folder = io::read_peft_folder(hra_dir);
     AdapterConfig hc = parse_adapter_config(folder.config_text, folder.config_path);
     if (hc.peft_type != "HRA")
@@ -108,9 +106,16 @@ int export_lora_folder(const std::string& hra_dir, const std::string& base_weigh
     }
     if (modules.empty()) throw Error("no '*.hra_u' tensors in the adapter", {folder.weights_path});
     lc.target_modules = ModuleSelector::of(modules);
-    io::write_peft_folder(out_folder.temp_path(), adapter_config_json(lc), out);
+    return {std::move(lc), std::move(out), static_cast<int>(modules.size())};
+}
+
+int export_lora_folder(const std::string& hra_dir, const std::string& base_weights, const std::string& out_dir,
+                       bool overwrite) {
+    io::OutputFolder out_folder(out_dir, overwrite);  // refused before the work
+    LoraExport e = hra_adapter_as_lora(hra_dir, base_weights);
+    io::write_peft_folder(out_folder.temp_path(), adapter_config_json(e.config), e.tensors);
     out_folder.commit();
-    return static_cast<int>(modules.size());
+    return e.layers;
 }
 
 }  // namespace hra

@@ -25,6 +25,15 @@ LoraFactors hra_to_lora(const at::Tensor& hra_u, bool apply_gs, const at::Tensor
 // modules_to_save; lora_alpha = r, no dropout).
 AdapterConfig lora_config_for(const AdapterConfig& hra_config);
 
+// An HRA PEFT folder plus the base weights as LoRA: its config and tensors
+// under PEFT's keys (what export_lora_folder writes), and the layer count.
+struct LoraExport {
+    AdapterConfig config;
+    io::NamedTensors tensors;
+    int layers = 0;
+};
+LoraExport hra_adapter_as_lora(const std::string& hra_dir, const std::string& base_weights);
+
 // File to file: an HRA PEFT folder plus the base weights (a .safetensors file
 // or a model folder) to a LoRA PEFT folder (conv layers get A [r, C, kh, kw]
 // and B [out, r, 1, 1]; trained biases and modules_to_save travel unchanged).

@@ -181,6 +181,9 @@ std::vector<std::string> PeftModel::add_adapter(const std::string& name, const A
     entry.modules = resolve_targets(config);
     if (config.target_modules.kind == ModuleSelector::Kind::AllLinear)
         entry.config.target_modules = ModuleSelector::of(entry.modules);
+    // As PEFT, an unset target_modules is saved as the model type's defaults that were used.
+    if (!config.target_modules.is_set() && !options_.default_targets.empty())
+        entry.config.target_modules = ModuleSelector::of(options_.default_targets);
 
     std::map<std::string, ModulePtr> by_name;
     for (auto& [key, m] : model_modules(*base_)) by_name[key] = m;

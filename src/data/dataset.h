@@ -71,6 +71,41 @@ std::vector<Rendered> read_records(const std::string& path, const DataOptions& o
 std::vector<Example> tokenize_records(const std::vector<Rendered>& records, const Tokenizer& tokenizer,
                                       const DataOptions& options, const std::string& source);
 
+// Prompt templates at inference (hra generate, hra eval), rendered as training renders them.
+//   alpaca, metamath  the instruction template ("### Instruction: ... ### Response:"); alpaca with
+//                     `input` uses the instruction-with-input form
+//   chatml, llama2, llama3  one user turn, then what precedes the assistant's reply
+//   file              `template_text` with {query} (and {input})
+//   none / ""         the text as it is
+struct GenerationPrompt {
+    std::string template_name;
+    std::string template_text;  // for "file"
+    std::string query, input;
+    bool step_by_step = false;  // the seed's GSM8K suffix " Let's think step by step."
+};
+const std::vector<std::string>& prompt_template_names();
+std::vector<int64_t> encode_generation_prompt(const Tokenizer& tokenizer, const GenerationPrompt& prompt);
+
+// The chat templates (llama2, llama3, chatml) whose special tokens the tokenizer has.
+std::vector<std::string> chat_templates_that_fit(const Tokenizer& tokenizer);
+// The named chat template a tokenizer_config.json "chat_template" (Jinja, not run by hra) is
+// written for, judged by its markers; "" when none.
+std::string chat_template_matching(const std::string& jinja);
+
+// One segment's ids: a special segment is its one token (an error naming the templates
+// that fit when the tokenizer lacks it); text is encoded (special tokens added when asked).
+std::vector<int64_t> segment_ids(const Tokenizer& tokenizer, const Rendered::Segment& segment, bool add_special,
+                                 const std::string& source, const char* flag = "--chat-template");
+
+// tokenize_records through a cache in `cache_dir`: a file keyed by a hash of the rendered
+// records (so of the data file, format, fields and templates), the tokenizer's files in
+// `tokenizer_dir` and the options that change tokens (max_length, train_on_prompt, add_eos).
+// A hit is read back; a miss tokenizes with a progress line and writes the file atomically.
+// An unreadable cache file is a warning and a fresh tokenization, never an error.
+std::vector<Example> tokenize_records_cached(const std::vector<Rendered>& records, const Tokenizer& tokenizer,
+                                             const DataOptions& options, const std::string& source,
+                                             const std::string& tokenizer_dir, const std::string& cache_dir);
+
 // Concatenated examples cut into blocks of max_length (EOS between examples).
 std::vector<Example> pack_examples(const std::vector<Example>& examples, int64_t max_length);
 

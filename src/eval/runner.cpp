@@ -23,9 +23,8 @@ namespace hra::eval {
 using json = nlohmann::json;
 
 std::string seed_eval_prompt(const std::string& question) {
-    return "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
-           "### Instruction:\n" +
-           question + "\n\n### Response: Let's think step by step.";
+    std::string p = kDefaultPromptTemplate;
+    return p.replace(p.find("{query}"), 7, question) + " Let's think step by step.";
 }
 
 namespace {
@@ -127,15 +126,24 @@ json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const
     };
     SamplingOptions s;
     s.max_new_tokens = o.max_new_tokens;
-    s.stop = {"Instruction:", "Instruction", "Response:", "Response"};  // the seed's vLLM stop strings
+    const bool instruction = o.template_name == "metamath" || o.template_name == "alpaca";
+    if (instruction) s.stop = {"Instruction:", "Instruction", "Response:", "Response"};  // the seed's vLLM stop strings
     if (auto eos = tok.eos_id()) s.eos_ids = {*eos};
+    for (const char* end : {"<|im_end|>", "<|eot_id|>"})  // chat turns end with these
+        if (o.template_name != "metamath" && o.template_name != "alpaca")
+            if (auto id = tok.token_id(end)) s.eos_ids.push_back(*id);
     std::string out;
     int64_t n = 0, correct = 0;
     const bool math = o.task == "math";
     struct Item {
+        std::vector<int64_t> ids;
         std::string prompt, answer;
         int64_t line;
     };
+    GenerationPrompt gp;
+    gp.template_name = o.template_name;
+    gp.template_text = o.template_text;
+    gp.step_by_step = o.step_by_step;
     std::vector<Item> items;
     for (const auto& [rec, line] : records) {
         if (o.limit && static_cast<int64_t>(items.size()) >= *o.limit) break;
@@ -144,7 +152,16 @@ json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const
         const std::string af = pick(rec, o.answer_field, math ? std::initializer_list<const char*>{"output", "solution"}
                                                                 : std::initializer_list<const char*>{"answer"});
         try {
-            items.push_back({seed_eval_prompt(string_field(rec, qf)), string_field(rec, af), line});
+            gp.query = string_field(rec, qf);
+            auto ids = encode_generation_prompt(tok, gp);
+            // The prompt as text in the predictions file (chat templates: decoded, special tokens shown).
+            std::string shown = tok.decode(ids, /*skip_special=*/false);
+            if (instruction) {
+                shown = std::string(kDefaultPromptTemplate);
+                shown.replace(shown.find("{query}"), 7, gp.query);
+                if (o.step_by_step) shown += " Let's think step by step.";
+            }
+            items.push_back({std::move(ids), shown, string_field(rec, af), line});
         } catch (const Error& e) {
             bad.add(e, static_cast<long>(line));
         }
@@ -154,7 +171,7 @@ json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const
     const size_t bs = static_cast<size_t>(std::max<int64_t>(1, o.batch_size));
     for (size_t start = 0; start < items.size(); start += bs) {
         std::vector<std::vector<int64_t>> prompts;
-        for (size_t i = start; i < std::min(items.size(), start + bs); ++i) prompts.push_back(tok.encode(items[i].prompt, true));
+        for (size_t i = start; i < std::min(items.size(), start + bs); ++i) prompts.push_back(items[i].ids);
         auto results = generate_batch(model, tok, prompts, s);
         for (size_t k = 0; k < results.size(); ++k) {
             const auto& it = items[start + k];

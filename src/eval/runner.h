@@ -8,13 +8,13 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "io/records.h"
+#include "data/dataset.h"
 #include "eval/gsm8k.h"
 
 namespace hra {
 
 class Tokenizer;
 class LlamaForCausalLMImpl;
-struct DataOptions;
 
 namespace eval {
 
@@ -43,6 +43,9 @@ struct GenerateEvalOptions {
     int64_t batch_size = 16;  // questions generated together (left padding, one KV cache)
     std::string output;  // predictions JSONL: prompt, completion, extracted, reference, correct
     io::OnBadRecord on_bad_record = io::OnBadRecord::Fail;  // skip: counted in "skipped"
+    // How a question becomes the prompt (data/dataset.h); the default is the seed's prompt.
+    std::string template_name = "metamath", template_text;
+    bool step_by_step = true;
 };
 
 nlohmann::json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tokenizer,

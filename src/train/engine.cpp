@@ -51,6 +51,23 @@ struct SigintScope {
     ~SigintScope() { sigaction(SIGINT, &old_, nullptr); }
 };
 
+// Deletes all but the newest `keep` checkpoint-N folders (best/ is another folder and stays).
+void remove_old_checkpoints(const std::string& run, int64_t keep) {
+    static const std::regex re("checkpoint-([0-9]{1,12})");
+    std::vector<std::pair<int64_t, fs::path>> found;
+    for (const auto& e : fs::directory_iterator(run)) {
+        std::smatch m;
+        const std::string name = e.path().filename().string();
+        if (e.is_directory() && std::regex_match(name, m, re)) found.emplace_back(std::stoll(m[1].str()), e.path());
+    }
+    std::sort(found.begin(), found.end());
+    for (size_t i = 0; i + static_cast<size_t>(keep) < found.size(); ++i) {
+        std::error_code ec;
+        fs::remove_all(found[i].second, ec);
+        if (ec) log_warning("cannot remove " + found[i].second.string() + ": " + ec.message());
+    }
+}
+
 // checkpoint-N folders of a run; half-written ones (.checkpoint-N.tmp-*, left
 // by a killed process) are removed when `clean` is set.
 std::optional<std::pair<int64_t, std::string>> latest_checkpoint(const std::string& run, bool clean) {
@@ -347,6 +364,7 @@ TrainResult train(const TrainOptions& options) {
         io::write_file_atomically(out.file("trainer_state.json"), ts.dump(2) + "\n");
         if (o.inject_sigkill_in_save == at_step) std::raise(SIGKILL);
         out.commit();
+        if (o.save_total_limit > 0) remove_old_checkpoints(o.out, o.save_total_limit);
     };
 
     const auto run_start = std::chrono::steady_clock::now();

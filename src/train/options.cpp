@@ -156,9 +156,11 @@ json to_json(const TrainOptions& o) {
     j["eval_every"] = o.eval_every;
     j["eval_batch_size"] = o.eval_batch_size;
     j["save_every"] = o.save_every;
+    j["save_total_limit"] = o.save_total_limit;
     j["log_every"] = o.log_every;
     j["max_length"] = o.data_options.max_length;
     j["bad_records"] = io::on_bad_record_name(o.data_options.on_bad_record);
+    if (!o.command_line.empty()) j["command_line"] = o.command_line;
     return j;
 }
 

@@ -69,9 +69,13 @@ struct TrainOptions {
     int64_t eval_every = 0;  // steps; 0: at the end of each epoch and of the run
     int64_t eval_batch_size = 0;  // 0: batch_size
     int64_t save_every = 0;  // steps; 0: at the end
+    int64_t save_total_limit = 0;  // keep the last N checkpoint-K folders (0: all); best/ is kept apart
     int64_t log_every = 1;
     bool resume = false;
     bool overwrite = false;  // start over in a non-empty run folder
+    // The command line's settings (option name -> values as given, after --config), saved in the
+    // run's config.json so that `--resume` alone continues the run with them.
+    nlohmann::json command_line = nlohmann::json::object();
 
     // causal-lm
     std::string data, val_data;  // records (JSON / JSONL); mlm: text, one example per line

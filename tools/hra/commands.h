@@ -2,6 +2,8 @@
 #pragma once
 
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -17,10 +19,14 @@ struct Command {
 };
 Command add_inspect(CLI::App& app);
 Command add_export_lora(CLI::App& app);
+Command add_export(CLI::App& app);
 Command add_convert(CLI::App& app);
 Command add_generate(CLI::App& app);
 Command add_merge(CLI::App& app);
 Command add_train(CLI::App& app);
+// `hra train ... --out RUN --resume`: the run's recorded settings (RUN/config.json's
+// command_line) added for every option not given; argv after "train".
+std::vector<std::string> expand_resume(CLI::App* train, const std::vector<std::string>& args);
 Command add_eval(CLI::App& app);
 Command add_demo(CLI::App& app);
 Command add_tokenize(CLI::App& app);

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include <algorithm>
 #include <set>
 
 #include <yaml-cpp/yaml.h>
@@ -9,6 +10,37 @@
 #include "common/error.h"
 
 namespace hra::cli {
+
+namespace {
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= b.size(); ++j) {
+            const size_t up = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+            diag = up;
+        }
+    }
+    return row[b.size()];
+}
+
+}  // namespace
+
+std::string nearest_option_hint(const CLI::App* sub, const std::string& name) {
+    std::string best;
+    size_t best_d = std::string::npos;
+    for (const auto* opt : sub->get_options())
+        for (const auto& n : opt->get_lnames()) {
+            const size_t d = edit_distance(name, n);
+            if (d < best_d) best_d = d, best = n;
+        }
+    if (best.empty() || best_d > std::max<size_t>(2, name.size() / 3)) return "";
+    return " (did you mean --" + best + "?)";
+}
 
 void add_config_option(CLI::App* sub) {
     static std::string ignored;
@@ -45,7 +77,8 @@ std::vector<std::string> expand_config(CLI::App* sub, const std::vector<std::str
         for (auto& c : key)
             if (c == '_') c = '-';
         const CLI::Option* opt = sub->get_option_no_throw("--" + key);
-        if (!opt || key == "config") throw Error("unknown option in the config file", {path, kv.first.as<std::string>()});
+        if (!opt || key == "config")
+            throw Error("unknown option in the config file" + nearest_option_hint(sub, key), {path, kv.first.as<std::string>()});
         // Every alias of the option counts as given.
         bool on_command_line = false;
         for (const auto& n : opt->get_lnames()) on_command_line = on_command_line || given.count(n);
@@ -63,8 +96,16 @@ std::vector<std::string> expand_config(CLI::App* sub, const std::vector<std::str
         } else {
             throw Error("must be a value or a list", {path, key});
         }
-        if (opt->get_expected_min() == 0) {  // a flag
-            if (values.size() == 1 && (values[0] == "true" || values[0] == "True" || values[0] == "1")) out.push_back("--" + key);
+        if (opt->get_expected_min() == 0) {  // a flag: true gives it, false gives its --no- form when it has one
+            const std::string& b = values.size() == 1 ? values[0] : std::string();
+            if (b == "true" || b == "True" || b == "1") {
+                out.push_back("--" + key);
+            } else if (b == "false" || b == "False" || b == "0") {
+                const auto& names = opt->get_lnames();
+                if (std::find(names.begin(), names.end(), "no-" + key) != names.end()) out.push_back("--no-" + key);
+            } else {
+                throw Error("a switch takes true or false, not '" + b + "'", {path, key});
+            }
             continue;
         }
         out.push_back("--" + key);

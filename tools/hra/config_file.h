@@ -18,4 +18,8 @@ void add_config_option(CLI::App* sub);
 // command line. hra::Error for a bad file or an unknown key.
 std::vector<std::string> expand_config(CLI::App* sub, const std::vector<std::string>& args);
 
+// The subcommand's long option nearest to `name` (edit distance at most a third of
+// its length, at least 2), as " (did you mean --x?)"; "" when none is near.
+std::string nearest_option_hint(const CLI::App* sub, const std::string& name);
+
 }  // namespace hra::cli

@@ -8,6 +8,8 @@
 
 #include "commands.h"
 #include "common/error.h"
+#include "common/strings.h"
+#include "io/atomic_file.h"
 #include "config_file.h"
 #include "data/dataset.h"
 #include "eval/glue.h"
@@ -29,6 +31,8 @@ Command add_eval(CLI::App& app) {
         std::string completion_field = "completion", answer_field = "answer", question_field;
         int64_t limit = 0, max_new_tokens = 512, batch_size = 8;
         DataOptions data_options;
+        std::string template_name = "metamath", template_file;
+        bool step_by_step = true;
     };
     auto o = std::make_shared<Opts>();
     std::vector<std::string> tasks = {"gsm8k", "math", "perplexity"};
@@ -49,8 +53,18 @@ Command add_eval(CLI::App& app) {
     cmd->add_option("--data-dir", o->data_dir, "GLUE with --model: the glue_data folder");
     cmd->add_option("--limit", o->limit, "first N records only (0: all)")->default_val(0);
     cmd->add_option("--max-new-tokens", o->max_new_tokens, "generation length")->default_val(512);
+    cmd->add_option("--template", o->template_name,
+                    "gsm8k/math with --model: prompt template, " + join_names(prompt_template_names()) + " (metamath: the seed's)")
+        ->default_val("metamath")
+        ->check(CLI::IsMember(prompt_template_names()));
+    cmd->add_option("--template-file", o->template_file, "gsm8k/math with --model: a prompt template file with {query}");
+    cmd->add_flag("--step-by-step,!--no-step-by-step", o->step_by_step,
+                  "gsm8k/math with --model: end the prompt with \"Let's think step by step.\" (the seed's; default on)");
     cmd->add_option("--batch-size", o->batch_size, "perplexity: examples per batch; gsm8k/math with --model: questions generated together")->default_val(8);
-    cmd->add_option("--format", o->data_options.format, "perplexity: data format (auto, metamath, gsm8k, alpaca, text, chat)")->default_val("auto");
+    cmd->add_option("--format", o->data_options.format, "perplexity: data format (auto, metamath, gsm8k, alpaca, completion, text, chat)")->default_val("auto");
+    cmd->add_option("--chat-template", o->data_options.chat_template, "perplexity, chat data: llama2, llama3 or chatml")
+        ->default_val("chatml")
+        ->check(CLI::IsMember({"llama2", "llama3", "chatml"}));
     cmd->add_option("--max-length", o->data_options.max_length, "perplexity: tokens per example")->default_val(512);
     cmd->add_option("--dtype", o->dtype, "compute dtype")->default_val("float32");
     cmd->add_option("--output", o->output, "write the scored predictions (JSONL) here");
@@ -110,6 +124,9 @@ Command add_eval(CLI::App& app) {
                         g.batch_size = o->batch_size;
                         g.output = o->output;
                         g.on_bad_record = bad;
+                        g.template_name = o->template_file.empty() ? o->template_name : "file";
+                        if (!o->template_file.empty()) g.template_text = io::read_file(o->template_file);
+                        g.step_by_step = o->step_by_step;
                         result = eval::generate_and_score(*m.base.model, *tok, g);
                     }
                 }

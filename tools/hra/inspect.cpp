@@ -1,6 +1,8 @@
 // hra inspect DIR: what a PEFT adapter folder holds.
 #include <cstdio>
 #include <map>
+#include <set>
+#include <variant>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -10,6 +12,7 @@
 #include "adapters/config.h"
 #include "adapters/method.h"
 #include "commands.h"
+#include "io/gguf.h"
 #include "io/peft_folder.h"
 #include "io/safetensors.h"
 #include "common/error.h"
@@ -57,13 +60,62 @@ void check_adapter_tensors(const io::PeftFolder& folder, const AdapterConfig& c)
         if (parts != 3) throw Error(std::string("has ") + (parts == 1 ? "lora_A without lora_B" : "lora_B without lora_A"), {file, module});
 }
 
+// The modules an adapter's tensors adapt, by their last name ("q_proj x 5"), and the layer indices.
+std::string adapted_modules(const io::PeftFolder& folder) {
+    std::map<std::string, int> kinds;
+    std::set<std::string> modules, layers;
+    for (const auto& name : folder.weights->names())
+        for (const std::string suffix : {".hra_u", ".lora_A.weight", ".lora_B.weight"})
+            if (ends_with(name, suffix)) modules.insert(name.substr(0, name.size() - suffix.size()));
+    for (const auto& m : modules) {
+        kinds[m.substr(m.rfind('.') + 1)]++;
+        const auto at = m.find(".layers.");
+        if (at != std::string::npos) layers.insert(m.substr(at + 8, m.find('.', at + 8) - at - 8));
+    }
+    std::string out = std::to_string(modules.size()) + " modules:";
+    for (const auto& [k, n] : kinds) out += " " + k + " x " + std::to_string(n);
+    if (!layers.empty()) out += " in " + std::to_string(layers.size()) + " layers";
+    return out;
+}
+
+std::string value_text(const io::GgufValue& v) {
+    if (auto* s = std::get_if<std::string>(&v)) return nlohmann::json(*s).dump();
+    if (auto* u = std::get_if<uint32_t>(&v)) return std::to_string(*u);
+    if (auto* i = std::get_if<int32_t>(&v)) return std::to_string(*i);
+    if (auto* f = std::get_if<float>(&v)) return nlohmann::json(*f).dump();
+    if (auto* b = std::get_if<bool>(&v)) return *b ? "true" : "false";
+    if (auto* l = std::get_if<uint64_t>(&v)) return std::to_string(*l);
+    const auto& a = std::get<io::GgufArray>(v);
+    const size_t n = std::visit([](const auto& x) { return x.size(); }, a);
+    return "[" + std::to_string(n) + " values]";
+}
+
+int inspect_gguf(const std::string& path) {
+    const auto f = io::read_gguf(path);
+    std::printf("gguf:      %s (version %u)\n", path.c_str(), f.version);
+    for (const auto& [k, v] : f.metadata) std::printf("  %-44s %s\n", k.c_str(), value_text(v).c_str());
+    std::map<std::string, int> types;
+    int64_t total = 0;
+    for (const auto& t : f.tensors) {
+        int64_t n = 1;
+        for (auto d : t.shape) n *= d;
+        total += n;
+        types[io::ggml_type_name(t.type)]++;
+    }
+    std::printf("tensors:   %zu (%lld values):", f.tensors.size(), static_cast<long long>(total));
+    for (const auto& [t, n] : types) std::printf(" %d %s", n, t.c_str());
+    std::printf("\n");
+    return 0;
+}
+
 }  // namespace
 
 Command add_inspect(CLI::App& app) {
-    auto* cmd = app.add_subcommand("inspect", "describe a PEFT adapter folder (HRA or LoRA)");
+    auto* cmd = app.add_subcommand("inspect", "describe a PEFT adapter folder (HRA or LoRA) or a GGUF file");
     auto dir = std::make_shared<std::string>();
-    cmd->add_option("dir", *dir, "adapter folder (adapter_config.json + adapter_model.safetensors)")->required();
+    cmd->add_option("dir", *dir, "adapter folder (adapter_config.json + adapter_model.safetensors), or a .gguf file")->required();
     return {cmd, [dir]() {
+        if (ends_with(*dir, ".gguf")) return inspect_gguf(*dir);
         io::PeftFolder folder = io::read_peft_folder(*dir);
         AdapterConfig c = parse_adapter_config(folder.config_text, folder.config_path);
         check_adapter_tensors(folder, c);
@@ -76,6 +128,9 @@ Command add_inspect(CLI::App& app) {
             std::printf("   %s: %s", it.key().c_str(), written.at(it.key()).dump().c_str());
         std::printf("\n");
         std::printf("targets:   %s\n", c.target_modules.describe().c_str());
+        std::printf("adapted:   %s\n", adapted_modules(folder).c_str());
+        std::printf("base:      %s   task: %s\n", c.base_model_name_or_path.value_or("(not recorded)").c_str(),
+                    c.task_type.value_or("(not recorded)").c_str());
         std::printf("bias:      %s\n", c.bias.c_str());
         int64_t total = 0;
         std::map<std::string, int> shapes;

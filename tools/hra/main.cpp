@@ -1,9 +1,11 @@
 // hra: Householder Reflection Adaptation toolkit, command-line entry point.
 #include <algorithm>
+#include <cstdio>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
+#include <torch/version.h>
 
 #include "commands.h"
 #include "config_file.h"
@@ -14,8 +16,9 @@
 
 int main(int argc, char** argv) {
     hra::cli::set_program_args(argc, argv);
-    CLI::App app{"hra: fine-tune with Householder Reflection Adaptation (and LoRA), PEFT-compatible"};
+    CLI::App app{"hra: fine-tune with Householder Reflection Adaptation (and LoRA), PEFT-compatible", "hra"};
     app.require_subcommand(1);
+    app.set_version_flag("--version", std::string("hra ") + HRA_VERSION + " (libtorch " + TORCH_VERSION + ")");
     int threads = 0;
     app.add_option("--threads", threads, "intra-op threads (default: OMP_NUM_THREADS, else all online CPUs)")
         ->envname("HRA_THREADS")
@@ -31,6 +34,7 @@ int main(int argc, char** argv) {
         hra::cli::add_generate(app),
         hra::cli::add_merge(app),
         hra::cli::add_export_lora(app),
+        hra::cli::add_export(app),
         hra::cli::add_convert(app),
         hra::cli::add_inspect(app),
         hra::cli::add_tokenize(app),
@@ -55,6 +59,7 @@ int main(int argc, char** argv) {
             if (!sub) continue;
             std::vector<std::string> rest(args.begin() + static_cast<long>(i) + 1, args.end());
             rest = hra::cli::expand_config(sub, rest);
+            if (sub->get_name() == "train") rest = hra::cli::expand_resume(sub, rest);
             args.resize(i + 1);
             args.insert(args.end(), rest.begin(), rest.end());
             break;
@@ -67,7 +72,21 @@ int main(int argc, char** argv) {
     try {
         app.parse(args);
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        const int code = app.exit(e);
+        // An unknown long option: name the nearest one of the subcommand it was given to.
+        const CLI::App* sub = &app;
+        for (const auto& c : commands)
+            if (c.app->parsed()) sub = c.app;
+        for (const auto* s : sub->get_subcommands({}))
+            if (s->parsed()) sub = s;
+        for (const auto& a : args) {
+            if (a.rfind("--", 0) != 0 || a.size() < 3) continue;
+            const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+            if (sub->get_option_no_throw("--" + name) || app.get_option_no_throw("--" + name)) continue;
+            const std::string hint = hra::cli::nearest_option_hint(sub, name);
+            if (!hint.empty()) std::fprintf(stderr, "hra: unknown option --%s%s\n", name.c_str(), hint.c_str());
+        }
+        return code;
     }
     try {
         if (quiet && verbose) throw hra::Error("--quiet and --verbose exclude each other");

@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
+#include <set>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -15,6 +17,8 @@
 #include "adapters/method.h"
 #include "commands.h"
 #include "common/error.h"
+#include "common/strings.h"
+#include "io/atomic_file.h"
 #include "config_file.h"
 #include "launch.h"
 #include "train/engine.h"
@@ -28,6 +32,7 @@ struct Raw {
     std::string method = "hra", strategy = "auto", schedule = "linear", ortho_form = "squared", dtype = "float32";
     std::vector<std::string> targets, save;
     std::string target_regex;
+    std::vector<int64_t> layers;
     int nproc = 1;
     std::string bad_records = "skip";
     // The adapter methods' config flags (adapters/method.h), by flag name.
@@ -50,6 +55,62 @@ nlohmann::json flag_value(const MethodFlag& f, const std::string& text, const nl
         return v;
     }
     return text;
+}
+
+// Options that may differ on --resume (how long, how often, where), and those never recorded.
+std::vector<std::string> resumable() {
+    return {"max-steps", "epochs", "max-minutes", "save-every", "save-total-limit", "eval-every", "eval-batch-size",
+            "log-every", "device", "nproc"};
+}
+bool unrecorded(const std::string& name) {
+    return name == "config" || name == "resume" || name == "force" || name == "out" || name.rfind("inject-", 0) == 0;
+}
+
+// Switches are off by default, except these.
+bool flag_default(const std::string& name) { return name == "shuffle"; }
+
+// A flag's setting as its command-line form: --name or --no-name.
+std::string flag_text(const std::string& name, bool on) { return on ? "--" + name : "--no-" + name; }
+
+// An option's setting as given: a flag's resolved truth, else its values.
+nlohmann::json given_value(const CLI::Option* opt) {
+    if (opt->get_expected_min() == 0) return opt->as<bool>();
+    return opt->results();
+}
+
+std::string value_text(const nlohmann::json& v) {
+    if (v.is_array() && v.size() == 1) return v[0].get<std::string>();
+    return v.dump();
+}
+
+bool same_setting(const nlohmann::json& a, const nlohmann::json& b) {
+    if (a == b) return true;
+    if (!a.is_array() || !b.is_array() || a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+        const std::string x = a[i].get<std::string>(), y = b[i].get<std::string>();
+        char *ex = nullptr, *ey = nullptr;
+        const double dx = std::strtod(x.c_str(), &ex), dy = std::strtod(y.c_str(), &ey);
+        const bool numbers = !x.empty() && !y.empty() && *ex == '\0' && *ey == '\0';
+        if (x != y && !(numbers && dx == dy)) return false;
+    }
+    return true;
+}
+
+// The run folder's recorded command line (config.json's "command_line"), or null.
+nlohmann::json recorded_command_line(const std::string& out) {
+    const auto path = std::filesystem::path(out) / "config.json";
+    if (!std::filesystem::is_regular_file(path)) return nullptr;
+    const auto j = nlohmann::json::parse(io::read_file(path.string()), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) throw Error("not valid JSON", {path.string()});
+    auto it = j.find("command_line");
+    if (it == j.end() || !it->is_object()) return nullptr;
+    for (auto v = it->begin(); v != it->end(); ++v) {
+        bool ok = v->is_boolean() || v->is_array();
+        if (v->is_array())
+            for (const auto& e : *v) ok = ok && e.is_string();
+        if (!ok) throw Error("must be true, false or a list of strings", {path.string(), "command_line." + v.key()});
+    }
+    return *it;
 }
 
 std::string task_list() {
@@ -106,6 +167,7 @@ Command add_train(CLI::App& app) {
         }
     cmd->add_option("--target-modules", raw->targets, "module names (exact or dotted suffix); default: the task's / model type's");
     cmd->add_option("--target-regex", raw->target_regex, "target modules as a full-match regex, or all-linear");
+    cmd->add_option("--layers-to-transform", raw->layers, "adapt only these layer indices (PEFT's layers_to_transform)");
     cmd->add_option("--bias", a.bias, "none, all, hra_only / lora_only")->default_val("none");
     cmd->add_option("--modules-to-save", raw->save, "extra modules to train and save whole");
     cmd->add_option("--strategy", raw->strategy, "HRA path")
@@ -136,22 +198,27 @@ Command add_train(CLI::App& app) {
     cmd->add_option("--max-steps", o->max_steps, "optimizer steps (overrides epochs when > 0)")->default_val(0);
     cmd->add_option("--max-minutes", o->max_minutes, "stop with a checkpoint after this wall-clock time (0: no limit)")->default_val(0.0);
     cmd->add_option("--seed", o->seed, "seed of initialisation, shuffling and dropout")->default_val(0);
-    cmd->add_option("--shuffle", o->shuffle, "shuffle every epoch")->default_val(true);
+    cmd->add_flag("--shuffle,!--no-shuffle", o->shuffle, "shuffle every epoch (the default; --no-shuffle keeps the data's order)");
     cmd->add_flag("--grad-checkpoint", o->grad_checkpoint, "recompute each layer in backward (less memory, more time)");
 
     // Evaluation, checkpoints, logs.
     cmd->add_option("--eval-every", o->eval_every, "evaluation every N steps (0: every epoch and at the end)")->default_val(0);
     cmd->add_option("--eval-batch-size", o->eval_batch_size, "evaluation batch size (0: --batch-size)")->default_val(0);
     cmd->add_option("--save-every", o->save_every, "checkpoint every N steps (0: at the end)")->default_val(0);
+    cmd->add_option("--save-total-limit", o->save_total_limit, "keep only the newest N checkpoints (0: all; best/ is kept apart)")
+        ->default_val(0)
+        ->check(CLI::NonNegativeNumber);
     cmd->add_option("--log-every", o->log_every, "log line every N steps")->default_val(1);
-    cmd->add_flag("--resume", o->resume, "continue from the run folder's last checkpoint");
+    cmd->add_flag("--resume", o->resume,
+                  "continue from the run folder's last checkpoint, with the settings in its config.json (`hra train --out RUN "
+                  "--resume` alone; flags that would change them are errors, except " + join_names(resumable()) + ")");
     cmd->add_flag("--force", o->overwrite, "start over in a non-empty run folder");
 
     // causal-lm / mlm data.
     cmd->add_option("--data", o->data, "causal-lm: training records, JSON or JSONL; mlm: text, one example per line");
     cmd->add_option("--val-data", o->val_data, "validation records / text (else --val-split of the training data)");
     cmd->add_option("--val-split", o->val_split, "validation share of the training data: fraction < 1 or a count")->default_val(0.0);
-    cmd->add_option("--format", d.format, "causal-lm: auto, metamath, gsm8k, alpaca, text, chat")->default_val("auto");
+    cmd->add_option("--format", d.format, "causal-lm: auto, metamath, gsm8k, alpaca, completion ({prompt, completion}, prompt used as is), text, chat")->default_val("auto");
     cmd->add_option("--prompt-field", d.prompt_field, "causal-lm: field holding the query / question / instruction");
     cmd->add_option("--response-field", d.response_field, "causal-lm: field holding the response / answer / output");
     cmd->add_option("--input-field", d.input_field, "causal-lm alpaca: field holding the input");
@@ -159,9 +226,9 @@ Command add_train(CLI::App& app) {
     cmd->add_option("--messages-field", d.messages_field, "causal-lm chat format: the field");
     cmd->add_option("--prompt-template", d.prompt_template, "causal-lm: prompt with {query}")->default_val(std::string(kDefaultPromptTemplate));
     cmd->add_option("--chat-template", d.chat_template, "causal-lm: llama2, llama3 or chatml")->default_val("chatml");
-    cmd->add_option("--train-on-prompt", d.train_on_prompt, "causal-lm: loss on prompt tokens too")->default_val(false);
+    cmd->add_flag("--train-on-prompt,!--no-train-on-prompt", d.train_on_prompt, "causal-lm: loss on prompt tokens too");
     cmd->add_option("--max-length", d.max_length, "tokens per example (longer ones truncated); GLUE: from the preset")->default_val(512);
-    cmd->add_option("--packing", d.packing, "causal-lm: concatenate examples into max-length blocks")->default_val(false);
+    cmd->add_flag("--packing,!--no-packing", d.packing, "causal-lm: concatenate examples into max-length blocks");
     cmd->add_option("--bad-records", raw->bad_records,
                     "a bad training record or TSV row: skip (one counted warning) or fail (name file and line)")
         ->default_val("skip")
@@ -213,6 +280,47 @@ Command add_train(CLI::App& app) {
                 std::set<std::string> given;
                 for (const auto* opt : cmd->get_options())
                     if (opt->count() > 0 && !opt->get_lnames().empty()) given.insert(opt->get_lnames()[0]);
+                nlohmann::json command_line = nlohmann::json::object();
+                for (const auto* opt : cmd->get_options())
+                    if (opt->count() > 0 && !opt->get_lnames().empty() && !unrecorded(opt->get_lnames()[0]))
+                        command_line[opt->get_lnames()[0]] = given_value(opt);
+                if (o->resume) {
+                    // The run's recorded settings were added to the command line (expand_resume); any other
+                    // value is a change, refused unless the option may change between sessions.
+                    const auto recorded = recorded_command_line(o->out);
+                    if (recorded.is_object()) {
+                        const auto may_change = resumable();
+                        std::vector<std::string> diffs;
+                        for (auto it = command_line.begin(); it != command_line.end(); ++it) {
+                            if (std::find(may_change.begin(), may_change.end(), it.key()) != may_change.end()) continue;
+                            const auto r = recorded.find(it.key());
+                            if (r == recorded.end()) {
+                                const auto* opt = cmd->get_option("--" + it.key());
+                                const bool flag = it.value().is_boolean();
+                                const bool is_default = flag ? it.value().get<bool>() == flag_default(it.key())
+                                                             : same_setting(it.value(), nlohmann::json::array({opt->get_default_str()}));
+                                if (!is_default)
+                                    diffs.push_back((flag ? flag_text(it.key(), it.value().get<bool>())
+                                                          : "--" + it.key() + " " + value_text(it.value())) +
+                                                    " (the run used the default)");
+                            } else if (!same_setting(*r, it.value())) {
+                                if (it.value().is_boolean())
+                                    diffs.push_back(flag_text(it.key(), it.value().get<bool>()) + " (the run has " +
+                                                    flag_text(it.key(), r->is_boolean() && r->get<bool>()) + ")");
+                                else
+                                    diffs.push_back("--" + it.key() + " " + value_text(it.value()) + " (the run has " + value_text(*r) + ")");
+                            }
+                        }
+                        if (!diffs.empty())
+                            throw Error("--resume continues a run with its own settings; these flags change them: " +
+                                            join_names(diffs) + ". Drop them, or start a new run (another --out, or --force)",
+                                        {(std::filesystem::path(o->out) / "config.json").string()});
+                        command_line = recorded;  // the run's settings stay as they were
+                        for (const auto& name : may_change)
+                            if (given.count(name)) command_line[name] = given_value(cmd->get_option("--" + name));
+                    }
+                }
+                o->command_line = command_line;
                 const auto& info = find_task(o->task);
                 for (const auto& name : task_specific_options())
                     if (given.count(name) && std::find(info.options.begin(), info.options.end(), name) == info.options.end())
@@ -227,7 +335,7 @@ Command add_train(CLI::App& app) {
                         if (given.count(flag) && o->method != m.name)
                             throw Error("--" + flag + " does not apply to --method " + o->method + " (" + m.peft_type + " only)");
                 }
-                for (const char* n : {"r", "target-modules", "target-regex", "bias", "modules-to-save"})
+                for (const char* n : {"r", "target-modules", "target-regex", "bias", "modules-to-save", "layers-to-transform"})
                     if (given.count(n) && !adapters)
                         throw Error(std::string("--") + n + " does not apply to --method " + o->method + " (adapters only)");
                 if (adapters) {
@@ -241,6 +349,7 @@ Command add_train(CLI::App& app) {
                 if (!raw->target_regex.empty()) o->adapter.target_modules = ModuleSelector::regex(raw->target_regex);
                 else if (!raw->targets.empty()) o->adapter.target_modules = ModuleSelector::of(raw->targets);
                 if (!raw->save.empty()) o->adapter.modules_to_save = raw->save;
+                if (!raw->layers.empty()) o->adapter.layers_to_transform = raw->layers;
                 o->strategy = parse_hra_strategy(raw->strategy);
                 o->schedule = parse_schedule(raw->schedule);
                 o->ortho_form = core::parse_penalty_form(raw->ortho_form);
@@ -255,6 +364,37 @@ Command add_train(CLI::App& app) {
                 if (!rank || std::string(rank) == "0") std::printf("%s\n", result.result.dump().c_str());
                 return result.interrupted ? 130 : 0;
             }};
+}
+
+std::vector<std::string> expand_resume(CLI::App* train, const std::vector<std::string>& args) {
+    std::string out;
+    bool resume = false;
+    std::set<std::string> given;
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (a == "--resume") resume = true;
+        if (a.rfind("--", 0) != 0) continue;
+        const size_t eq = a.find('=');
+        const std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+        if (const auto* opt = train->get_option_no_throw("--" + name))
+            for (const auto& n : opt->get_lnames()) given.insert(n);
+        if (name == "out") out = eq != std::string::npos ? a.substr(eq + 1) : (i + 1 < args.size() ? args[i + 1] : "");
+    }
+    if (!resume || out.empty()) return args;
+    const auto recorded = recorded_command_line(out);
+    if (!recorded.is_object()) return args;  // a run from before config.json recorded its command line
+    std::vector<std::string> expanded = args;
+    for (auto it = recorded.begin(); it != recorded.end(); ++it) {
+        const auto* opt = train->get_option_no_throw("--" + it.key());
+        if (!opt || given.count(it.key())) continue;
+        if (it.value().is_boolean()) {
+            if (it.value().get<bool>() != flag_default(it.key())) expanded.push_back(flag_text(it.key(), it.value().get<bool>()));
+            continue;
+        }
+        expanded.push_back("--" + it.key());
+        for (const auto& v : it.value()) expanded.push_back(v.get<std::string>());
+    }
+    return expanded;
 }
 
 }  // namespace hra::cli

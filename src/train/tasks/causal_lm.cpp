@@ -1,13 +1,18 @@
 // Task causal-lm: supervised fine-tuning of a LLaMA-family model with HRA or
 // LoRA adapters on JSON / JSONL records (train/options.h's data fields), the
 // loss on the response tokens, evaluation as validation loss and perplexity.
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "adapters/method.h"
 #include "adapters/peft_model.h"
 #include "common/error.h"
+#include "common/log.h"
+#include "io/atomic_file.h"
 #include "data/batch.h"
 #include "models/llama_loader.h"
 #include "text/tokenizer.h"
@@ -21,7 +26,26 @@ AdapterConfig adapter_config(const TrainOptions& o) {
     AdapterConfig cfg = o.adapter;
     cfg.inference_mode = false;
     if (!cfg.task_type) cfg.task_type = "CAUSAL_LM";
+    if (!cfg.base_model_name_or_path) cfg.base_model_name_or_path = o.model;
     return cfg;
+}
+
+// hra renders chat data with a named template (it does not run Jinja); the model's own
+// chat_template, when tokenizer_config.json has one, is reported with the named one it matches.
+void report_chat_template(const std::string& model_dir, const std::string& used) {
+    const auto path = std::filesystem::path(model_dir) / "tokenizer_config.json";
+    if (!std::filesystem::is_regular_file(path)) return;
+    const auto j = nlohmann::json::parse(io::read_file(path.string()), nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("chat_template") || !j["chat_template"].is_string()) return;
+    const std::string match = chat_template_matching(j["chat_template"].get<std::string>());
+    if (match.empty())
+        log_warning(path.string() + " has a chat_template that matches none of llama2, llama3, chatml; training renders "
+                    "chat records with --chat-template " + used);
+    else if (match != used)
+        log_warning(path.string() + "'s chat_template is " + match + "'s, and training renders chat records with "
+                    "--chat-template " + used + "; pass --chat-template " + match + " to train in the model's own format");
+    else
+        log_info("hra: chat records rendered with --chat-template " + used + ", the format of " + path.string() + "'s chat_template");
 }
 
 class CausalLmTask : public TrainTask {
@@ -34,13 +58,25 @@ public:
         lo.dtype = o_.dtype;
         base_ = load_llama(o_.model, lo);
         tokenizer_ = load_tokenizer(o_.model);
+        if (tokenizer_->vocab_size() > base_.config.vocab_size)
+            throw Error("the tokenizer has " + std::to_string(tokenizer_->vocab_size()) + " tokens and the model's embedding " +
+                            std::to_string(base_.config.vocab_size) + " rows: ids beyond them would index past the embedding",
+                        {o_.model});
         pad_ = base_.config.pad_token_id.value_or(tokenizer_->eos_id().value_or(0));
-        train_ = tokenize_records(read_records(o_.data, o_.data_options), *tokenizer_, o_.data_options, o_.data);
+        const auto records = read_records(o_.data, o_.data_options);
+        const bool chat = std::any_of(records.begin(), records.end(), [](const Rendered& r) {
+            return std::any_of(r.segments.begin(), r.segments.end(), [](const auto& s) { return s.special; });
+        });
+        if (chat) report_chat_template(o_.model, o_.data_options.chat_template);
+        // Tokenized data are cached in the run folder, keyed by records, tokenizer and options.
+        const std::string cache = (std::filesystem::path(o_.out) / "cache").string();
+        train_ = tokenize_records_cached(records, *tokenizer_, o_.data_options, o_.data, o_.model, cache);
         if (!o_.val_data.empty()) {
             // Validation data always fails on a bad record: a silently smaller set changes the metric.
             DataOptions val_options = o_.data_options;
             val_options.on_bad_record = io::OnBadRecord::Fail;
-            val_ = tokenize_records(read_records(o_.val_data, val_options), *tokenizer_, val_options, o_.val_data);
+            val_ = tokenize_records_cached(read_records(o_.val_data, val_options), *tokenizer_, val_options, o_.val_data, o_.model,
+                                           cache);
         } else if (o_.val_split > 0) {
             std::tie(train_, val_) = split_validation(std::move(train_), o_.val_split, o_.seed);
         }

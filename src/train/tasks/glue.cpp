@@ -71,6 +71,7 @@ public:
             if (o_.adapters_only) cfg_.modules_to_save.reset();
             cfg_.task_type = "SEQ_CLS";
             cfg_.inference_mode = false;
+            if (!cfg_.base_model_name_or_path) cfg_.base_model_name_or_path = o_.model;
             peft_ = std::make_unique<PeftModel>(loaded_.model.ptr(), glue::classifier_inject_options());
             if (!resume_dir.empty()) peft_->load_adapter(resume_dir, "default", /*trainable=*/true);
             else peft_->add_adapter("default", cfg_);
