@@ -46,6 +46,60 @@ at::Tensor wy_t(const at::Tensor& v) {
     return at::linalg_solve_triangular(t_inv, eye, /*upper=*/true).to(dtype);
 }
 
+namespace {
+
+// T = (½I + N)⁻¹ for the strictly upper part N of the Gram matrix, by back
+// substitution on the CPU (r is small: 4 to 64): one loop instead of the five
+// ops and a LAPACK call of wy_t(), which dominate a small layer's step.
+template <class S>
+at::Tensor unit_upper_inverse(const at::Tensor& gram) {
+    const int64_t r = gram.size(0);
+    auto g = gram.contiguous();
+    auto t = at::zeros({r, r}, g.options());
+    const S* a = g.data_ptr<S>();
+    S* x = t.data_ptr<S>();
+    // Column j of T solves (½I + N)·x = e_j; x_i = 0 below j.
+    for (int64_t j = 0; j < r; ++j) {
+        x[j * r + j] = S(2);
+        for (int64_t i = j - 1; i >= 0; --i) {
+            S acc = 0;
+            for (int64_t k = i + 1; k <= j; ++k) acc += a[i * r + k] * x[k * r + j];
+            x[i * r + j] = -S(2) * acc;
+        }
+    }
+    return t;
+}
+
+// V = U/‖U‖ (per column) and T = (½I + triu(VᵀV, 1))⁻¹ as one autograd node with
+// a hand-written backward (gT: ∂L/∂T, gV: ∂L/∂V):
+//   ∂L/∂T⁻¹ = −Tᵀ·gT·Tᵀ,  ∂L/∂G = its strictly upper part,  gV += V·(∂G + ∂Gᵀ),
+//   ∂L/∂U = (gV − V·diag(Vᵀ·gV)) / ‖U‖.
+struct WyFactors : public torch::autograd::Function<WyFactors> {
+    static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& u) {
+        auto n = u.norm(2, {0}, /*keepdim=*/true);
+        auto v = u / n;
+        auto gram = at::mm(v.t(), v);
+        auto t = u.scalar_type() == at::kDouble ? unit_upper_inverse<double>(gram) : unit_upper_inverse<float>(gram);
+        ctx->save_for_backward({v, n, t});
+        return {v, t};
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grads) {
+        const auto saved = ctx->get_saved_variables();
+        const auto &v = saved[0], &n = saved[1], &t = saved[2];
+        at::Tensor gv = grads[0].defined() ? grads[0] : at::zeros_like(v);
+        if (grads[1].defined()) {
+            auto gg = at::mm(at::mm(t.t(), grads[1]), t.t()).neg_().triu_(1);
+            gv = at::addmm(gv, v, gg + gg.t());
+        }
+        auto gu = (gv - v * (gv * v).sum(0, /*keepdim=*/true)) / n;
+        return {gu};
+    }
+};
+
+}  // namespace
+
 Reflector make_reflector(const at::Tensor& u, bool gs) {
     if (u.dim() != 2 || u.size(1) < 1)
         throw Error("Householder vectors must be a [d, r] matrix with r >= 1, got shape " +
@@ -53,6 +107,10 @@ Reflector make_reflector(const at::Tensor& u, bool gs) {
     if (gs) {
         auto q = gram_schmidt(u);
         return {q, 2.0 * identity_like(u.size(1), u)};
+    }
+    if (u.is_cpu() && (u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble)) {
+        auto f = WyFactors::apply(u);
+        return {f[0], f[1]};
     }
     auto v = normalize_columns(u);
     return {v, wy_t(v)};
