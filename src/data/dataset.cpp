@@ -253,7 +253,7 @@ std::vector<int64_t> encode_generation_prompt(const Tokenizer& tok, const Genera
             throw Error("a prompt template needs {query} where the prompt goes");
         if (t == "file" && !p.input.empty() && text.find("{input}") == std::string::npos)
             throw Error("--input needs a template with {input}");
-        if (t != "file" && !p.input.empty() && t == "metamath") throw Error("--input needs --template alpaca");
+        if (t == "metamath" && !p.input.empty()) throw Error("--input needs --template alpaca");
         text = replace_all(replace_all(text, "{query}", query), "{input}", p.input);
         if (p.step_by_step) text += " Let's think step by step.";
         return tok.encode(text, true);

@@ -157,9 +157,8 @@ json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const
             // The prompt as text in the predictions file (chat templates: decoded, special tokens shown).
             std::string shown = tok.decode(ids, /*skip_special=*/false);
             if (instruction) {
-                shown = std::string(kDefaultPromptTemplate);
-                shown.replace(shown.find("{query}"), 7, gp.query);
-                if (o.step_by_step) shown += " Let's think step by step.";
+                shown = seed_eval_prompt(gp.query);
+                if (!o.step_by_step) shown.resize(shown.size() - std::string(" Let's think step by step.").size());
             }
             items.push_back({std::move(ids), shown, string_field(rec, af), line});
         } catch (const Error& e) {
