@@ -141,7 +141,7 @@ bool time_llama_cpp_with(const std::string& name, const std::string& model_dir, 
     for (int64_t i = 0; i < ids.numel(); ++i) id_list += (i ? "," : "") + std::to_string(ids[0][i].item<int64_t>());
     const std::string cmd = "node " + interop + "/llama_cpp_run.mjs " + gguf + " - " + std::to_string(kDecode + 1) +
                             " --threads " + std::to_string(threads) + " --repeat " +
-                            std::to_string(smoke ? 1 : kPeerRepeats) + " --ids " + id_list;
+                            std::to_string(smoke ? 1 : kPeerRepeats) + " --llama-defaults --ids " + id_list;
     if (std::system("node --version >/dev/null 2>&1") != 0 || !fs::exists(interop + "/node_modules/node-llama-cpp")) {
         std::fprintf(stderr, "llama.cpp peer skipped (needs Node.js and `npm ci --prefix tests/interop`); it would run:\n  "
                              "hra export gguf --model %s --out %s --type f32 && %.200s...\n",
