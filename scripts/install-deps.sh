@@ -8,6 +8,7 @@ packages=(
     libtorch-dev          # tensors and autograd (libtorch 1.13, CPU)
     libgloo-dev           # headers of c10d's Gloo process group (data-parallel training)
     libopenblas0-openmp   # fast BLAS behind libtorch (the reference BLAS is ~20x slower)
+    libjemalloc-dev       # malloc that keeps a training step's freed pages (src/common/allocator.h)
     nlohmann-json3-dev    # JSON (configs, safetensors headers)
     libgtest-dev          # unit tests
     libbenchmark-dev      # benchmarks

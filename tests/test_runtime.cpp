@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include "common/allocator.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/runtime.h"
@@ -32,6 +33,19 @@ TEST(Runtime, BlasIsFastHere) {
     // The build machine installs OpenBLAS; a slow BLAS here is a set-up bug.
     auto info = init_runtime(0);
     EXPECT_TRUE(info.blas_is_fast) << describe(info);
+}
+
+TEST(Runtime, AllocatorIsTheConfiguredJemalloc) {
+    const std::string a = init_runtime(0).allocator;
+    if (!built_with_jemalloc()) GTEST_SKIP() << "built without jemalloc: " << a;
+    // The linked jemalloc is the process's malloc, with the build's setting unless MALLOC_CONF overrides it.
+    EXPECT_EQ(a.rfind("jemalloc 5.", 0), 0u) << a;
+    if (!std::getenv("MALLOC_CONF")) {
+        EXPECT_NE(a.find("(freed pages kept)"), std::string::npos) << a;
+    }
+    void* p = std::malloc(64 << 20);  // a block glibc would map afresh
+    ASSERT_NE(p, nullptr);
+    std::free(p);
 }
 
 TEST(Log, LevelsFilterAndWarningsPrintOnce) {

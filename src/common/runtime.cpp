@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 
+#include "common/allocator.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/strings.h"
@@ -40,6 +41,7 @@ int parse_threads(const char* text, const char* source) {
 RuntimeInfo init_runtime(int requested) {
     RuntimeInfo info;
     info.torch_version = TORCH_VERSION;
+    info.allocator = allocator_description();
     const char* omp = std::getenv("OMP_NUM_THREADS");
     if (requested > 0) {
         info.threads = requested;
@@ -104,7 +106,7 @@ std::string describe(const RuntimeInfo& info) {
     if (info.gemm_gflops > 0) {
         s += strprintf(" [%.1f GFLOP/s]", info.gemm_gflops);
     }
-    return s + ", libtorch " + info.torch_version;
+    return s + ", " + info.allocator + ", libtorch " + info.torch_version;
 }
 
 }  // namespace hra

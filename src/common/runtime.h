@@ -16,6 +16,7 @@ struct RuntimeInfo {
     bool blas_is_fast = true;   // false when a 512^3 product was slow
     double gemm_gflops = 0;     // measured (matmul_rate, 512) only when OpenBLAS was not found
     std::string torch_version;
+    std::string allocator;      // allocator_description()
 };
 
 // Sets libtorch's intra-op threads: `requested` when > 0, else OMP_NUM_THREADS
@@ -24,7 +25,7 @@ struct RuntimeInfo {
 // stderr if it is slow. Logs a one-line summary (info level).
 RuntimeInfo init_runtime(int requested = 0);
 
-// "threads=2 (online CPUs), BLAS=OpenBLAS ..., libtorch 1.13.1"
+// "threads=2 (online CPUs), BLAS=OpenBLAS ..., jemalloc 5.3.0 (freed pages kept), libtorch 1.13.1"
 std::string describe(const RuntimeInfo& info);
 
 // Measured matmul rate (FLOP/s) of this machine in `dtype` on `device`: an
