@@ -22,6 +22,7 @@ packages=(
     zlib1g-dev            # gzip: CLIP's bundled BPE merges (data/clip/*.txt.gz)
     libpng-dev            # PNG images (hra sd generate)
     libjpeg-dev           # JPEG images (DreamBooth photos; libjpeg-turbo, as Pillow decodes them)
+    libopencv-imgproc-dev # OpenCV's Canny: the control experiment's C2I metric
     pkg-config
     clang                 # fuzz targets (libFuzzer) with AddressSanitizer + UndefinedBehaviorSanitizer
     libclang-rt-14-dev    # clang's sanitizer and libFuzzer runtimes

@@ -294,11 +294,20 @@ Generated generate(StableDiffusion& sd, const GenerateOptions& o) {
         latents = torch::randn(shape, gen, torch::TensorOptions().dtype(sd.dtype));  // as diffusers' randn_tensor on the CPU
     }
     latents = latents * scheduler->init_noise_sigma();
+    torch::Tensor residual;
+    if (o.input_residual.defined()) {
+        const auto& r = o.input_residual;
+        if (r.dim() != 4 || (r.size(0) != 1 && r.size(0) != images) || r.size(2) != shape[2] || r.size(3) != shape[3])
+            throw Error("the input residual must be [1 or " + std::to_string(images) + ", C, " + std::to_string(shape[2]) + ", " +
+                        std::to_string(shape[3]) + "], got " + c10::str(r.sizes()));
+        residual = r.to(sd.dtype).expand({images, r.size(1), r.size(2), r.size(3)});
+        if (cfg) residual = torch::cat({residual, residual});
+    }
     const auto& steps = scheduler->timesteps();
     for (size_t k = 0; k < steps.size(); ++k) {
         const int64_t t = steps[k];
         auto input = scheduler->scale_model_input(cfg ? torch::cat({latents, latents}) : latents, k);
-        auto eps = sd.unet.model->forward(input, scheduler->model_timestep(k), context);
+        auto eps = sd.unet.model->forward(input, scheduler->model_timestep(k), context, residual);
         if (cfg) {
             auto parts = eps.chunk(2);
             eps = guidance(parts[0], parts[1], o.guidance);

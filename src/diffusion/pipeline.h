@@ -86,6 +86,10 @@ struct GenerateOptions {
     uint64_t seed = 0;
     torch::Tensor latents;  // optional initial latents [images, in_channels, h, w] (instead of the seed's)
     int64_t attention_chunk = 0;  // query rows per attention chunk (0: all)
+    // Added to the UNet after conv_in at every step (the control experiments'
+    // encoded hint): [1 or images, C, h, w] with the latents' h, w; the
+    // unconditional pass of guidance gets the same residual, as the seed's.
+    torch::Tensor input_residual;
     // Called after every denoising step with the step index, its timestep and the latents.
     std::function<void(int64_t step, int64_t timestep, const torch::Tensor& latents)> on_step;
 };

@@ -33,5 +33,7 @@ Command add_tokenize(CLI::App& app);
 Command add_sd(CLI::App& app);
 // `hra sd eval-subject` (sd_subject.cpp), added by add_sd.
 Command add_sd_eval_subject(CLI::App& sd);
+// `hra sd eval-control` (sd_control.cpp), added by add_sd.
+Command add_sd_eval_control(CLI::App& sd);
 
 }  // namespace hra::cli

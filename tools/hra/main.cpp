@@ -43,12 +43,13 @@ int main(int argc, char** argv) {
 
     // Settings from `--config FILE` of a subcommand join the command line.
     std::vector<std::string> args(argv + 1, argv + argc);
-    // `hra sd train-subject ...` is `hra train --task dreambooth ...`.
+    // `hra sd train-subject ...` is `hra train --task dreambooth ...`, `hra sd train-control ...` `hra train --task control ...`.
     for (size_t i = 0; i + 1 < args.size(); ++i)
-        if (args[i] == "sd" && args[i + 1] == "train-subject") {
+        if (args[i] == "sd" && (args[i + 1] == "train-subject" || args[i + 1] == "train-control")) {
+            const std::string task = args[i + 1] == "train-subject" ? "dreambooth" : "control";
             args[i] = "train";
             args[i + 1] = "--task";
-            args.insert(args.begin() + static_cast<long>(i) + 2, "dreambooth");
+            args.insert(args.begin() + static_cast<long>(i) + 2, task);
             break;
         }
     try {

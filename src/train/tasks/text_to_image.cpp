@@ -19,10 +19,24 @@
 // folders. --method hra / lora put adapters on the UNet (PEFT's targets for
 // diffusers UNets by default: to_q, to_k, to_v, to_out.0); checkpoints are
 // PEFT folders that `hra sd generate --adapter` loads.
+//
+// Task control (the seed's controllable generation, DIFFUSION.md §4): the same
+// objective with a condition image. A zero-initialised hint encoder (ldm's
+// input_hint_block, models/hint_encoder.h) turns the condition (RGB / 255) into
+// a residual added after conv_in, and adapters go on the seed's placement (q, k,
+// v, out of both attentions and ff.net.0.proj). Data: a prompt file of records
+// {"source": condition image, "target": image, "prompt": text} (OFT's JSON lines,
+// or one JSON list as CelebA-HQ's), paths relative to the file, or a folder
+// holding prompt.json; a record without "source" takes OpenCV's Canny(100, 200)
+// of its target. Checkpoints hold the PEFT adapter and hint_encoder.safetensors
+// (+ hint_encoder.json), which `hra sd generate --control-model` loads.
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
+#include <sstream>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
@@ -31,10 +45,11 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/strings.h"
+#include "data/canny.h"
 #include "data/image.h"
 #include "diffusion/pipeline.h"
 #include "io/png.h"
-#include "models/model_weights.h"
+#include "models/hint_encoder.h"
 #include "train/task.h"
 #include "io/json_file.h"
 
@@ -72,7 +87,59 @@ std::vector<CaptionedImage> read_image_folder(const std::string& dir) {
     return out;
 }
 
-// uint8 [H, W, 3] from grey, grey+alpha, RGB or RGBA pixels (alpha dropped, as PIL's convert("RGB")).
+struct ControlRecord {
+    std::string source, target, prompt;  // source empty: Canny of the target
+    long line = 0;                       // line (JSON lines) or item (a JSON list), 1-based
+};
+
+// A control prompt file (or a folder's prompt.json): JSON lines, or one JSON list, of
+// {"source", "target", "prompt"}; `file` gets the file read.
+std::vector<ControlRecord> read_control_records(const std::string& data, std::string* file) {
+    *file = fs::is_directory(data) ? (fs::path(data) / "prompt.json").string() : data;
+    std::ifstream in(*file, std::ios::binary);
+    if (!in) throw Error("cannot read the control prompt file (JSON lines of {\"source\", \"target\", \"prompt\"})", {*file});
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::pair<json, long>> items;
+    const auto first = text.find_first_not_of(" \t\r\n");
+    if (first != std::string::npos && text[first] == '[') {
+        const json all = io::parse_json(text, *file);
+        long n = 0;
+        for (const auto& j : all) items.emplace_back(j, ++n);
+    } else {
+        std::istringstream lines(text);
+        long n = 0;
+        for (std::string line; std::getline(lines, line);) {
+            ++n;
+            if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+            items.emplace_back(io::parse_json(line, *file, n), n);
+        }
+    }
+    const fs::path root = fs::path(*file).parent_path();
+    std::vector<ControlRecord> out;
+    for (const auto& [j, n] : items) {
+        const auto str = [&, n = n](const char* key, bool required) -> std::string {
+            if (!j.is_object()) throw Error("a record must be an object {\"source\", \"target\", \"prompt\"}", {*file, "", n});
+            if (!j.contains(key)) {
+                if (required) throw Error(std::string("a record needs a string \"") + key + "\"", {*file, "", n});
+                return "";
+            }
+            if (!j[key].is_string()) throw Error(std::string("\"") + key + "\" must be a string", {*file, "", n});
+            return j[key].get<std::string>();
+        };
+        ControlRecord r;
+        r.line = n;
+        r.prompt = str("prompt", true);
+        r.target = (root / str("target", true)).string();
+        const auto source = str("source", false);
+        if (!source.empty()) r.source = (root / source).string();
+        for (const auto& f : {r.target, r.source})
+            if (!f.empty() && !fs::is_regular_file(f)) throw Error("the image it names does not exist: " + f, {*file, "", n});
+        out.push_back(std::move(r));
+    }
+    if (out.empty()) throw Error("no records", {*file});
+    return out;
+}
+
 // Image files of a folder (PNG, JPEG), sorted by name.
 std::vector<std::string> image_files(const std::string& dir) {
     std::vector<std::string> out;
@@ -92,8 +159,10 @@ public:
 
     void setup(const std::string& resume_dir) override {
         dreambooth_ = o_.task == "dreambooth";
+        control_ = o_.task == "control";
         if (o_.data.empty())
             throw Error(dreambooth_ ? "--task dreambooth needs --data (a folder of the subject's images)"
+                        : control_  ? "--task control needs --data (a prompt file of {\"source\", \"target\", \"prompt\"} lines, or its folder)"
                                     : "--task text-to-image needs --data (an image folder with metadata.jsonl)");
         const bool full = o_.method == "full";
         diffusion::SdLoadOptions lo;
@@ -122,7 +191,7 @@ public:
                 for (auto& p : sd_.text_encoder.model->parameters()) p.set_requires_grad(true);
         } else {
             InjectOptions io;
-            io.default_targets = {"to_q", "to_k", "to_v", "to_out.0"};
+            io.default_targets = control_ ? control_adapter_targets() : std::vector<std::string>{"to_q", "to_k", "to_v", "to_out.0"};
             io.model_type = "UNet2DConditionModel";
             io.output_layers = {};
             peft_ = std::make_unique<PeftModel>(sd_.unet.model.ptr(), io);
@@ -151,9 +220,10 @@ public:
         ac_ = diffusion::alphas_cumprod(schedule).to(d);
         empty_ids_ = sd_.tokenizer->encode_padded("").ids;
         if (dreambooth_) return;
-        train_ = load_examples(o_.data);
+        if (control_) setup_hint_encoder(resume_dir);
+        train_ = control_ ? load_control_examples(o_.data) : load_examples(o_.data);
         if (!o_.val_data.empty()) {
-            val_ = load_examples(o_.val_data);
+            val_ = control_ ? load_control_examples(o_.val_data) : load_examples(o_.val_data);
         } else if (o_.val_split > 0) {
             const auto n = static_cast<int64_t>(train_.size());
             const auto n_val = static_cast<int64_t>(o_.val_split < 1 ? o_.val_split * static_cast<double>(n) : o_.val_split);
@@ -189,6 +259,8 @@ public:
         if (text_trained())
             for (auto& p : sd_.text_encoder.model->parameters())
                 if (p.requires_grad()) out.push_back(p);
+        if (hint_)
+            for (auto& p : hint_->parameters()) out.push_back(p);
         return out;
     }
 
@@ -228,6 +300,7 @@ public:
         }
         if (peft_) {
             peft_->save_adapter(dir);
+            if (hint_) save_hint_encoder(hint_, dir);
             return;
         }
         diffusion::write_stable_diffusion(sd_, dir);
@@ -236,6 +309,7 @@ public:
     void set_training(bool on) override {
         sd_.unet.model->train(on);
         sd_.text_encoder.model->train(on && text_trained());
+        if (hint_) hint_->train(on);
     }
 
     std::string summary() const override {
@@ -246,17 +320,24 @@ public:
             return n;
         };
         const int64_t unet = count(*sd_.unet.model, false), text = count(*sd_.text_encoder.model, false);
-        const int64_t trained = count(*sd_.unet.model, true) + count(*sd_.text_encoder.model, true);
+        const int64_t trained = count(*sd_.unet.model, true) + count(*sd_.text_encoder.model, true) + (hint_ ? count(*hint_, false) : 0);
         return std::string("text-to-image (") + (sd_.has_vae() ? "latent" : "pixel space") + ", " + std::to_string(res_) +
                " px): UNet " + std::to_string(unet) + " parameters, text encoder " + std::to_string(text) +
-               "; trainable params: " + std::to_string(trained) + (o_.from_scratch ? " (from scratch)" : "");
+               "; trainable params: " + std::to_string(trained) + (o_.from_scratch ? " (from scratch)" : "") +
+               (hint_ ? " (hint encoder " + std::to_string(count(*hint_, false)) + ")" : "");
     }
 
     json describe() const override {
         int64_t trainable = 0;
         for (const auto& p : sd_.unet.model->parameters()) trainable += p.requires_grad() ? p.numel() : 0;
         for (const auto& p : sd_.text_encoder.model->parameters()) trainable += p.requires_grad() ? p.numel() : 0;
+        int64_t hint = 0;
+        if (hint_)
+            for (const auto& p : hint_->parameters()) hint += p.numel();
+        trainable += hint;
         return {{"data", o_.data},
+                {"hint_encoder_params", control_ ? json(hint) : json()},
+                {"canny_from_target", control_ ? json(canny_records_) : json()},
                 {"trainable_params", trainable},
                 {"val_data", o_.val_data},
                 {"val_split", o_.val_split},
@@ -279,14 +360,60 @@ private:
     struct Example {
         torch::Tensor image;  // uint8 [H, W, 3], the shorter side R (cropped per use)
         std::vector<int64_t> ids;
+        torch::Tensor hint;   // control: uint8 [R, R, 3], the condition (the image then is R × R too)
     };
+
+    // The hint encoder: its output has the UNet's first width at the UNet input's size.
+    void setup_hint_encoder(const std::string& resume_dir) {
+        const int64_t factor = sd_.vae_scale_factor();
+        int64_t strided = 0;
+        while ((int64_t{1} << strided) < factor) ++strided;
+        if ((int64_t{1} << strided) != factor || strided > 3)
+            throw Error("--task control needs a VAE factor of 1, 2, 4 or 8 (the hint encoder's strides), got " + std::to_string(factor));
+        HintEncoderConfig hc;
+        hc.out_channels = sd_.unet.config.block_out_channels.front();
+        hc.strided = strided;
+        hint_ = resume_dir.empty() ? HintEncoder(hc) : load_hint_encoder(resume_dir);
+        hint_->to(c10::Device(o_.device), sd_.dtype);
+    }
+
+    // Targets and conditions resized (shorter side R, Pillow's bilinear) and centre-cropped to R × R alike.
+    std::vector<Example> load_control_examples(const std::string& data) {
+        std::string file;
+        std::vector<Example> out;
+        for (const auto& r : read_control_records(data, &file)) {
+            const auto prep = [&](const std::string& f) {
+                try {
+                    return data::center_crop(data::resize_shortest_edge(data::load_rgb(f), res_, data::Resample::Bilinear), res_, res_);
+                } catch (const Error& e) {
+                    throw Error(e.message() + " (" + f + ")", {file, "", r.line});
+                }
+            };
+            Example e;
+            e.image = prep(r.target);
+            if (r.source.empty()) {
+                e.hint = data::canny(e.image).unsqueeze(2).expand({res_, res_, 3}).contiguous();
+                ++canny_records_;
+            } else {
+                const auto src = data::load_rgb(r.source), tgt = data::load_rgb(r.target);
+                if (src.sizes() != tgt.sizes())
+                    throw Error("the source is " + c10::str(src.sizes()) + " but the target " + c10::str(tgt.sizes()) +
+                                    " (a condition must match its image)",
+                                {file, "", r.line});
+                e.hint = prep(r.source);
+            }
+            e.ids = sd_.tokenizer->encode_padded(r.prompt).ids;
+            out.push_back(std::move(e));
+        }
+        return out;
+    }
 
     bool prior() const { return dreambooth_ && o_.prior_loss_weight > 0; }
 
     // The shorter side resized to R as Pillow's bilinear does (the torchvision
     // Resize of diffusers' training scripts); the crop comes per batch.
     Example example(const std::string& file, const std::vector<int64_t>& ids) const {
-        return {data::resize_shortest_edge(data::load_rgb(file), res_, data::Resample::Bilinear), ids};
+        return {data::resize_shortest_edge(data::load_rgb(file), res_, data::Resample::Bilinear), ids, {}};
     }
 
     void prepare_dreambooth() {
@@ -379,7 +506,7 @@ private:
                 warned = true;
             }
             auto ids = sd_.tokenizer->encode_padded(item.text);
-            out.push_back({data::resize_shortest_edge(img, res_, data::Resample::Bilinear), ids.ids});
+            out.push_back({data::resize_shortest_edge(img, res_, data::Resample::Bilinear), ids.ids, {}});
         }
         return out;
     }
@@ -401,13 +528,14 @@ private:
         const c10::Device d(o_.device);
         const auto B = static_cast<int64_t>(batch.size());
         auto g = gen ? c10::optional<at::Generator>(*gen) : c10::nullopt;
-        std::vector<torch::Tensor> images;
+        std::vector<torch::Tensor> images, hints;
         std::vector<int64_t> ids;
         auto drop = dropout > 0 ? at::rand({B}, g, torch::kDouble) : torch::Tensor();
         for (int64_t i = 0; i < B; ++i) {
             const auto& e = *batch[static_cast<size_t>(i)];
             auto img = random_crop ? data::random_crop(e.image, res_, res_, g) : data::center_crop(e.image, res_, res_);
             images.push_back(img.permute({2, 0, 1}));
+            if (hint_) hints.push_back(e.hint.permute({2, 0, 1}));
             const bool empty = dropout > 0 && drop[i].item<double>() < dropout;
             const auto& src = empty ? empty_ids_ : e.ids;
             ids.insert(ids.end(), src.begin(), src.end());
@@ -430,7 +558,9 @@ private:
         auto t = at::randint(0, T, {B}, g, torch::TensorOptions().dtype(torch::kLong)).to(d);
         auto noise = at::randn(x0.sizes(), g, x0.options());
         auto xt = diffusion::add_noise(ac_, x0, noise, t);
-        auto eps = sd_.unet.model->forward(xt, t, context);
+        // The seed's hint: RGB / 255, encoded anew at every step (the encoder trains).
+        const auto residual = hint_ ? hint_->forward(torch::stack(hints).to(d).to(sd_.dtype).div(255.0)) : torch::Tensor();
+        auto eps = sd_.unet.model->forward(xt, t, context, residual);
         const auto wide = eps.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
         auto target = diffusion::training_target(sd_.schedule.prediction_type, ac_, x0, noise, t);
         auto err = eps.to(wide) - target.to(wide);
@@ -446,7 +576,9 @@ private:
     int64_t res_ = 0;
     std::vector<int64_t> empty_ids_;
     std::vector<Example> train_, val_, class_;
-    bool dreambooth_ = false;
+    bool dreambooth_ = false, control_ = false;
+    HintEncoder hint_{nullptr};
+    int64_t canny_records_ = 0;  // control records whose condition is the target's Canny
     std::string instance_prompt_, class_prompt_;
     bool instance_captions_ = false, class_captions_ = false;  // prompts from the folders' metadata.jsonl
     int64_t validations_ = 0;
@@ -481,7 +613,24 @@ std::vector<TaskInfo> text_to_image_tasks() {
         if (!given.count("r") && o.trains_adapters() && o.preset != "paper") o.adapter.r = 8;
     };
     db.make = [](const TrainOptions& o) { return std::make_unique<TextToImageTask>(o); };
-    return {t, db};
+    TaskInfo c;
+    c.name = "control";
+    c.help = "controllable generation (the seed's control experiment): a zero-initialised hint encoder adds a condition image "
+             "after conv_in; adapters on q, k, v, out of both attentions and ff.net.0.proj";
+    c.options = {"data", "val-data", "val-split", "resolution", "preset"};
+    c.methods = {"hra", "lora"};
+    // The seed's run (DIFFUSION.md §4): AdamW wd 0.01, lr 9e-4, batch 8, no schedule, no clipping, HRA r 8;
+    // --preset paper: the paper's lr 3e-5.
+    c.defaults = [](TrainOptions& o, const std::set<std::string>& given) {
+        if (!given.count("lr")) o.lr = o.preset == "paper" ? 3e-5 : 9e-4;
+        if (!given.count("schedule")) o.schedule = Schedule::Constant;
+        if (!given.count("weight-decay")) o.weight_decay = 1e-2;
+        if (!given.count("max-grad-norm")) o.max_grad_norm = 0;
+        if (!given.count("batch-size")) o.batch_size = 8;
+        if (!given.count("r") && o.trains_adapters()) o.adapter.r = 8;
+    };
+    c.make = [](const TrainOptions& o) { return std::make_unique<TextToImageTask>(o); };
+    return {t, db, c};
 }
 
 }  // namespace hra
