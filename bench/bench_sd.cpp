@@ -6,6 +6,10 @@
 //                          projection (to_q, to_k, to_v, to_out.0: 128 layers), base frozen
 //   dreambooth_step/512    unet_train at DreamBooth's shape: batch 2 (instance + class
 //                          image), 512 px, attention in chunks of 1024 query rows
+//   control_step/512       the control experiment's step, batch 1 (the seed's is 8 per GPU):
+//                          the hint encoder (1,086,480 parameters, trained) on a 512 px
+//                          condition, its residual into the UNet, HRA r=8 on the seed's 144
+//                          control projections, forward + backward, chunks of 1024
 //   vae_decode/PX          the VAE decoder from PX/8 latents
 // Each reports seconds per call, nominal GFLOP/s (forward FLOPs of DIFFUSION.md
 // §5: UNet 180 / 803 GFLOP, VAE decoder 622 / 2515 GFLOP at 256 / 512 px) next
@@ -32,8 +36,10 @@
 
 #include "smoke.h"
 #include "adapters/peft_model.h"
+#include "common/allocator.h"
 #include "common/runtime.h"
 #include "models/autoencoder_kl.h"
+#include "models/hint_encoder.h"
 #include "models/sd_checkpoint.h"
 #include "models/unet_2d_condition.h"
 
@@ -45,6 +51,7 @@ struct Result {
 std::map<std::string, Result> g_results;
 
 void reset_peak() {
+    hra::release_free_memory();  // freed pages kept by jemalloc would count in this case's peak
     std::ofstream f("/proc/self/clear_refs");
     f << "5";
 }
@@ -71,7 +78,8 @@ hra::UNet2DConditionModel& unet() {
     return m;
 }
 
-void run_unet(benchmark::State& state, const std::string& name, int64_t px, bool train, int64_t chunk, int64_t batch = 1) {
+void run_unet(benchmark::State& state, const std::string& name, int64_t px, bool train, int64_t chunk, int64_t batch = 1,
+              bool control = false) {
     auto& m = unet();
     m->set_attention_chunk(chunk);
     std::unique_ptr<hra::PeftModel> peft;
@@ -79,8 +87,16 @@ void run_unet(benchmark::State& state, const std::string& name, int64_t px, bool
         peft = std::make_unique<hra::PeftModel>(m.ptr());
         auto c = hra::AdapterConfig::of("hra");
         c.r = 8;
-        c.target_modules = hra::ModuleSelector::regex(R"(.*attn[12]\.(to_q|to_k|to_v|to_out\.0))");
-        peft->add_adapter("default", c);
+        c.target_modules = control ? hra::ModuleSelector::regex(R"(.*(attn[12]\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.0\.proj))")
+                                   : hra::ModuleSelector::regex(R"(.*attn[12]\.(to_q|to_k|to_v|to_out\.0))");
+        const auto n = peft->add_adapter("default", c).size();
+        if (control && n != 144) throw std::runtime_error("the control placement must adapt 144 layers, got " + std::to_string(n));
+    }
+    hra::HintEncoder hint_encoder{nullptr};
+    torch::Tensor hint;
+    if (control) {
+        hint_encoder = hra::HintEncoder();  // SD 1.5's widths, trained: its parameters take gradients
+        hint = torch::rand({batch, 3, px, px});
     }
     auto x = torch::randn({batch, 4, px / 8, px / 8}), ctx = torch::randn({batch, 77, 768});
     auto t = batch == 1 ? torch::tensor(500, torch::kLong) : torch::full({batch}, 500, torch::kLong);
@@ -89,9 +105,12 @@ void run_unet(benchmark::State& state, const std::string& name, int64_t px, bool
     for (auto _ : state) {
         const auto start = std::chrono::steady_clock::now();
         if (train) {
-            auto loss = m->forward(x, t, ctx).square().mean();
+            const auto residual = control ? hint_encoder->forward(hint) : torch::Tensor();
+            auto loss = m->forward(x, t, ctx, residual).square().mean();
             loss.backward();
             for (auto& p : peft->trainable_parameters()) p.mutable_grad() = torch::Tensor();
+            if (control)
+                for (auto& p : hint_encoder->parameters()) p.mutable_grad() = torch::Tensor();
         } else {
             torch::NoGradGuard ng;
             benchmark::DoNotOptimize(m->forward(x, t, ctx).data_ptr());
@@ -171,6 +190,7 @@ int main(int argc, char** argv) {
     reg("unet_train/256", [](benchmark::State& s, const std::string& n) { run_unet(s, n, 256, true, 0); }, 2);
     reg("unet_train/512", [](benchmark::State& s, const std::string& n) { run_unet(s, n, 512, true, 1024); }, 1);
     reg("dreambooth_step/512", [](benchmark::State& s, const std::string& n) { run_unet(s, n, 512, true, 1024, 2); }, 1);
+    reg("control_step/512", [](benchmark::State& s, const std::string& n) { run_unet(s, n, 512, true, 1024, 1, true); }, 1);
     reg("vae_decode/256", [](benchmark::State& s, const std::string& n) { run_vae(s, n, 256); }, 2);
     reg("vae_decode/512", [](benchmark::State& s, const std::string& n) { run_vae(s, n, 512); }, 1);
     benchmark::Initialize(&argc, argv);

@@ -1,5 +1,9 @@
 // Start-up: thread count selection and the BLAS check.
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
@@ -43,9 +47,35 @@ TEST(Runtime, AllocatorIsTheConfiguredJemalloc) {
     if (!std::getenv("MALLOC_CONF")) {
         EXPECT_NE(a.find("(freed pages kept)"), std::string::npos) << a;
     }
-    void* p = std::malloc(64 << 20);  // a block glibc would map afresh
+}
+
+namespace {
+double resident_mib() {
+    long pages = 0, resident = 0;
+    FILE* f = std::fopen("/proc/self/statm", "r");
+    if (!f || std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    if (f) std::fclose(f);
+    return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
+}
+}  // namespace
+
+// A freed 256 MiB block stays resident (the next step reuses it without page
+// faults) until release_free_memory() hands it back.
+TEST(Runtime, FreedPagesAreKeptUntilReleased) {
+    if (!built_with_jemalloc() || std::getenv("MALLOC_CONF")) GTEST_SKIP() << "not the build's jemalloc setting";
+    release_free_memory();
+    const double before = resident_mib();
+    constexpr size_t kBytes = size_t{256} << 20;
+    char* p = static_cast<char*>(std::malloc(kBytes));
     ASSERT_NE(p, nullptr);
+    std::memset(p, 1, kBytes);
+    asm volatile("" : : "r"(p) : "memory");  // the block is really written
     std::free(p);
+    const double kept = resident_mib() - before;
+    release_free_memory();
+    const double after = resident_mib() - before;
+    EXPECT_GT(kept, 200.0);
+    EXPECT_LT(after, 32.0);
 }
 
 TEST(Log, LevelsFilterAndWarningsPrintOnce) {

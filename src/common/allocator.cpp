@@ -1,6 +1,7 @@
 #include "common/allocator.h"
 
 #include <dlfcn.h>
+#include <malloc.h>
 
 #include <cstring>
 
@@ -21,6 +22,14 @@ bool built_with_jemalloc() {
 #else
     return false;
 #endif
+}
+
+void release_free_memory() {
+#ifdef HRA_HAVE_JEMALLOC
+    // "arena.<MALLCTL_ARENAS_ALL>.purge": every arena's dirty and muzzy pages back to the kernel.
+    if (built_with_jemalloc() && mallctl("arena.4096.purge", nullptr, nullptr, nullptr, 0) == 0) return;
+#endif
+    malloc_trim(0);
 }
 
 std::string allocator_description() {

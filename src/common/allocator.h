@@ -15,6 +15,12 @@ namespace hra {
 // this process, found from where the dynamic linker resolved `malloc`.
 std::string allocator_description();
 
+// Returns freed pages to the kernel now (jemalloc: purges every arena; glibc:
+// malloc_trim), so that a peak-memory reading (VmHWM) taken next starts from
+// the live memory only: with freed pages kept, one case's garbage would count
+// in the next case's peak.
+void release_free_memory();
+
 // Whether this build linked jemalloc (HRA_WITH_JEMALLOC and libjemalloc-dev found).
 bool built_with_jemalloc();
 
