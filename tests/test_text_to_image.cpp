@@ -702,6 +702,12 @@ TEST(Control, CliTrainsAndGenerates) {
     const std::string ckpt = result.at("checkpoint");
     for (const char* f : {"adapter_config.json", "hint_encoder.safetensors", "hint_encoder.json"})
         EXPECT_TRUE(fs::exists(fs::path(ckpt) / f)) << f;
+    // Resuming continues from the checkpoint's adapter and hint encoder.
+    res = test::run_hra("train --out " + (dir / "run") + " --resume --max-steps 3", dir);
+    ASSERT_EQ(res.code, 0) << res.err;
+    const auto resumed = io::read_json_file(dir / "run/results.json");
+    EXPECT_EQ(resumed.at("steps"), 3);
+    EXPECT_TRUE(fs::exists(fs::path(resumed.at("checkpoint").get<std::string>()) / "hint_encoder.safetensors"));
     res = test::run_hra("sd generate --model " + (dir / "model") + " --prompt \"a red circle\" --control " + (dir / "ctl/source/0.png") +
                             " --control-model " + ckpt + " --steps 3 --out " + (dir / "gen.png"),
                         dir);
