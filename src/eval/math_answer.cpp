@@ -136,8 +136,25 @@ struct ExprParser {
     }
     GiNaC::ex power() {
         GiNaC::ex base = atom();
-        if (eat("**")) return GiNaC::pow(base, unary());  // right-associative, binds tighter than unary minus on the left
-        return base;
+        if (!eat("**")) return base;
+        GiNaC::ex e = unary();  // right-associative, binds tighter than unary minus on the left
+        check_power_size(base, e);
+        return GiNaC::pow(base, e);
+    }
+    // GiNaC evaluates exact powers at once: "6 ** -3 ** 91" would compute 6^(3^91)
+    // (the fuzzer's find). An integer power whose exact value would exceed about a
+    // million bits, or any integer exponent above 100,000, is refused (not an answer).
+    static void check_power_size(const GiNaC::ex& base, const GiNaC::ex& e) {
+        if (!GiNaC::is_a<GiNaC::numeric>(e)) return;
+        const auto n = GiNaC::ex_to<GiNaC::numeric>(e);
+        if (!n.is_integer()) return;
+        const double k = std::abs(n.to_double());
+        if (!(k <= 1e5)) throw std::runtime_error("exponent too large");
+        if (!GiNaC::is_a<GiNaC::numeric>(base)) return;
+        const auto b = GiNaC::ex_to<GiNaC::numeric>(base);
+        if (!b.is_rational()) return;
+        const double bits = std::log2(std::abs(b.numer().to_double()) + 1) + std::log2(std::abs(b.denom().to_double()) + 1);
+        if (!(bits * k <= 1e6)) throw std::runtime_error("power too large");
     }
     GiNaC::ex atom() {
         skip();
