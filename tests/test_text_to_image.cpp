@@ -612,7 +612,8 @@ TEST(DreamBooth, TextEncoderAdaptersBesideTheUnets) {
 namespace {
 
 // dir/ctl: three shape-world targets with prompts; two give a condition image
-// (another rendering), one is left to Canny of its target. Also metadata.jsonl
+// (another rendering; one at twice the target's size, as the seed's CelebA-HQ
+// pairs a 512 px drawing with a 1024 px photo), one is left to Canny of its target. Also metadata.jsonl
 // over the same targets and prompts, for the text-to-image task.
 void write_control_data(const test::TempDir& dir) {
     fs::create_directories(dir / "ctl/target");
@@ -625,7 +626,7 @@ void write_control_data(const test::TempDir& dir) {
         io::write_png(dir / ("ctl/target/" + name), diffusion::render(s, 32, static_cast<uint64_t>(i)));
         json rec = {{"target", "target/" + name}, {"prompt", diffusion::caption(s)}};
         if (i != 1) {
-            io::write_png(dir / ("ctl/source/" + name), diffusion::render(scenes[static_cast<size_t>(200 + i)], 32, 7));
+            io::write_png(dir / ("ctl/source/" + name), diffusion::render(scenes[static_cast<size_t>(200 + i)], i == 2 ? 64 : 32, 7));
             rec["source"] = "source/" + name;
         }
         lines += rec.dump() + "\n";
@@ -680,6 +681,45 @@ TEST(Control, LossAtInitIsTheDenoisingLossAndTheHintLearns) {
     }
     EXPECT_GT(last, 0.0);
     EXPECT_EQ(n, 36 + 16);  // 36 adapted projections' hra_u, the hint encoder's 16 tensors
+    // A checkpoint's hint encoder is what a resumed task starts from (a fresh one's last convolution is zero).
+    torch::Tensor trained;
+    for (const auto& p : task->trainable_parameters())
+        if (p.numel() == 256 * 8 * 9) trained = p;
+    {
+        torch::NoGradGuard ng;
+        trained.normal_();
+    }
+    fs::create_directories(dir / "ckpt");
+    task->save(dir / "ckpt");
+    auto resumed = find_task("control").make(o);
+    resumed->setup(dir / "ckpt");
+    bool found = false;
+    for (const auto& p : resumed->trainable_parameters())
+        if (p.numel() == 256 * 8 * 9) found = p.equal(trained);
+    EXPECT_TRUE(found);
+}
+
+// The generator's input residual: one residual for every image equals the same
+// residual repeated per image, and it changes the output.
+TEST(Control, GenerateAddsTheInputResidual) {
+    test::TempDir dir;
+    write_base_model(dir);
+    auto sd = diffusion::load_stable_diffusion(dir / "model");
+    diffusion::GenerateOptions g;
+    g.prompt = "a red circle";
+    g.steps = 3;
+    g.num_images = 2;
+    g.guidance = 3.0;
+    const auto plain = diffusion::generate(sd, g).image;
+    torch::manual_seed(2);
+    g.input_residual = torch::randn({1, 8, 32, 32}) * 0.5;
+    const auto one = diffusion::generate(sd, g).image;
+    g.input_residual = g.input_residual.expand({2, 8, 32, 32}).contiguous();
+    const auto two = diffusion::generate(sd, g).image;
+    EXPECT_TRUE(one.equal(two));
+    EXPECT_GT((one - plain).abs().max().item<double>(), 1e-3);
+    g.input_residual = torch::zeros({1, 8, 16, 16});
+    EXPECT_NE(test::error_of([&] { diffusion::generate(sd, g); }).find("input residual"), std::string::npos);
 }
 
 // From the command line: the seed's defaults, a checkpoint with the adapter and

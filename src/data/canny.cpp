@@ -11,7 +11,8 @@ namespace hra::data {
 torch::Tensor canny(const torch::Tensor& hwc, double low, double high) {
     if (hwc.scalar_type() != torch::kUInt8 || (hwc.dim() != 2 && !(hwc.dim() == 3 && (hwc.size(2) == 3 || hwc.size(2) == 1))))
         throw Error("Canny takes uint8 [H, W] or [H, W, 3] images, got " + c10::str(hwc.scalar_type(), " ", hwc.sizes()));
-    const auto img = hwc.contiguous();
+    if (hwc.size(0) == 0 || hwc.size(1) == 0) throw Error("Canny takes a non-empty image, got " + c10::str(hwc.sizes()));
+    const auto img = hwc.cpu().contiguous();  // OpenCV reads host memory
     const int h = static_cast<int>(img.size(0)), w = static_cast<int>(img.size(1));
     const int c = img.dim() == 3 ? static_cast<int>(img.size(2)) : 1;
     // OpenCV reads the tensor's memory in place (it only reads it) and writes into the output's.

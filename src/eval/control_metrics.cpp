@@ -41,24 +41,33 @@ EdgeScore edge_score(const torch::Tensor& output_edges, const torch::Tensor& tru
     return s;
 }
 
-EdgeSummary c2i(const std::vector<std::pair<torch::Tensor, torch::Tensor>>& truth_output) {
-    EdgeSummary sum;
-    for (const auto& [truth, output] : truth_output) {
-        if (truth.sizes() != output.sizes())
-            throw Error("C2I compares images of one size: truth " + c10::str(truth.sizes()) + ", output " + c10::str(output.sizes()));
-        const auto s = edge_score(data::canny(output), data::canny(truth));
-        ++sum.images;
-        if (std::isnan(s.iou)) {
-            ++sum.undefined;
-            continue;
-        }
-        sum.iou += s.iou;
-        sum.f1 += s.f1;
+void EdgeMeans::add(const torch::Tensor& truth, const torch::Tensor& output) {
+    if (truth.sizes() != output.sizes())
+        throw Error("C2I compares images of one size: truth " + c10::str(truth.sizes()) + ", output " + c10::str(output.sizes()));
+    const auto s = edge_score(data::canny(output), data::canny(truth));
+    ++images_;
+    if (std::isnan(s.iou)) {
+        ++undefined_;
+        return;
     }
-    const auto n = sum.images - sum.undefined;
-    sum.iou = n ? sum.iou / static_cast<double>(n) : kNaN;
-    sum.f1 = n ? sum.f1 / static_cast<double>(n) : kNaN;
+    iou_ += s.iou;
+    f1_ += s.f1;
+}
+
+EdgeSummary EdgeMeans::result() const {
+    EdgeSummary sum;
+    sum.images = images_;
+    sum.undefined = undefined_;
+    const auto n = images_ - undefined_;
+    sum.iou = n ? iou_ / static_cast<double>(n) : kNaN;
+    sum.f1 = n ? f1_ / static_cast<double>(n) : kNaN;
     return sum;
+}
+
+EdgeSummary c2i(const std::vector<std::pair<torch::Tensor, torch::Tensor>>& truth_output) {
+    EdgeMeans m;
+    for (const auto& [truth, output] : truth_output) m.add(truth, output);
+    return m.result();
 }
 
 SegmentationScore::SegmentationScore(int64_t num_classes, bool reduce_zero_label, int64_t ignore_index)

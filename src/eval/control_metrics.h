@@ -34,6 +34,18 @@ struct EdgeSummary {
     double iou = 0, f1 = 0;  // means over images with a defined score
     int64_t images = 0, undefined = 0;
 };
+// C2I accumulated pair by pair (nothing is kept but the sums).
+class EdgeMeans {
+public:
+    // One (ground truth, output) pair of uint8 [H, W, 3] RGB images of one size.
+    void add(const torch::Tensor& truth, const torch::Tensor& output);
+    EdgeSummary result() const;
+
+private:
+    double iou_ = 0, f1_ = 0;
+    int64_t images_ = 0, undefined_ = 0;
+};
+
 // C2I over (ground truth, output) uint8 [H, W, 3] RGB pairs of equal size. The
 // seed's eval_canny.py passes PIL's RGB pixels through ToTensor and back
 // ((x / 255) · 255 in float32, cast to uint8), which returns every level unchanged

@@ -105,10 +105,22 @@ Command add_sd_generate(CLI::App& sd) {
                              (o->merge ? " (merged)" : ""));
                 if (hint.defined()) {
                     auto enc = load_hint_encoder(o->control_model);
-                    enc->to(dtype);
+                    if (enc->factor() != sd.vae_scale_factor() || enc->config().out_channels != sd.unet.config.block_out_channels.front())
+                        throw Error(strprintf("this hint encoder gives %lld channels at 1/%lld of the condition's size; the model needs "
+                                              "%lld at 1/%lld (another model's checkpoint?)",
+                                              static_cast<long long>(enc->config().out_channels), static_cast<long long>(enc->factor()),
+                                              static_cast<long long>(sd.unet.config.block_out_channels.front()),
+                                              static_cast<long long>(sd.vae_scale_factor())),
+                                    {(std::filesystem::path(o->control_model) / "hint_encoder.json").string()});
                     enc->eval();
                     torch::NoGradGuard ng;
-                    g.input_residual = enc->forward(hint.permute({2, 0, 1}).unsqueeze(0).to(dtype).div(255.0));
+                    const auto wide = dtype == torch::kDouble ? torch::kDouble : torch::kFloat;
+                    enc->to(wide);
+                    try {
+                        g.input_residual = enc->forward(hint.permute({2, 0, 1}).unsqueeze(0).to(wide).div(255.0)).to(dtype);
+                    } catch (const Error& e) {
+                        throw e.in_file(o->control);
+                    }
                     log_info("control: " + o->control + " through the hint encoder of " + o->control_model);
                 }
                 const auto start = std::chrono::steady_clock::now();

@@ -87,16 +87,16 @@ Command add_sd_eval_control(CLI::App& sd) {
     return {cmd, [o]() {
                 json r = {{"metric", o->metric}};
                 if (o->metric == "c2i") {
-                    std::vector<std::pair<torch::Tensor, torch::Tensor>> pairs;
+                    eval::EdgeMeans means;  // pair by pair: a large folder is never held in memory
                     for (const auto& n : paired(o->truth, o->outputs)) {
                         const auto t = data::load_rgb((fs::path(o->truth) / n).string());
                         const auto g = data::load_rgb((fs::path(o->outputs) / n).string());
                         if (t.sizes() != g.sizes())
                             throw Error("output is " + c10::str(g.sizes()) + " but its ground truth is " + c10::str(t.sizes()),
                                         {(fs::path(o->outputs) / n).string()});
-                        pairs.emplace_back(t, g);
+                        means.add(t, g);
                     }
-                    const auto s = eval::c2i(pairs);
+                    const auto s = means.result();
                     r.update({{"iou", s.iou}, {"f1", s.f1}, {"images", s.images}, {"no_edges", s.undefined}});
                     std::printf("%-8s %8s %8s %10s\n", "images", "IoU", "F1", "no edges");
                     std::printf("%-8lld %8.4f %8.4f %10lld\n", static_cast<long long>(s.images), s.iou, s.f1,

@@ -223,7 +223,7 @@ public:
         if (control_) setup_hint_encoder(resume_dir);
         train_ = control_ ? load_control_examples(o_.data) : load_examples(o_.data);
         if (!o_.val_data.empty()) {
-            val_ = control_ ? load_control_examples(o_.val_data) : load_examples(o_.val_data);
+            val_ = control_ ? load_control_examples(o_.val_data, false) : load_examples(o_.val_data);
         } else if (o_.val_split > 0) {
             const auto n = static_cast<int64_t>(train_.size());
             const auto n_val = static_cast<int64_t>(o_.val_split < 1 ? o_.val_split * static_cast<double>(n) : o_.val_split);
@@ -360,7 +360,7 @@ private:
     struct Example {
         torch::Tensor image;  // uint8 [H, W, 3], the shorter side R (cropped per use)
         std::vector<int64_t> ids;
-        torch::Tensor hint;   // control: uint8 [R, R, 3], the condition (the image then is R × R too)
+        torch::Tensor hint;   // control: uint8 [R, R, 3], or [R, R, 1] for a Canny map (the image then is R × R too)
     };
 
     // The hint encoder: its output has the UNet's first width at the UNet input's size.
@@ -374,11 +374,19 @@ private:
         hc.out_channels = sd_.unet.config.block_out_channels.front();
         hc.strided = strided;
         hint_ = resume_dir.empty() ? HintEncoder(hc) : load_hint_encoder(resume_dir);
-        hint_->to(c10::Device(o_.device), sd_.dtype);
+        const auto& got = hint_->config();
+        if (got.out_channels != hc.out_channels || got.strided != hc.strided)
+            throw Error("the checkpoint's hint encoder gives " + std::to_string(got.out_channels) + " channels at 1/" +
+                            std::to_string(hint_->factor()) + " of the condition's size; this model needs " +
+                            std::to_string(hc.out_channels) + " at 1/" + std::to_string(factor),
+                        {(fs::path(resume_dir) / "hint_encoder.json").string()});
+        // Trained weights and their optimizer state stay float32 (float64 with a float64 model), as the adapters'.
+        hint_->to(c10::Device(o_.device), hint_dtype());
     }
+    c10::ScalarType hint_dtype() const { return sd_.dtype == torch::kDouble ? torch::kDouble : torch::kFloat; }
 
-    // Targets and conditions resized (shorter side R, Pillow's bilinear) and centre-cropped to R × R alike.
-    std::vector<Example> load_control_examples(const std::string& data) {
+    // Targets and conditions each resized (shorter side R, Pillow's bilinear) and centre-cropped to R × R.
+    std::vector<Example> load_control_examples(const std::string& data, bool counting = true) {
         std::string file;
         std::vector<Example> out;
         for (const auto& r : read_control_records(data, &file)) {
@@ -392,14 +400,10 @@ private:
             Example e;
             e.image = prep(r.target);
             if (r.source.empty()) {
-                e.hint = data::canny(e.image).unsqueeze(2).expand({res_, res_, 3}).contiguous();
-                ++canny_records_;
+                e.hint = data::canny(e.image).unsqueeze(2);  // one channel kept; the batch repeats it
+                canny_records_ += counting ? 1 : 0;
             } else {
-                const auto src = data::load_rgb(r.source), tgt = data::load_rgb(r.target);
-                if (src.sizes() != tgt.sizes())
-                    throw Error("the source is " + c10::str(src.sizes()) + " but the target " + c10::str(tgt.sizes()) +
-                                    " (a condition must match its image)",
-                                {file, "", r.line});
+                // Resized on its own: the seed's CelebA-HQ pairs 512 px landmark drawings with 1024 px photos.
                 e.hint = prep(r.source);
             }
             e.ids = sd_.tokenizer->encode_padded(r.prompt).ids;
@@ -535,7 +539,7 @@ private:
             const auto& e = *batch[static_cast<size_t>(i)];
             auto img = random_crop ? data::random_crop(e.image, res_, res_, g) : data::center_crop(e.image, res_, res_);
             images.push_back(img.permute({2, 0, 1}));
-            if (hint_) hints.push_back(e.hint.permute({2, 0, 1}));
+            if (hint_) hints.push_back(e.hint.expand({res_, res_, 3}).permute({2, 0, 1}));
             const bool empty = dropout > 0 && drop[i].item<double>() < dropout;
             const auto& src = empty ? empty_ids_ : e.ids;
             ids.insert(ids.end(), src.begin(), src.end());
@@ -559,7 +563,7 @@ private:
         auto noise = at::randn(x0.sizes(), g, x0.options());
         auto xt = diffusion::add_noise(ac_, x0, noise, t);
         // The seed's hint: RGB / 255, encoded anew at every step (the encoder trains).
-        const auto residual = hint_ ? hint_->forward(torch::stack(hints).to(d).to(sd_.dtype).div(255.0)) : torch::Tensor();
+        const auto residual = hint_ ? hint_->forward(torch::stack(hints).to(d).to(hint_dtype()).div(255.0)).to(sd_.dtype) : torch::Tensor();
         auto eps = sd_.unet.model->forward(xt, t, context, residual);
         const auto wide = eps.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
         auto target = diffusion::training_target(sd_.schedule.prediction_type, ac_, x0, noise, t);
