@@ -157,6 +157,12 @@ TEST(MathEquiv, SymbolicOnlyForPythonSyntax) {
     EXPECT_FALSE(math_equal("2x", "x*2"));           // no implicit multiplication in Python syntax
     // Exact powers too large to compute are not answers (fuzz_answers hung on 6 ** -3 ** 91); ordinary ones still are.
     EXPECT_FALSE(math_equal("6 ** -3 ** 91", "0"));
+    // ... and float or symbolic exponents too large (a float 33^(37^6) took 1.6 GB), and exp/sin of huge arguments.
+    EXPECT_FALSE(math_equal("1.61**-33**37**6.", "0"));
+    EXPECT_FALSE(math_equal("2.0**(pi*10**6)", "0"));
+    EXPECT_FALSE(math_equal("sin(10.0**99999)", "0"));
+    EXPECT_TRUE(math_equal("2.0**0.5", "sqrt(2)"));
+    EXPECT_TRUE(math_equal("exp(log(3))", "3"));
     EXPECT_TRUE(math_equal("2**100", "1267650600228229401496703205376"));
 }
 
