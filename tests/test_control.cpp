@@ -290,6 +290,18 @@ TEST(Control, EvalControlCommand) {
     r = test::run_hra("sd eval-control --metric s2i --truth " + (dir / "seg_truth") + " --outputs " + (dir / "seg_pred"), dir);
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.err.find("8-bit grey PNG"), std::string::npos) << r.err;
+    // A 16-bit grey label map (2x2: 1, 258, 300, 2; written by Python's zlib + struct) is refused, not cut to its high bytes.
+    const unsigned char png16[] = {
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x02, 0x00,
+        0x00, 0x00, 0x02, 0x10, 0x00, 0x00, 0x00, 0x00, 0x07, 0x4d, 0x8e, 0xbb, 0x00, 0x00, 0x00, 0x12, 0x49, 0x44, 0x41, 0x54, 0x78,
+        0x9c, 0x63, 0x60, 0x60, 0x64, 0x64, 0x62, 0x60, 0xd4, 0x61, 0x60, 0x02, 0x00, 0x00, 0xaf, 0x00, 0x34, 0xa9, 0x3a, 0x54, 0x22,
+        0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82};
+    std::ofstream(dir / "seg_pred/c.png", std::ios::binary).write(reinterpret_cast<const char*>(png16), sizeof png16);
+    EXPECT_EQ(io::read_png(dir / "seg_pred/c.png").bit_depth, 16);
+    r = test::run_hra("sd eval-control --metric s2i --truth " + (dir / "seg_truth") + " --outputs " + (dir / "seg_pred"), dir);
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("16 bits per pixel"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("seg_pred/c.png"), std::string::npos) << r.err;
 }
 
 // A saved hint encoder loads back bit-identical; a config or weights file that

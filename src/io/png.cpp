@@ -76,7 +76,7 @@ void consume(png_structp png, png_bytep dst, png_size_t n) {
 
 // Reads the header (stage 0) or the pixels into `pixels` (stage 1; rows
 // prepared by the caller from the header's sizes).
-bool decode(Reader* reader, png_uint_32* h, png_uint_32* w, int* channels, std::vector<unsigned char>* pixels,
+bool decode(Reader* reader, png_uint_32* h, png_uint_32* w, int* channels, int* bit_depth, std::vector<unsigned char>* pixels,
             std::vector<std::pair<std::string, std::string>>* text, PngError* err) {
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, err, on_error, on_warning);
     if (!png) return false;
@@ -91,6 +91,7 @@ bool decode(Reader* reader, png_uint_32* h, png_uint_32* w, int* channels, std::
     png_read_info(png, info);
     if (static_cast<uint64_t>(png_get_image_width(png, info)) * png_get_image_height(png, info) > kMaxImagePixels)
         png_error(png, "the image has more pixels than Pillow's decompression-bomb limit (178956970)");
+    *bit_depth = png_get_bit_depth(png, info);
     png_set_expand(png);  // palette → RGB, grey < 8 bits → 8 bits, tRNS → alpha
     png_set_strip_16(png);
     png_read_update_info(png, info);
@@ -164,13 +165,14 @@ PngImage read_png(const std::string& path) {
         throw Error("not a PNG file", {path});
     Reader reader{reinterpret_cast<const unsigned char*>(data.data()), data.size(), 0};
     png_uint_32 h = 0, w = 0;
-    int channels = 0;
+    int channels = 0, bit_depth = 0;
     std::vector<unsigned char> pixels;
     std::vector<std::pair<std::string, std::string>> text;
     PngError err;
-    if (!decode(&reader, &h, &w, &channels, &pixels, &text, &err))
+    if (!decode(&reader, &h, &w, &channels, &bit_depth, &pixels, &text, &err))
         throw Error((std::string(err.message).rfind("the image", 0) == 0 ? "" : "corrupt PNG: ") + std::string(err.message), {path});  // sizes are not corruption
     PngImage out;
+    out.bit_depth = bit_depth;
     out.pixels = torch::from_blob(pixels.data(), {static_cast<int64_t>(h), static_cast<int64_t>(w), channels}, torch::kUInt8).clone();
     for (auto& [k, v] : text) out.text[k] = v;
     return out;

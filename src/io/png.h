@@ -16,6 +16,7 @@ void write_png(const std::string& path, const torch::Tensor& image, const std::m
 struct PngImage {
     torch::Tensor pixels;  // uint8 [H, W, C]: C is 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA)
     std::map<std::string, std::string> text;
+    int bit_depth = 8;  // the file's bits per channel (or palette index) before the expansion to 8
 };
 // uint8 [N, H, W, C] images as one [rows·(H+2)+2, cols·(W+2)+2, C] grid, `cols`
 // per row, with 2-pixel grey gutters.

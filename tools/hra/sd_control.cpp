@@ -57,7 +57,13 @@ std::vector<std::string> paired(const std::string& truth, const std::string& out
 
 // An 8-bit grey PNG's values (a label map).
 torch::Tensor label_map(const std::string& path) {
-    auto img = io::read_png(path).pixels;
+    const auto png = io::read_png(path);
+    // 16-bit maps would lose their high byte and 1-4 bit ones be rescaled by the expansion to 8 bits: refused, not guessed.
+    if (png.bit_depth != 8)
+        throw Error("a label map must be an 8-bit grey PNG holding class indices (this one has " + std::to_string(png.bit_depth) +
+                        " bits per pixel; save the class indices as 8-bit grey)",
+                    {path});
+    const auto& img = png.pixels;
     if (img.size(2) != 1)
         throw Error("a label map must be an 8-bit grey PNG holding class indices (got " + std::to_string(img.size(2)) +
                         " channels; a palette PNG's indices must be saved as grey)",
