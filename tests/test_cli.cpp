@@ -14,6 +14,8 @@
 #include "adapters/peft_model.h"
 #include "demo/demo.h"
 #include "diffusion/pipeline.h"
+#include "diffusion/shape_world.h"
+#include "io/png.h"
 #include "models/llama_loader.h"
 #include <nlohmann/json.hpp>
 #include "io/atomic_file.h"
@@ -444,6 +446,74 @@ TEST(Cli, SubjectDemoRunsAndReports) {
     EXPECT_EQ(full, 162);
     EXPECT_EQ(cls, 162);
     r = run_hra("-q demo --subject --diffusion --out " + (dir / "x"), dir);
+    EXPECT_EQ(r.code, 1);
+}
+
+// hra demo --control, reduced to seconds (a few pretraining and control steps, 2
+// sampler steps): the plumbing, the split and the report, not the learning (README
+// has the full run's numbers).
+TEST(Cli, ControlDemoRunsAndReports) {
+    test::TempDir dir;
+    auto r = run_hra("-q demo --control --out " + (dir / "ctrl") +
+                         " --base-steps 6 --finetune-steps 2 --seeds 0 --hra-lrs 1e-3 --lora-lrs 1e-3 --sample-steps 2 --renders 2"
+                         " --renders-per-pair 1 --batch 2",
+                     dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto last = r.out.substr(r.out.rfind('\n', r.out.size() - 2) + 1);
+    const auto j = nlohmann::json::parse(last);
+    EXPECT_EQ(j["demo"], "control");
+    // The hint encoder at the world UNet's width (32) without strides: ldm's widths 3-16-16-32-32-96-96-256, then 32,
+    // each a 3x3 convolution with bias: 448 + 2320 + 4640 + 9248 + 27744 + 83040 + 221440 + 73760.
+    EXPECT_EQ(j["hint_encoder_params"], 422640);
+    // Adapters on every to_q/k/v/out.0 and ff.net.0.proj Linear of the model's transformer blocks: HRA in x 8,
+    // LoRA 3 x (in + out), from the model's own weights.
+    int64_t hra_count = 0, lora_count = 0, linears = 0;
+    {
+        hra::diffusion::SdLoadOptions lo;
+        lo.random_init = true;
+        auto sd = hra::diffusion::load_stable_diffusion(dir / "ctrl/model-config", torch::kFloat, lo);
+        for (const auto& p : sd.unet.model->named_parameters()) {
+            const auto& k = p.key();
+            if (k.find(".transformer_blocks.") == std::string::npos || k.size() < 7 || k.substr(k.size() - 7) != ".weight") continue;
+            bool target = false;
+            for (const char* t : {".to_q.", ".to_k.", ".to_v.", ".to_out.0.", ".ff.net.0.proj."}) target |= k.find(t) != std::string::npos;
+            if (!target) continue;
+            const int64_t out = p.value().size(0), in = p.value().size(1);
+            hra_count += in * 8, lora_count += 3 * (in + out), ++linears;
+        }
+    }
+    EXPECT_EQ(linears, 10 * 9);  // 10 transformer blocks (3 attention levels: 1 down + 2 up each, 1 mid) x (2 x 4 + 1)
+    EXPECT_EQ(j["hra"]["adapter_params"], hra_count);
+    EXPECT_EQ(j["lora"]["adapter_params"], lora_count);
+    EXPECT_EQ(j["test_conditions"], 72);  // 12 layouts x 6 colours
+    EXPECT_EQ(j["validation_conditions"], 18);
+    EXPECT_EQ(j["train_pairs"], 36 * 6);
+    EXPECT_EQ(j["base"]["images"], 72);
+    EXPECT_EQ(j["hra"]["seeds"].size(), 1u);
+    EXPECT_EQ(j["lora"]["seeds"].size(), 1u);
+    for (const char* row : {"base ", "HRA ", "LoRA ", "chance"}) EXPECT_NE(r.out.find(row), std::string::npos) << row;
+    EXPECT_TRUE(std::filesystem::exists(dir / "ctrl/control-grid.png"));
+    // No control pair shows a test or validation layout: the checker reads every target back.
+    std::set<std::string> held(j["test_layouts"].begin(), j["test_layouts"].end());
+    held.insert(j["validation_layouts"].begin(), j["validation_layouts"].end());
+    EXPECT_EQ(held.size(), 18u);
+    int pairs = 0;
+    {
+        std::ifstream lines(dir / "ctrl/control-pairs/prompt.json");
+        for (std::string line; std::getline(lines, line); ++pairs) {
+            const auto rec = nlohmann::json::parse(line);
+            EXPECT_FALSE(rec.contains("source"));  // the task takes Canny of the target
+            const auto got = hra::diffusion::check_image(io::read_png(dir / ("ctrl/control-pairs/" + rec["target"].get<std::string>())).pixels);
+            ASSERT_TRUE(got.found) << line;
+            const auto& s = got.scene;
+            const std::string layout = hra::diffusion::world_sizes()[s.size] + " " + hra::diffusion::world_shapes()[s.shape] + " " +
+                                       hra::diffusion::world_rows()[s.row] + " " + hra::diffusion::world_cols()[s.col];
+            EXPECT_EQ(held.count(layout), 0u) << layout;
+            EXPECT_EQ(rec["prompt"], "a " + hra::diffusion::world_colours()[s.colour] + " shape");
+        }
+    }
+    EXPECT_EQ(pairs, 36 * 6);
+    r = run_hra("-q demo --control --subject --out " + (dir / "x"), dir);
     EXPECT_EQ(r.code, 1);
 }
 

@@ -4,11 +4,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
-#include "common/log.h"
+#include <nlohmann/json.hpp>
 
+#include "common/log.h"
+#include "demo/diffusion_demo.h"
+#include "diffusion/pipeline.h"
+#include "io/png.h"
 #include "train/engine.h"
 
 namespace hra::demo_util {
@@ -51,6 +57,88 @@ inline std::string lr_note(const std::vector<double>& grid, const std::vector<do
     if (grid.size() > 1 && best_lr == *std::max_element(grid.begin(), grid.end()))
         return strprintf("the chosen learning rate %g is the grid's highest: the best may lie above it", best_lr);
     return "";
+}
+
+// The adapter fine-tuning the diffusion demos share: `method` (hra, lora) with rank r on `targets`, a constant
+// learning rate, AdamW wd 1e-2, `steps` steps of `batch`, clipping at `max_grad_norm` (0: none), quiet logs.
+// The caller adds what its task needs (class images, ...).
+inline TrainOptions finetune_options(const std::string& task, const std::string& model, const std::string& data, const std::string& out,
+                                     const std::string& method, int64_t r, const std::vector<std::string>& targets, int64_t resolution,
+                                     double lr, uint64_t seed, int64_t steps, int64_t batch, double max_grad_norm) {
+    TrainOptions t;
+    t.task = task;
+    t.model = model;
+    t.data = data;
+    t.out = out;
+    t.set_method(method);
+    t.adapter.r = r;
+    t.adapter.target_modules = ModuleSelector::of(targets);
+    t.resolution = resolution;
+    t.lr = lr;
+    t.schedule = Schedule::Constant;
+    t.weight_decay = 1e-2;
+    t.max_grad_norm = max_grad_norm;
+    t.batch_size = batch;
+    t.max_steps = steps;
+    t.seed = seed;
+    t.overwrite = true;
+    t.log_every = 1000000;
+    return t;
+}
+
+// A run of the engine with warnings only, and its losses (the last smoothed with `decay`).
+struct QuietRun {
+    TrainResult result;
+    LossSummary losses;
+};
+inline QuietRun train_quietly(const TrainOptions& t, double decay = 0.95) {
+    QuietRun q;
+    {
+        ScopedLogLevel quiet(LogLevel::Warning);
+        q.result = train(t);
+    }
+    q.losses = summarize(q.result.history, decay);
+    return q;
+}
+
+// Mean, lowest and highest of per-seed numbers.
+struct Spread {
+    double mean = 0, min = 0, max = 0;
+};
+inline Spread spread(const std::vector<double>& v) {
+    Spread s;
+    if (v.empty()) return s;
+    s.min = *std::min_element(v.begin(), v.end());
+    s.max = *std::max_element(v.begin(), v.end());
+    for (double x : v) s.mean += x / static_cast<double>(v.size());
+    return s;
+}
+
+// One image of a captioned folder: DIR/NAME as PNG, and its metadata.jsonl line appended to `meta`.
+inline void add_captioned(const std::filesystem::path& dir, const std::string& name, const torch::Tensor& pixels, const std::string& text,
+                          std::string& meta, const std::map<std::string, std::string>& png_text = {}) {
+    io::write_png((dir / name).string(), pixels, png_text);
+    meta += nlohmann::json{{"file_name", name}, {"text", text}}.dump() + "\n";
+}
+
+// One image per prompt with the world demo's sampler (its steps, guidance and scheduler), in batches of 25
+// seeded seed·1000 + batch; `residual` (when defined): one input residual per prompt (a control hint, encoded).
+inline torch::Tensor generate_prompts(diffusion::StableDiffusion& sd, const std::vector<std::string>& prompts, const DiffusionDemoOptions& w,
+                                      uint64_t seed, const torch::Tensor& residual = {}) {
+    std::vector<torch::Tensor> out;
+    const int64_t chunk = 25, n = static_cast<int64_t>(prompts.size());
+    for (int64_t start = 0; start < n; start += chunk) {
+        const int64_t end = std::min(n, start + chunk);
+        diffusion::GenerateOptions g;
+        g.prompts.assign(prompts.begin() + start, prompts.begin() + end);
+        g.steps = w.sample_steps;
+        g.guidance = w.guidance;
+        g.scheduler = w.scheduler;
+        g.seed = seed * 1000 + static_cast<uint64_t>(start / chunk);
+        if (residual.defined()) g.input_residual = residual.slice(0, start, end);
+        out.push_back(diffusion::generate(sd, g).pixels);
+    }
+    return torch::cat(out);
 }
 
 }  // namespace hra::demo_util

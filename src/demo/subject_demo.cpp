@@ -28,7 +28,10 @@ using diffusion::Scene;
 
 namespace {
 
+using demo_util::add_captioned;
+using demo_util::generate_prompts;
 using demo_util::lr_note;
+using demo_util::spread;
 using demo_util::say;
 using demo_util::seconds_since;
 
@@ -37,13 +40,6 @@ std::string quoted_list(const std::vector<std::string>& items) {
     std::vector<std::string> q;
     for (const auto& s : items) q.push_back("\"" + s + "\"");
     return join_names(q);
-}
-
-// One image of a captioned folder: the PNG, and its metadata.jsonl line appended to `meta`.
-void add_captioned(const fs::path& dir, const std::string& name, const torch::Tensor& pixels, const std::string& text, std::string& meta,
-                   const std::map<std::string, std::string>& png_text = {}) {
-    io::write_png((dir / name).string(), pixels, png_text);
-    meta += json{{"file_name", name}, {"text", text}}.dump() + "\n";
 }
 
 // "a large green {noun} at the middle center": the world's caption with `noun` for the shape word.
@@ -76,23 +72,6 @@ void write_pretraining_folder(int64_t size, int64_t per, const fs::path& dir) {
                           meta);
         }
     io::write_file_atomically((dir / "metadata.jsonl").string(), meta);
-}
-
-// One image per prompt (DDIM, the world demo's steps and guidance), batches of 25 seeded seed·1000 + batch.
-torch::Tensor generate_prompts(diffusion::StableDiffusion& sd, const std::vector<std::string>& prompts, const DiffusionDemoOptions& w,
-                               uint64_t seed) {
-    std::vector<torch::Tensor> out;
-    const int64_t chunk = 25, n = static_cast<int64_t>(prompts.size());
-    for (int64_t start = 0; start < n; start += chunk) {
-        diffusion::GenerateOptions g;
-        g.prompts.assign(prompts.begin() + start, prompts.begin() + std::min(n, start + chunk));
-        g.steps = w.sample_steps;
-        g.guidance = w.guidance;
-        g.scheduler = w.scheduler;
-        g.seed = seed * 1000 + static_cast<uint64_t>(start / chunk);
-        out.push_back(diffusion::generate(sd, g).pixels);
-    }
-    return torch::cat(out);
 }
 
 struct Prompts {
@@ -159,44 +138,24 @@ struct FineTuned {
 
 FineTuned fine_tune(const SubjectDemoOptions& o, const std::string& method, double lr, uint64_t seed, const std::string& base,
                     const std::string& instances, const std::string& classes, const fs::path& out) {
-    TrainOptions t;
-    t.task = "dreambooth";
-    t.model = base;
-    t.data = instances;
-    t.out = out.string();
-    t.set_method(method);
-    t.adapter.r = method == "hra" ? o.hra_r : o.lora_r;
-    t.adapter.target_modules = ModuleSelector::of(o.targets);
+    // The dreambooth task's defaults (the seed's run): constant lr, AdamW wd 1e-2, clip 1.0, batch 1 (+1 class image).
+    TrainOptions t = demo_util::finetune_options("dreambooth", base, instances, out.string(), method, method == "hra" ? o.hra_r : o.lora_r,
+                                                 o.targets, o.world.image_size, lr, seed, o.steps, 1, 1.0);
     // The prompts are the folders' captions (metadata.jsonl): each image its own context.
     t.class_data = classes;
     t.num_class_images = o.class_images;
     t.prior_loss_weight = 1.0;
-    t.resolution = o.world.image_size;
-    // The dreambooth task's defaults (the seed's run): constant lr, AdamW wd 1e-2, clip 1.0, batch 1 (+1 class image).
-    t.lr = lr;
-    t.schedule = Schedule::Constant;
-    t.weight_decay = 1e-2;
-    t.max_grad_norm = 1.0;
-    t.batch_size = 1;
-    t.max_steps = o.steps;
-    t.seed = seed;
-    t.overwrite = true;
-    t.log_every = 1000000;
-    TrainResult r;
-    {
-        ScopedLogLevel quiet(LogLevel::Warning);
-        r = train(t);
-    }
+    const auto q = demo_util::train_quietly(t);
+    const TrainResult& r = q.result;
     FineTuned f;
     f.adapter = r.adapter_dir;
     f.run.method = method;
     f.run.seed = seed;
     f.run.lr = lr;
     f.run.trainable = r.result.at("config").at("task_config").at("trainable_params").get<int64_t>();
-    const auto losses = demo_util::summarize(r.history, 0.95);
-    f.run.train_seconds = losses.seconds;
-    f.run.first_loss = losses.first;
-    f.run.final_loss = losses.last;
+    f.run.train_seconds = q.losses.seconds;
+    f.run.first_loss = q.losses.first;
+    f.run.final_loss = q.losses.last;
     return f;
 }
 
@@ -207,18 +166,6 @@ diffusion::StableDiffusion load_with_adapter(const std::string& base, const std:
 }
 
 std::string lr_text(double lr) { return strprintf("%g", lr); }
-
-struct Spread {
-    double mean = 0, min = 0, max = 0;
-};
-Spread spread(const std::vector<double>& v) {
-    Spread s;
-    if (v.empty()) return s;
-    s.min = *std::min_element(v.begin(), v.end());
-    s.max = *std::max_element(v.begin(), v.end());
-    for (double x : v) s.mean += x / static_cast<double>(v.size());
-    return s;
-}
 
 json score_json(const SubjectScore& s) {
     return {{"images", s.images},

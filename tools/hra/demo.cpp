@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "common/error.h"
+#include "demo/control_demo.h"
 #include "demo/demo.h"
 #include "demo/nlu_demo.h"
 #include "demo/diffusion_demo.h"
@@ -77,16 +78,40 @@ Command add_demo(CLI::App& app) {
     cmd->add_flag("--subject", *want_subj,
                   "the DreamBooth demo instead: pretrain the --diffusion model without a subject (a wide bar), then teach it from 4 images "
                   "with HRA and LoRA (same budget, prior preservation), subject prompts in held-out colours and cells, 3 seeds");
-    cmd->add_option("--base-minutes", subj->base_minutes, "--subject: pretraining time box of the base model")->default_val(subj->base_minutes);
-    cmd->add_option("--base", subj->base, "--subject: reuse the base model of an earlier run (OUT/base/checkpoint-N) instead of pretraining");
-    cmd->add_option("--base-steps", subj->base_max_steps, "--subject: pretrain this many steps instead (0: the time box)")->default_val(0);
-    cmd->add_option("--finetune-steps", subj->steps, "--subject: DreamBooth steps per run (batch 1 + 1 class image)")->default_val(subj->steps);
+    cmd->add_option("--base-minutes", subj->base_minutes, "--subject, --control: pretraining time box of the base model (--control: 2.5 unless given)")->default_val(subj->base_minutes);
+    cmd->add_option("--base", subj->base, "--subject, --control: reuse the base model of an earlier run (OUT/base/checkpoint-N) instead of pretraining");
+    cmd->add_option("--base-steps", subj->base_max_steps, "--subject, --control: pretrain this many steps instead (0: the time box)")->default_val(0);
+    cmd->add_option("--finetune-steps", subj->steps, "--subject, --control: fine-tuning steps per run (--subject: batch 1 + 1 class image; --control: 120 unless given)")->default_val(subj->steps);
     cmd->add_option("--class-images", subj->class_images, "--subject: class images the base generates")->default_val(subj->class_images);
     cmd->add_option("--instance-contexts", subj->instance_contexts,
                     "--subject: colours and cells the instance images show, each with its caption (1: one instance prompt)")
         ->default_val(subj->instance_contexts);
-    return {cmd, [cmd, o, nlu, want_nlu, diff, want_diff, subj, want_subj]() {
-                if (*want_nlu + *want_diff + *want_subj > 1) throw Error("give one of --nlu, --diffusion and --subject");
+    auto ctrl = std::make_shared<ControlDemoOptions>();
+    auto want_ctrl = std::make_shared<bool>(false);
+    cmd->add_flag("--control", *want_ctrl,
+                  "the control demo instead: pretrain the --diffusion model, then learn canny -> image (hint encoder + HRA or LoRA, same "
+                  "budget), edge F1 on conditions of held-out layouts before and after, 3 seeds");
+    cmd->add_option("--renders-per-pair", ctrl->renders, "--control: control pairs per training layout and colour")->default_val(ctrl->renders);
+    cmd->add_option("--batch", ctrl->batch_size, "--control: control pairs per step")->default_val(ctrl->batch_size);
+    return {cmd, [cmd, o, nlu, want_nlu, diff, want_diff, subj, want_subj, ctrl, want_ctrl]() {
+                if (*want_nlu + *want_diff + *want_subj + *want_ctrl > 1) throw Error("give one of --nlu, --diffusion, --subject and --control");
+                if (*want_ctrl) {
+                    // The options --subject shares with --control: the base model and the fine-tuning runs.
+                    ctrl->out = cmd->count("--out") ? o->out : "demo-control";
+                    const int64_t levels = ctrl->world.attention_levels;
+                    ctrl->world = *diff;
+                    if (!cmd->count("--attention-levels")) ctrl->world.attention_levels = levels;
+                    if (cmd->count("--base-minutes")) ctrl->base_minutes = subj->base_minutes;
+                    ctrl->base = subj->base;
+                    ctrl->base_max_steps = subj->base_max_steps;
+                    if (cmd->count("--finetune-steps")) ctrl->steps = subj->steps;
+                    if (cmd->count("--seeds")) ctrl->seeds = diff->seeds;
+                    if (cmd->count("--hra-lrs")) ctrl->hra_lrs = o->hra_lrs;
+                    if (cmd->count("--lora-lrs")) ctrl->lora_lrs = o->lora_lrs;
+                    auto r = run_control_demo(*ctrl);
+                    std::printf("%s", r.table.c_str());
+                    return 0;
+                }
                 if (*want_subj) {
                     subj->out = cmd->count("--out") ? o->out : "demo-subject";
                     const int64_t levels = subj->world.attention_levels;
