@@ -161,6 +161,12 @@ TEST(MathEquiv, SymbolicOnlyForPythonSyntax) {
     EXPECT_FALSE(math_equal("1.61**-33**37**6.", "0"));
     EXPECT_FALSE(math_equal("2.0**(pi*10**6)", "0"));
     EXPECT_FALSE(math_equal("sin(10.0**99999)", "0"));
+    EXPECT_FALSE(math_equal("(2**99999)**99999.", "0"));  // an exact base under a float exponent
+    EXPECT_FALSE(math_equal("(x+1)**100000", "0"));        // expand() would make 100,001 terms
+    EXPECT_FALSE(math_equal("((x+1)**100)**100", "0"));    // GiNaC multiplies the exponents
+    EXPECT_TRUE(math_equal("(x+1)**2", "x**2+2*x+1"));
+    EXPECT_TRUE(math_equal("sqrt(2)**2", "2"));
+    EXPECT_TRUE(math_equal("2**10", "1024"));
     EXPECT_TRUE(math_equal("2.0**0.5", "sqrt(2)"));
     EXPECT_TRUE(math_equal("exp(log(3))", "3"));
     EXPECT_TRUE(math_equal("2**100", "1267650600228229401496703205376"));

@@ -139,14 +139,17 @@ struct ExprParser {
         if (!eat("**")) return base;
         GiNaC::ex e = unary();  // right-associative, binds tighter than unary minus on the left
         check_power_size(base, e);
-        return GiNaC::pow(base, e);
+        GiNaC::ex p = GiNaC::pow(base, e);
+        check_expansion_size(p);
+        return p;
     }
     // GiNaC evaluates powers at once and CLN converts a float exponent's integer part
     // to an exact integer: "6 ** -3 ** 91" computed 6^(3^91) (a hang) and
     // "1.61**-33**37**6." (from strip_string, which drops spaces) built 33^(37^6) as a
     // float, whose integer part took 1.6 GB (both fuzz_answers finds). An exponent whose
-    // numeric value exceeds 100,000 in magnitude, or an exact power above about a
-    // million bits, is refused (not an answer); no MATH answer comes near either.
+    // numeric value exceeds 100,000 in magnitude, or a power of an exact number above
+    // about a million bits (whatever kind of number the exponent is), is refused (not an
+    // answer); no MATH answer comes near either.
     static double magnitude(const GiNaC::ex& e) {
         const GiNaC::ex v = GiNaC::evalf(e);
         if (!GiNaC::is_a<GiNaC::numeric>(v)) return 0;  // symbolic: never evaluated to a number
@@ -155,12 +158,19 @@ struct ExprParser {
     static void check_power_size(const GiNaC::ex& base, const GiNaC::ex& e) {
         const double k = magnitude(e);
         if (!(k <= 1e5)) throw std::runtime_error("exponent too large");
-        if (!GiNaC::is_a<GiNaC::numeric>(e) || !GiNaC::ex_to<GiNaC::numeric>(e).is_integer()) return;
         if (!GiNaC::is_a<GiNaC::numeric>(base)) return;
         const auto b = GiNaC::ex_to<GiNaC::numeric>(base);
         if (!b.is_rational()) return;
-        const double bits = std::log2(std::abs(b.numer().to_double()) + 1) + std::log2(std::abs(b.denom().to_double()) + 1);
+        const double bits = static_cast<double>(b.numer().int_length()) + static_cast<double>(b.denom().int_length());
         if (!(bits * k <= 1e6)) throw std::runtime_error("power too large");
+    }
+    // A power of an expression ("(x+1)**100000", "(1+sqrt(2))**100000", or nested powers GiNaC
+    // multiplies out) that expand() would turn into a huge sum: exponents above 100 refused.
+    static void check_expansion_size(const GiNaC::ex& p) {
+        if (!GiNaC::is_a<GiNaC::power>(p)) return;
+        const GiNaC::ex& base = p.op(0);
+        if (GiNaC::is_a<GiNaC::symbol>(base) || GiNaC::is_a<GiNaC::numeric>(base)) return;
+        if (!(magnitude(p.op(1)) <= 100)) throw std::runtime_error("power of an expression too large to expand");
     }
     GiNaC::ex atom() {
         skip();
