@@ -515,6 +515,12 @@ TEST(Cli, ControlDemoRunsAndReports) {
     EXPECT_EQ(pairs, 36 * 6);
     r = run_hra("-q demo --control --subject --out " + (dir / "x"), dir);
     EXPECT_EQ(r.code, 1);
+    r = run_hra("-q demo --control --steps 5 --out " + (dir / "x"), dir);  // the stories260K demo's option
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("--finetune-steps"), std::string::npos) << r.err;
+    r = run_hra("-q demo --control --seeds 0 1 0 --out " + (dir / "x"), dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("seeds must differ"), std::string::npos) << r.err;
 }
 
 // The demo's questions: one de-duplicated pool, split into disjoint slices (a

@@ -300,7 +300,7 @@ TEST(Control, EvalControlCommand) {
     EXPECT_EQ(io::read_png(dir / "seg_pred/c.png").bit_depth, 16);
     r = test::run_hra("sd eval-control --metric s2i --truth " + (dir / "seg_truth") + " --outputs " + (dir / "seg_pred"), dir);
     EXPECT_NE(r.code, 0);
-    EXPECT_NE(r.err.find("16 bits per pixel"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("16 bits per channel"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("seg_pred/c.png"), std::string::npos) << r.err;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <random>
+#include <set>
 
 #include <torch/torch.h>
 
@@ -176,6 +177,7 @@ json score_json(const ControlScore& s) {
 
 ControlDemoResult run_control_demo(const ControlDemoOptions& o) {
     if (o.seeds.empty()) throw Error("the control demo needs at least one seed");
+    if (std::set<uint64_t>(o.seeds.begin(), o.seeds.end()).size() != o.seeds.size()) throw Error("the control demo's seeds must differ");
     if (o.hra_lrs.empty() || o.lora_lrs.empty()) throw Error("the control demo needs at least one learning rate per method");
     if (o.steps < 1 || o.renders < 1 || o.batch_size < 1) throw Error("the control demo needs steps, renders and a batch size");
     const auto& w = o.world;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+#include <set>
 
 #include <torch/torch.h>
 
@@ -181,6 +182,7 @@ json score_json(const SubjectScore& s) {
 
 SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     if (o.seeds.empty()) throw Error("the subject demo needs at least one seed");
+    if (std::set<uint64_t>(o.seeds.begin(), o.seeds.end()).size() != o.seeds.size()) throw Error("the subject demo's seeds must differ");
     if (o.hra_lrs.empty() || o.lora_lrs.empty()) throw Error("the subject demo needs at least one learning rate per method");
     if (o.instance_images < 1 || o.class_images < 1 || o.steps < 1) throw Error("the subject demo needs instance images, class images and steps");
     const auto& w = o.world;

@@ -95,6 +95,9 @@ Command add_demo(CLI::App& app) {
     cmd->add_option("--batch", ctrl->batch_size, "--control: control pairs per step")->default_val(ctrl->batch_size);
     return {cmd, [cmd, o, nlu, want_nlu, diff, want_diff, subj, want_subj, ctrl, want_ctrl]() {
                 if (*want_nlu + *want_diff + *want_subj + *want_ctrl > 1) throw Error("give one of --nlu, --diffusion, --subject and --control");
+                if ((*want_subj || *want_ctrl) && (cmd->count("--steps") || cmd->count("--batch-size")))
+                    throw Error("--steps and --batch-size are the stories260K demo's; --subject and --control take --finetune-steps "
+                                "(and --control --batch)");
                 if (*want_ctrl) {
                     // The options --subject shares with --control: the base model and the fine-tuning runs.
                     ctrl->out = cmd->count("--out") ? o->out : "demo-control";

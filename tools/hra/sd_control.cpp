@@ -61,7 +61,7 @@ torch::Tensor label_map(const std::string& path) {
     // 16-bit maps would lose their high byte and 1-4 bit ones be rescaled by the expansion to 8 bits: refused, not guessed.
     if (png.bit_depth != 8)
         throw Error("a label map must be an 8-bit grey PNG holding class indices (this one has " + std::to_string(png.bit_depth) +
-                        " bits per pixel; save the class indices as 8-bit grey)",
+                        " bits per channel; save the class indices as 8-bit grey)",
                     {path});
     const auto& img = png.pixels;
     if (img.size(2) != 1)
