@@ -156,6 +156,81 @@ TEST(Cli, ConvertGenerateMergeExport) {
     EXPECT_EQ(a.out, c.out);
 }
 
+// Prompt templates at inference and hra eval's batched generation, end to end.
+// The template texts below are typed from their sources (Stanford Alpaca's
+// train.py PROMPT_DICT; the HRA seed's GSM8K eval script), not from src/.
+TEST(Cli, GenerateTemplatesAndBatchedEval) {
+    test::TempDir dir;
+    ASSERT_EQ(test::convert_stories260k(dir).code, 0);
+    const std::string s260 = dir / "s260";
+    auto write = [&](const std::string& name, const std::string& text) {
+        io::write_file_atomically(dir / name, text);
+        return std::string(dir / name);
+    };
+    const std::string head = "Below is an instruction that describes a task. Write a response that appropriately completes the request.";
+    const auto alpaca = write("alpaca.txt", head + "\n\n### Instruction:\n{query}\n\n### Response:");
+    const auto seed = write("seed.txt", head + "\n\n### Instruction:\n{query}\n\n### Response: Let's think step by step.");
+    const auto with_input = write("input.txt",
+                                  "Below is an instruction that describes a task, paired with an input that provides further context. "
+                                  "Write a response that appropriately completes the request.\n\n"
+                                  "### Instruction:\n{query}\n\n### Input:\n{input}\n\n### Response:");
+    const std::string gen = "-q generate --model " + s260 + " --max-new-tokens 16 --prompt 'Tell a story about Lily.' ";
+    auto out = [&](const std::string& flags) {
+        auto r = run_hra(gen + flags, dir);
+        EXPECT_EQ(r.code, 0) << flags << ": " << r.err;
+        EXPECT_FALSE(r.out.empty()) << flags;
+        if (!r.out.empty()) {
+            EXPECT_EQ(r.out.back(), '\n') << flags;
+        }
+        return r.out;
+    };
+    const auto plain = out("");
+    const auto a = out("--template alpaca");
+    EXPECT_NE(a, plain) << "the template should change what follows";
+    EXPECT_EQ(a, out("--template-file " + alpaca));
+    const auto m = out("--template metamath --step-by-step");
+    EXPECT_NE(m, a);
+    EXPECT_EQ(m, out("--template-file " + seed));
+    const auto i = out("--template alpaca --input 'The park.'");
+    EXPECT_NE(i, a);
+    EXPECT_EQ(i, out("--template-file " + with_input + " --input 'The park.'"));
+    auto r = run_hra(gen + "--template chatml --input x", dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("--input goes with --template alpaca"), std::string::npos) << r.err;
+    r = run_hra(gen + "--template-file " + write("bad.txt", "no slot"), dir);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("{query}"), std::string::npos) << r.err;
+
+    // hra eval generates in batches: batch 1 and batch 2 give the same completions,
+    // the default prompt is the seed's, and the log (not a terminal) has no '\r'.
+    const auto data = write("q.jsonl",
+                            "{\"question\": \"Tom has 3 apples and buys 2 more. How many apples does he have?\", \"answer\": \"#### 5\"}\n"
+                            "{\"question\": \"Lily saw 4 cats.\", \"answer\": \"#### 4\"}\n"
+                            "{\"question\": \"A dog ran.\", \"answer\": \"#### 0\"}\n");
+    const std::string ev = "eval --task gsm8k --model " + s260 + " --data " + data + " --max-new-tokens 12 ";
+    r = run_hra(ev + "--batch-size 1 --output " + (dir / "b1.jsonl"), dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.err.find('\r'), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("questions/s"), std::string::npos) << r.err;
+    const auto summary = nlohmann::json::parse(r.out);
+    EXPECT_EQ(summary.at("n").get<int>(), 3) << r.out;
+    EXPECT_GT(summary.at("questions_per_s").get<double>(), 0.0);
+    ASSERT_EQ(run_hra("-q " + ev + "--batch-size 2 --output " + (dir / "b2.jsonl"), dir).code, 0);
+    ASSERT_EQ(run_hra("-q " + ev + "--batch-size 2 --template-file " + seed + " --output " + (dir / "f.jsonl"), dir).code, 0);
+    const auto b1 = test::slurp(dir / "b1.jsonl");
+    EXPECT_EQ(std::count(b1.begin(), b1.end(), '\n'), 3) << b1;
+    EXPECT_EQ(b1, test::slurp(dir / "b2.jsonl"));
+    auto completions = [](const std::string& text) {
+        std::vector<std::string> c;
+        std::istringstream in(text);
+        for (std::string line; std::getline(in, line);) c.push_back(nlohmann::json::parse(line).at("completion"));
+        return c;
+    };
+    EXPECT_EQ(completions(b1), completions(test::slurp(dir / "f.jsonl")));
+    EXPECT_NE(nlohmann::json::parse(b1.substr(0, b1.find('\n'))).at("prompt").get<std::string>().find("### Response: Let's think step by step."),
+              std::string::npos);
+}
+
 TEST(Cli, EvalScoresPredictionsAsOneJsonLine) {
     test::TempDir dir;
     io::write_file_atomically(dir / "p.jsonl",

@@ -193,12 +193,13 @@ json generate_and_score(LlamaForCausalLMImpl& model, const Tokenizer& tok, const
                                 items.size(), static_cast<long long>(correct), static_cast<double>(n) / secs));
     }
     clear_progress();
-    log_info(strprintf("hra: %lld/%zu scored, %lld correct", static_cast<long long>(n), items.size(),
-                       static_cast<long long>(correct)));
+    const double per_s =
+        static_cast<double>(n) / std::max(1e-9, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    log_info(strprintf("hra: %lld/%zu scored, %lld correct, %.2f questions/s", static_cast<long long>(n), items.size(),
+                       static_cast<long long>(correct), per_s));
     if (!o.output.empty()) io::write_file_atomically(o.output, out);
     auto result = summary(o.task, o.protocol, n, correct, bad);
-    result["questions_per_s"] =
-        static_cast<double>(n) / std::max(1e-9, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    result["questions_per_s"] = per_s;
     return result;
 }
 

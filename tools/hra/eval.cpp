@@ -58,8 +58,9 @@ Command add_eval(CLI::App& app) {
         ->default_val("metamath")
         ->check(CLI::IsMember(prompt_template_names()));
     cmd->add_option("--template-file", o->template_file, "gsm8k/math with --model: a prompt template file with {query}");
-    cmd->add_flag("--step-by-step,!--no-step-by-step", o->step_by_step,
-                  "gsm8k/math with --model: end the prompt with \"Let's think step by step.\" (the seed's; default on)");
+    auto* step = cmd->add_flag("--step-by-step,!--no-step-by-step", o->step_by_step,
+                               "gsm8k/math with --model: end the prompt with \"Let's think step by step.\" (the seed's; default on, "
+                               "off with --template-file: the file is the whole prompt)");
     cmd->add_option("--batch-size", o->batch_size, "perplexity: examples per batch; gsm8k/math with --model: questions generated together")->default_val(8);
     cmd->add_option("--format", o->data_options.format, "perplexity: data format (auto, metamath, gsm8k, alpaca, completion, text, chat)")->default_val("auto");
     cmd->add_option("--chat-template", o->data_options.chat_template, "perplexity, chat data: llama2, llama3 or chatml")
@@ -71,7 +72,7 @@ Command add_eval(CLI::App& app) {
     cmd->add_option("--bad-records", o->bad_records, "a bad record or row: fail (name file and line) or skip (counted in \"skipped\")")
         ->default_val("fail")
         ->check(CLI::IsMember({"fail", "skip"}));
-    return {cmd, [cmd, o]() {
+    return {cmd, [cmd, o, step]() {
                 nlohmann::json result;
                 const auto protocol = eval::parse_protocol(o->protocol);
                 const auto bad = io::parse_on_bad_record(o->bad_records);
@@ -126,7 +127,7 @@ Command add_eval(CLI::App& app) {
                         g.on_bad_record = bad;
                         g.template_name = o->template_file.empty() ? o->template_name : "file";
                         if (!o->template_file.empty()) g.template_text = io::read_file(o->template_file);
-                        g.step_by_step = o->step_by_step;
+                        g.step_by_step = o->step_by_step && (o->template_file.empty() || step->count() > 0);
                         result = eval::generate_and_score(*m.base.model, *tok, g);
                     }
                 }
