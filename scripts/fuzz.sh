@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${HRA_FUZZ_SECONDS:-30}"
-cmake -S fuzz -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DHRA_FUZZ_SECONDS="$seconds" >/dev/null
+cmake -S fuzz -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DHRA_FUZZ_SECONDS="$seconds" \
+    -DCMAKE_UNITY_BUILD="${HRA_UNITY_BUILD:-ON}" >/dev/null
 cmake --build build-fuzz -j"$(nproc)"
 ctest --test-dir build-fuzz --output-on-failure -j"$(nproc)"

@@ -16,6 +16,7 @@
 #include "models/hint_encoder.h"
 #include "models/model_weights.h"
 #include "models/unet_2d_condition.h"
+#include "test_sd15.h"
 #include "test_util.h"
 
 using namespace hra;
@@ -28,11 +29,6 @@ torch::Tensor u8(const nlohmann::json& flat, int64_t h, int64_t w, int64_t c) {
     return torch::tensor(v).to(torch::kUInt8).view(c == 1 ? std::vector<int64_t>{h, w} : std::vector<int64_t>{h, w, c});
 }
 
-const std::string kSd15Config = R"({"attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
-        "cross_attention_dim": 768, "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D", "DownBlock2D"], "in_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
-        "out_channels": 4, "sample_size": 64,
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]})";
 
 }  // namespace
 
@@ -76,24 +72,7 @@ TEST(Control, HintEncoderIsLdmsInputHintBlock) {
 // by hand: a block of width d has attn1 4d inputs, attn2 2d + 2·768, ff.net.0.proj
 // d, so Σ(7d + 1536) over d ∈ 5×320, 5×640, 6×1280 = 7·12,480 + 16·1536 = 111,936.
 TEST(Control, PlacementCountsOnSd15) {
-    const auto c = parse_unet_config(kSd15Config, "sd15.json");
-    SkipInitGuard skip;
-    UNet2DConditionModel m(c);
-    InjectOptions io;
-    io.default_targets = control_adapter_targets();
-    io.model_type = "UNet2DConditionModel";
-    io.output_layers = {};
-    PeftModel peft(m.ptr(), io);
-    for (const auto& [name, r] : std::vector<std::pair<std::string, int64_t>>{{"hra8", 8}, {"hra3", 3}}) {
-        auto cfg = AdapterConfig::of("HRA");
-        cfg.r = r;
-        cfg.target_modules = ModuleSelector::of(io.default_targets);
-        EXPECT_EQ(peft.add_adapter(name, cfg).size(), 144U);
-        int64_t n = 0;
-        for (const auto& [pname, p] : unique_named_parameters(*m))
-            if (pname.find(".adapters." + name + ".hra_u") != std::string::npos) n += p.numel();
-        EXPECT_EQ(n, 111936 * r) << name;
-    }
+    for (int64_t r : {8, 3}) EXPECT_EQ(test::hra_on_sd15(control_adapter_targets(), r), (std::pair<size_t, int64_t>{144, 111936 * r}));
     EXPECT_EQ(111936 * 8, 895488);  // the paper's 0.89M
 }
 

@@ -26,7 +26,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string fixture(const std::string& rel) { return (fs::path(HRA_TEST_FIXTURES) / rel).string(); }
+using test::fixture;
 
 
 }  // namespace

@@ -13,11 +13,12 @@
 #include "eval/python_num.h"
 #include "io/atomic_file.h"
 #include "text/regex.h"
+#include "test_util.h"
 
 using namespace hra::eval;
 
 namespace {
-std::string fixture(const std::string& name) { return std::string(HRA_TEST_FIXTURES) + "/" + name; }
+using hra::test::fixture;
 }  // namespace
 
 TEST(PythonNumbers, FloatIntRoundIsclose) {

@@ -18,11 +18,11 @@ using hra::test::error_of;
 
 namespace {
 
-std::string fixture(const std::string& name) { return std::string(HRA_TEST_FIXTURES) + "/images/" + name; }
+std::string image_fixture(const std::string& name) { return std::string(HRA_TEST_FIXTURES) + "/images/" + name; }
 
 struct Fixture {
-    io::SafetensorsFile file = io::SafetensorsFile::open(fixture("images.safetensors"));
-    nlohmann::json cases = nlohmann::json::parse(io::read_file(fixture("cases.json")))["cases"];
+    io::SafetensorsFile file = io::SafetensorsFile::open(image_fixture("images.safetensors"));
+    nlohmann::json cases = nlohmann::json::parse(io::read_file(image_fixture("cases.json")))["cases"];
     torch::Tensor get(const std::string& key) { return file.tensor(key).clone(); }
     std::vector<nlohmann::json> of_kind(const std::string& kind) {
         std::vector<nlohmann::json> out;
@@ -72,7 +72,7 @@ TEST(Image, DecodeEqualsPillow) {
     const auto cases = fx.of_kind("decode");
     ASSERT_EQ(cases.size(), 8U);
     for (const auto& c : cases) {
-        const auto got = data::load_rgb(fixture(c["file"]));
+        const auto got = data::load_rgb(image_fixture(c["file"]));
         const auto want = fx.get(c["key"]);
         ASSERT_EQ(got.sizes(), want.sizes()) << c["file"];
         EXPECT_EQ(max_abs_diff(got, want), 0) << c["file"];
@@ -135,7 +135,7 @@ TEST(Image, Crops) {
 
 TEST(Image, BadInputNamesTheFile) {
     test::TempDir dir;
-    const std::string good = io::read_file(fixture("jpeg_baseline.jpg"));
+    const std::string good = io::read_file(image_fixture("jpeg_baseline.jpg"));
     io::write_file_atomically(dir / "cut.jpg", good.substr(0, good.size() / 2));
     auto e = error_of([&] { data::load_rgb(dir / "cut.jpg"); });
     EXPECT_NE(e.find("cut.jpg"), std::string::npos) << e;
@@ -153,7 +153,7 @@ TEST(Image, BadInputNamesTheFile) {
     EXPECT_NE(e.find("positive"), std::string::npos) << e;
     // A 299-byte progressive JPEG claiming 46144x12288 pixels (found by fuzz_images: libjpeg's
     // coefficient buffer took 3 GB before any check) is refused on its header.
-    e = error_of([&] { data::load_rgb(fixture("jpeg_bomb.jpg")); });
+    e = error_of([&] { data::load_rgb(image_fixture("jpeg_bomb.jpg")); });
     EXPECT_NE(e.find("jpeg_bomb.jpg"), std::string::npos) << e;
     EXPECT_NE(e.find("jpeg_bomb.jpg: the image has 46144x12288 pixels, more than 178956970"), std::string::npos) << e;
     // Sizes beyond int64 (they used to wrap to negative numbers) and fractions are errors naming the key.

@@ -30,7 +30,7 @@ using hra::test::rel_err;
 
 namespace {
 
-std::string fixture(const std::string& name) { return std::string(HRA_TEST_FIXTURES) + "/" + name; }
+using test::fixture;
 
 const std::vector<int64_t> kGoldenPrompt = {1, 403, 407, 261, 378};
 const std::vector<int64_t> kGoldenContinuation = {432, 383, 286, 261, 376, 298, 315, 421, 395, 317,

@@ -12,7 +12,7 @@ using hra::test::error_of;
 
 namespace {
 
-std::string fixture(const std::string& name) { return std::string(HRA_TEST_FIXTURES) + "/lpips/lpips-vgg-tiny/" + name; }
+std::string lpips_fixture(const std::string& name) { return std::string(HRA_TEST_FIXTURES) + "/lpips/lpips-vgg-tiny/" + name; }
 
 double max_rel(const torch::Tensor& got, const torch::Tensor& want) {
     return ((got - want).abs().max() / want.abs().max().clamp_min(1e-300)).item<double>();
@@ -23,8 +23,8 @@ double max_rel(const torch::Tensor& got, const torch::Tensor& want) {
 // float64: the distances, each layer's term, the scaled input and the [0, 1]
 // path equal the reference: bit-identical here (0), asserted at 1e-14 relative.
 TEST(Lpips, MatchesReferenceFloat64) {
-    auto io = io::SafetensorsFile::open(fixture("io.safetensors"));
-    const auto m = models::Lpips::load(fixture("vgg.safetensors"), fixture("lin.safetensors"), torch::kDouble);
+    auto io = io::SafetensorsFile::open(lpips_fixture("io.safetensors"));
+    const auto m = models::Lpips::load(lpips_fixture("vgg.safetensors"), lpips_fixture("lin.safetensors"), torch::kDouble);
     const auto in0 = io.tensor("in0"), in1 = io.tensor("in1");
     const auto d = m.distance(in0, in1);
     const auto want = io.tensor("distance").view({-1});
@@ -44,8 +44,8 @@ TEST(Lpips, MatchesReferenceFloat64) {
 // float32 (the product's dtype): within 1e-5 relative (the reference's own
 // float32 run differs from its float64 one by 1e-7).
 TEST(Lpips, MatchesReferenceFloat32) {
-    auto io = io::SafetensorsFile::open(fixture("io.safetensors"));
-    const auto m = models::Lpips::load(fixture("vgg.safetensors"), fixture("lin.safetensors"));
+    auto io = io::SafetensorsFile::open(lpips_fixture("io.safetensors"));
+    const auto m = models::Lpips::load(lpips_fixture("vgg.safetensors"), lpips_fixture("lin.safetensors"));
     const auto d = m.distance(io.tensor("in0").to(torch::kFloat), io.tensor("in1").to(torch::kFloat));
     EXPECT_LT(max_rel(d.to(torch::kDouble), io.tensor("distance").view({-1})), 1e-5);
 }
@@ -54,17 +54,17 @@ TEST(Lpips, MatchesReferenceFloat32) {
 // weights (data/lpips) fit a full-width VGG16 trunk and not the tiny one.
 TEST(Lpips, BadWeightsNameFileAndKey) {
     test::TempDir dir;
-    auto vgg = io::SafetensorsFile::open(fixture("vgg.safetensors"));
+    auto vgg = io::SafetensorsFile::open(lpips_fixture("vgg.safetensors"));
     io::NamedTensors t;
     for (const auto& n : vgg.names()) t.emplace_back(n, vgg.tensor(n).clone());
     for (auto& [n, v] : t)
         if (n == "features.5.weight") v = torch::zeros({6, 5, 3, 3});
     io::save_safetensors(dir / "bad.safetensors", t);
-    auto e = error_of([&] { models::Lpips::load(dir / "bad.safetensors", fixture("lin.safetensors")); });
+    auto e = error_of([&] { models::Lpips::load(dir / "bad.safetensors", lpips_fixture("lin.safetensors")); });
     EXPECT_NE(e.find("bad.safetensors"), std::string::npos) << e;
     EXPECT_NE(e.find("features.5.weight"), std::string::npos) << e;
     // The tiny trunk with the real (64…512-channel) lin weights: the first lin layer does not fit.
-    e = error_of([&] { models::Lpips::load(fixture("vgg.safetensors"), std::string(HRA_DATA_DIR) + "/lpips/vgg-v0.1-lin.safetensors"); });
+    e = error_of([&] { models::Lpips::load(lpips_fixture("vgg.safetensors"), std::string(HRA_DATA_DIR) + "/lpips/vgg-v0.1-lin.safetensors"); });
     EXPECT_NE(e.find("lin0.model.1.weight"), std::string::npos) << e;
     EXPECT_NE(e.find("[1, 4, 1, 1]"), std::string::npos) << e;
     io::NamedTensors full;
@@ -81,7 +81,7 @@ TEST(Lpips, BadWeightsNameFileAndKey) {
     const auto x = torch::rand({1, 3, 32, 32}) * 2 - 1;
     EXPECT_EQ(real.distance(x, x).item<float>(), 0.0F);
     EXPECT_GT(real.distance(x, -x).item<float>(), 0.0F);
-    const auto m = models::Lpips::load(fixture("vgg.safetensors"), fixture("lin.safetensors"));
+    const auto m = models::Lpips::load(lpips_fixture("vgg.safetensors"), lpips_fixture("lin.safetensors"));
     e = error_of([&] { m.distance(torch::zeros({1, 3, 8, 8}), torch::zeros({1, 3, 8, 8})); });
     EXPECT_NE(e.find("16"), std::string::npos) << e;
 }

@@ -26,7 +26,7 @@ using hra::test::error_of;
 
 namespace {
 
-std::string fixture(const std::string& name) { return std::string(HRA_TEST_FIXTURES) + "/" + name; }
+using test::fixture;
 
 // Tiny model folders: DINO (the ViT fixture), a whole CLIPModel (the CLIP
 // vision fixture plus a seeded random text tower of the real vocabulary) and

@@ -22,7 +22,7 @@ using namespace hra;
 
 namespace {
 
-std::string fixture(const std::string& name) { return std::string(HRA_TEST_FIXTURES) + "/" + name; }
+using test::fixture;
 
 class TokenizerJson : public ::testing::TestWithParam<std::string> {};
 

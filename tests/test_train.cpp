@@ -42,7 +42,7 @@ using namespace hra;
 using hra::test::max_abs_diff;
 
 namespace {
-std::string fixture(const std::string& name) { return std::string(HRA_TEST_FIXTURES) + "/" + name; }
+using test::fixture;
 }  // namespace
 
 TEST(AdamW, MatchesLibtorchAdamW) {

@@ -14,6 +14,7 @@
 #include "common/torch_compat.h"
 #include "models/model_weights.h"
 #include "models/unet_2d_condition.h"
+#include "test_sd15.h"
 #include "test_util.h"
 
 using namespace hra;
@@ -31,20 +32,13 @@ std::pair<size_t, int64_t> count(const UNetConfig& c) {
     return {params.size(), n};
 }
 
-// SD 1.5's unet/config.json.
-const std::string kSd15Config = R"({"_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
-        "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": false, "cross_attention_dim": 768,
-        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-        "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
-        "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]})";
 
 }  // namespace
 
 // SD 1.5's and SD 2.1's unet/config.json; counts from diffusers v0.25.1's
 // UNet2DConditionModel built from the same configs (DIFFUSION.md §1 for 1.5).
 TEST(UNet, StableDiffusion15And21Shapes) {
-    const std::string sd15 = kSd15Config;
+    const std::string sd15 = test::kSd15UnetConfig;
     auto c = parse_unet_config(sd15, "sd15.json");
     EXPECT_EQ(c.heads, (std::vector<int64_t>{8, 8, 8, 8}));
     EXPECT_EQ(count(c), (std::pair<size_t, int64_t>{686, 859520964}));
@@ -65,24 +59,7 @@ TEST(UNet, StableDiffusion15And21Shapes) {
 // blocks of width d (5 of 320, 5 of 640, 6 of 1280) has attn1 4d inputs and attn2
 // 2d + 2·768, so Σ(6d + 1536) = 99,456 inputs; HRA holds r per input.
 TEST(UNet, SubjectPlacementCountsOnSd15) {
-    const auto c = parse_unet_config(kSd15Config, "sd15.json");
-    SkipInitGuard skip;
-    UNet2DConditionModel m(c);
-    InjectOptions io;
-    io.default_targets = {"to_q", "to_k", "to_v", "to_out.0"};
-    io.model_type = "UNet2DConditionModel";
-    io.output_layers = {};
-    PeftModel peft(m.ptr(), io);
-    for (const auto& [name, r] : std::vector<std::pair<std::string, int64_t>>{{"hra8", 8}, {"hra7", 7}}) {
-        auto cfg = AdapterConfig::of("HRA");
-        cfg.r = r;
-        cfg.target_modules = ModuleSelector::of(io.default_targets);
-        EXPECT_EQ(peft.add_adapter(name, cfg).size(), 128U);
-        int64_t n = 0;
-        for (const auto& [pname, p] : unique_named_parameters(*m))
-            if (pname.find(".adapters." + name + ".hra_u") != std::string::npos) n += p.numel();
-        EXPECT_EQ(n, 99456 * r) << name;
-    }
+    for (int64_t r : {8, 7}) EXPECT_EQ(test::hra_on_sd15({"to_q", "to_k", "to_v", "to_out.0"}, r), (std::pair<size_t, int64_t>{128, 99456 * r}));
 }
 
 UNetConfig tiny_config() {
@@ -191,7 +168,7 @@ TEST(UNet, ScaledScoresIgnoreStaleMemory) {
 // The parameter budget checked on parsing uses a lower estimate: at most the real count
 // (diffusers' 859,520,964 for SD 1.5), and close enough to mean something.
 TEST(UNet, ParameterEstimateAndAbsurdConfigs) {
-    const auto sd15 = parse_unet_config(kSd15Config, "sd15.json");
+    const auto sd15 = parse_unet_config(test::kSd15UnetConfig, "sd15.json");
     EXPECT_LE(parameters_at_least(sd15), 859520964.0);
     EXPECT_GE(parameters_at_least(sd15), 0.5 * 859520964.0);
     const auto tiny = tiny_config();  // cross-attention down in block 0, up in block 1
@@ -199,7 +176,7 @@ TEST(UNet, ParameterEstimateAndAbsurdConfigs) {
     {
         // Down blocks hold layers_per_block transformers, up blocks one more: counted per
         // direction, this one-block config (about 6.4e11 weights) is under the budget.
-        auto j = nlohmann::json::parse(kSd15Config);
+        auto j = nlohmann::json::parse(test::kSd15UnetConfig);
         j["block_out_channels"] = {1024};
         j["down_block_types"] = {"CrossAttnDownBlock2D"};
         j["up_block_types"] = {"UpBlock2D"};
@@ -218,7 +195,7 @@ TEST(UNet, ParameterEstimateAndAbsurdConfigs) {
              // Each size within its bound, their products not: 64 layers of 65,536 channels.
              {"block_out_channels", {65536, 65536, 65536, 65536}, "beyond any model (at most 2^40"},
          }) {
-        auto j = nlohmann::json::parse(kSd15Config);
+        auto j = nlohmann::json::parse(test::kSd15UnetConfig);
         j[key] = value;
         if (key == "block_out_channels" && value[3] == 65536) j["layers_per_block"] = 64;
         const auto e = error_of([&] { parse_unet_config(j.dump(), "unet.json"); });

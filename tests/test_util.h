@@ -110,6 +110,11 @@ inline int parity_exit(const ParityReport& rep, size_t folders) {
     return 0;
 }
 
+#ifdef HRA_TEST_FIXTURES
+// A file or folder of tests/fixtures.
+inline std::string fixture(const std::string& rel) { return std::string(HRA_TEST_FIXTURES) + "/" + rel; }
+#endif
+
 // A file of the repository's bundled data folder (data/).
 inline std::string data_file(const std::string& name) { return std::string(HRA_DATA_DIR) + "/" + name; }
 

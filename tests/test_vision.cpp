@@ -17,7 +17,7 @@ using hra::test::error_of;
 
 namespace {
 
-std::string fixture(const std::string& name) { return std::string(HRA_TEST_FIXTURES) + "/vision/" + name; }
+std::string vision_fixture(const std::string& name) { return std::string(HRA_TEST_FIXTURES) + "/vision/" + name; }
 
 io::NamedTensors tensors_of(const std::string& file) {
     auto f = io::SafetensorsFile::open(file);
@@ -32,7 +32,7 @@ io::NamedTensors tensors_of(const std::string& file) {
 // the vision weights) gives the same image embeddings as the vision-only folder.
 TEST(Vision, WholeClipModelCheckpoint) {
     test::TempDir dir;
-    const auto vision_cfg = nlohmann::json::parse(io::read_file(fixture("clip-vision-tiny") + "/config.json"));
+    const auto vision_cfg = nlohmann::json::parse(io::read_file(vision_fixture("clip-vision-tiny") + "/config.json"));
     // The towers' nested projection_dim (99 here) is not what CLIPModel uses: its top-level one is.
     auto nested = vision_cfg;
     nested["projection_dim"] = 99;
@@ -41,14 +41,14 @@ TEST(Vision, WholeClipModelCheckpoint) {
     EXPECT_EQ(parse_clip_vision_config(whole.dump(), "whole.json").projection_dim, 24);
     EXPECT_EQ(parse_clip_text_config(whole.dump(), "whole.json").projection_dim, 24);
     io::write_file_atomically(dir / "config.json", whole.dump());
-    auto tensors = tensors_of(fixture("clip-vision-tiny") + "/model.safetensors");
+    auto tensors = tensors_of(vision_fixture("clip-vision-tiny") + "/model.safetensors");
     tensors.emplace_back("text_model.embeddings.token_embedding.weight", torch::zeros({10, 16}));
     tensors.emplace_back("text_projection.weight", torch::zeros({24, 16}));
     tensors.emplace_back("logit_scale", torch::tensor(2.6592));
     tensors.emplace_back("vision_model.embeddings.position_ids", torch::arange(17).unsqueeze(0));
     io::save_safetensors(dir / "model.safetensors", tensors);
 
-    auto io = io::SafetensorsFile::open(fixture("clip-vision-tiny") + "/io.safetensors");
+    auto io = io::SafetensorsFile::open(vision_fixture("clip-vision-tiny") + "/io.safetensors");
     auto model = load_clip_vision(dir.path(), torch::kDouble);
     torch::NoGradGuard ng;
     auto out = model->forward(io.tensor("pixel_values"));
@@ -62,12 +62,12 @@ TEST(Vision, WholeClipModelCheckpoint) {
 
 TEST(Vision, VitPoolerIgnoredAndStrictLoading) {
     test::TempDir dir;
-    std::filesystem::copy_file(fixture("vit-dino-tiny") + "/config.json", dir / "config.json");
-    auto tensors = tensors_of(fixture("vit-dino-tiny") + "/model.safetensors");
+    std::filesystem::copy_file(vision_fixture("vit-dino-tiny") + "/config.json", dir / "config.json");
+    auto tensors = tensors_of(vision_fixture("vit-dino-tiny") + "/model.safetensors");
     tensors.emplace_back("pooler.dense.weight", torch::zeros({32, 32}));
     tensors.emplace_back("pooler.dense.bias", torch::zeros({32}));
     io::save_safetensors(dir / "model.safetensors", tensors);
-    auto io = io::SafetensorsFile::open(fixture("vit-dino-tiny") + "/io.safetensors");
+    auto io = io::SafetensorsFile::open(vision_fixture("vit-dino-tiny") + "/io.safetensors");
     {
         auto model = load_vit(dir.path(), torch::kDouble);
         torch::NoGradGuard ng;
@@ -75,7 +75,7 @@ TEST(Vision, VitPoolerIgnoredAndStrictLoading) {
     }
     // A missing and a mis-shaped tensor: one error naming both.
     tensors.erase(tensors.begin() + 2, tensors.begin() + 4);
-    const std::string dropped = tensors_of(fixture("vit-dino-tiny") + "/model.safetensors")[2].first;
+    const std::string dropped = tensors_of(vision_fixture("vit-dino-tiny") + "/model.safetensors")[2].first;
     tensors[0].second = torch::zeros({3});
     io::save_safetensors(dir / "model.safetensors", tensors);
     const std::string msg = error_of([&] { load_vit(dir.path()); });

@@ -24,11 +24,6 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-    for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size()) s.replace(pos, from.size(), to);
-    return s;
-}
-
 std::string field(const json& rec, const std::string& name, bool required) {
     if (!rec.contains(name) || rec[name].is_null()) {
         if (required) throw Error("missing field '" + name + "'");

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/strings.h"
 #include "io/json_file.h"
 #include "io/json_value.h"
 #include "text/regex.h"
@@ -44,14 +45,6 @@ struct AddedToken {
     std::string content;
     bool special, lstrip, rstrip, single_word;
 };
-
-std::string replace_all(const std::string& s, const std::string& from, const std::string& to) {
-    if (from.empty()) return s;
-    std::string out;
-    size_t pos = 0;
-    for (size_t hit; (hit = s.find(from, pos)) != std::string::npos; pos = hit + from.size()) out += s.substr(pos, hit - pos) + to;
-    return out + s.substr(pos);
-}
 
 // Splits by match ranges with one of tokenizers' SplitDelimiterBehavior values.
 std::vector<Piece> split_pieces(const Piece& p, const std::vector<std::pair<size_t, size_t>>& matches,
