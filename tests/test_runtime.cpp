@@ -1,6 +1,7 @@
-// Start-up: thread count selection and the BLAS check.
+// Start-up: thread count selection and the BLAS check; the demos' forked runs.
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +13,8 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/runtime.h"
+#include "demo/demo_util.h"
+#include "test_util.h"
 
 using namespace hra;
 
@@ -114,4 +117,45 @@ TEST(Log, LevelsFilterAndWarningsPrintOnce) {
               "a debug detail\n"
               "hra: error: an error\n");
     EXPECT_EQ(strprintf("%05.1f|%s|%lld", 3.14159, "x", 12LL), "003.1|x|12");
+}
+
+// The demos' side-by-side fine-tuning runs (demo_util::run_forked): results come back in the jobs' order from
+// children with one thread each; a job that throws or dies fails the call, naming the job, after the others ended.
+TEST(Runtime, ForkedRunsKeepOrderOneThreadAndNameFailures) {
+    test::TempDir dir;
+    at::set_num_threads(2);
+    const int parent = static_cast<int>(::getpid());
+    std::vector<demo_util::ForkedJob> jobs;
+    for (int i = 0; i < 3; ++i)
+        jobs.push_back({"job" + std::to_string(i), dir / ("job" + std::to_string(i) + ".json"), [i]() {
+                            // A different duration each, so that the children end out of order.
+                            ::usleep(static_cast<useconds_t>((3 - i) * 100000));
+                            torch::manual_seed(static_cast<uint64_t>(i));
+                            return nlohmann::json{{"i", i}, {"pid", static_cast<int>(::getpid())}, {"threads", at::get_num_threads()},
+                                                  {"draw", torch::rand({1}).item<double>()}};
+                        }});
+    const auto got = demo_util::run_forked(jobs, 2);
+    ASSERT_EQ(got.size(), 3u);
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(got[static_cast<size_t>(i)]["i"], i);
+        EXPECT_NE(got[static_cast<size_t>(i)]["pid"], parent);
+        EXPECT_EQ(got[static_cast<size_t>(i)]["threads"], 1);
+        torch::manual_seed(static_cast<uint64_t>(i));
+        EXPECT_EQ(got[static_cast<size_t>(i)]["draw"].get<double>(), torch::rand({1}).item<double>());  // the same stream as here
+    }
+    EXPECT_EQ(at::get_num_threads(), 2);  // the parent's count is untouched
+
+    jobs[0].run = []() -> nlohmann::json { throw Error("no such base model"); };
+    jobs[1].run = []() -> nlohmann::json { ::raise(SIGKILL); return {}; };
+    try {
+        demo_util::run_forked(jobs, 2);
+        ADD_FAILURE() << "failed jobs were not reported";
+    } catch (const Error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("job0: no such base model"), std::string::npos) << what;
+        EXPECT_NE(what.find("job1: killed by signal 9"), std::string::npos) << what;
+        EXPECT_EQ(what.find("job2"), std::string::npos) << what;
+    }
+    EXPECT_TRUE(std::filesystem::exists(dir / "job2.json"));  // the third still ran to its end
+    at::set_num_threads(1);
 }

@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <set>
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include "common/error.h"
@@ -230,8 +232,10 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     if (base.empty()) {
         write_pretraining_folder(w.image_size, w.renders_per_caption, data);
         write_world_model_configs(w, configs.string());
-        say(strprintf("hra demo --subject: pretraining the base on the %d large scenes x %lld renders (full and class captions; no %s), %.1f min",
-                      162, static_cast<long long>(w.renders_per_caption), kSubjectNoun, o.base_minutes));
+        say(strprintf("hra demo --subject: pretraining the base on the %d large scenes x %lld renders (full and class captions; no %s), %s",
+                      162, static_cast<long long>(w.renders_per_caption), kSubjectNoun,
+                      o.base_max_steps > 0 ? strprintf("%lld steps", static_cast<long long>(o.base_max_steps)).c_str()
+                                           : strprintf("%.1f min", o.base_minutes).c_str()));
         DiffusionDemoOptions pre = w;
         pre.train_minutes = o.base_minutes;
         pre.max_steps = o.base_max_steps;
@@ -281,23 +285,58 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
                   before.score.share(before.score.subject),
                   before.score.share(before.score.context), before.score.share(before.score.both), before.score.share(before.score.class_kept)));
 
-    // 5. Learning rates on the validation prompts (seed 0 of the list), then every seed at the chosen one.
-    std::vector<Samples> first_samples;
-    for (const std::string method : {"hra", "lora"}) {
+    // 5. Learning rates on the validation prompts (seed 0 of the list), then every seed at the chosen one. The runs
+    // train side by side in child processes (demo_util::run_forked), one thread each; sampling runs here.
+    auto fine_tune_all = [&](const std::vector<SubjectRun>& specs) {
+        std::vector<demo_util::ForkedJob> jobs;
+        for (const auto& sp : specs) {
+            const std::string name = sp.method + "-lr" + lr_text(sp.lr) + "-seed" + std::to_string(sp.seed);
+            jobs.push_back({name, (out / (name + ".result.json")).string(), [&o, sp, name, &base, &instances, &classes, &out]() {
+                                const auto f = fine_tune(o, sp.method, sp.lr, sp.seed, base, instances.string(), classes.string(), out / name);
+                                return json{{"adapter", f.adapter}, {"trainable", f.run.trainable}, {"train_seconds", f.run.train_seconds},
+                                            {"first_loss", f.run.first_loss}, {"final_loss", f.run.final_loss}};
+                            }});
+        }
+        const auto got = demo_util::run_forked(jobs, at::get_num_threads());
+        std::vector<FineTuned> runs;
+        for (size_t i = 0; i < specs.size(); ++i) {
+            FineTuned f;
+            f.run = specs[i];
+            f.adapter = got[i].at("adapter").get<std::string>();
+            f.run.trainable = got[i].at("trainable").get<int64_t>();
+            f.run.train_seconds = got[i].at("train_seconds").get<double>();
+            f.run.first_loss = got[i].at("first_loss").get<double>();
+            f.run.final_loss = got[i].at("final_loss").get<double>();
+            fs::remove(jobs[i].result_file);
+            runs.push_back(f);
+        }
+        return runs;
+    };
+    auto spec = [](const std::string& method, double lr, uint64_t seed) {
+        SubjectRun r;
+        r.method = method, r.lr = lr, r.seed = seed;
+        return r;
+    };
+    const std::vector<std::string> method_names = {"hra", "lora"};
+    std::vector<SubjectRun> grid_specs;
+    for (const auto& method : method_names)
+        for (double lr : method == "hra" ? o.hra_lrs : o.lora_lrs) grid_specs.push_back(spec(method, lr, o.seeds.front()));
+    const auto grid_runs = fine_tune_all(grid_specs);
+    std::map<std::string, FineTuned> best_runs;
+    size_t next = 0;
+    for (const auto& method : method_names) {
         const auto& grid = method == "hra" ? o.hra_lrs : o.lora_lrs;
         auto& table = method == "hra" ? result.hra_grid : result.lora_grid;
         double best = -1, best_lr = grid.front();
-        FineTuned best_run;
         for (double lr : grid) {
-            auto f = fine_tune(o, method, lr, o.seeds.front(), base, instances.string(), classes.string(),
-                               out / (method + "-lr" + lr_text(lr) + "-seed" + std::to_string(o.seeds.front())));
+            const FineTuned& f = grid_runs[next++];
             auto sd = load_with_adapter(base, f.adapter);
             const auto v = sample(sd, val, w, 1, false).score;
             const double got = v.share(v.both);
             table.emplace_back(lr_text(lr), got);
             say(strprintf("%s lr %g: validation bar in context %.3f (bar %.3f, context %.3f), loss %.4f, %.0f s", method.c_str(), lr, got,
                           v.share(v.subject), v.share(v.context), f.run.final_loss, f.run.train_seconds));
-            if (got > best) best = got, best_lr = lr, best_run = f;  // ties keep the earlier (the grid's order)
+            if (got > best) best = got, best_lr = lr, best_runs[method] = f;  // ties keep the earlier (the grid's order)
         }
         (method == "hra" ? result.hra_lr : result.lora_lr) = best_lr;
         std::vector<double> scores;
@@ -305,16 +344,22 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
         const std::string note = lr_note(grid, scores, best_lr, "drew the subject in context");
         if (!note.empty()) say("warning: " + method + ": " + note);
         (method == "hra" ? result.hra_lr_note : result.lora_lr_note) = note;
+    }
+    std::vector<SubjectRun> seed_specs;
+    for (const auto& method : method_names)
+        for (size_t i = 1; i < o.seeds.size(); ++i) seed_specs.push_back(spec(method, best_runs[method].run.lr, o.seeds[i]));
+    const auto seed_runs = fine_tune_all(seed_specs);
+    next = 0;
+    std::vector<Samples> first_samples;
+    for (const auto& method : method_names) {
         for (const auto seed : o.seeds) {
-            auto f = seed == o.seeds.front() ? best_run
-                                              : fine_tune(o, method, best_lr, seed, base, instances.string(), classes.string(),
-                                                          out / (method + "-lr" + lr_text(best_lr) + "-seed" + std::to_string(seed)));
+            auto f = seed == o.seeds.front() ? best_runs[method] : seed_runs[next++];
             auto sd = load_with_adapter(base, f.adapter);
             auto s = sample(sd, test, w, 0, true);
             f.run.test = s.score;
             if (seed == o.seeds.front()) first_samples.push_back(s);
             say(strprintf("%s seed %llu (lr %g, %lld trainable): instance prompt bar %lld/%lld; test bar in context %.3f (bar %.3f, context %.3f); class prompts kept %.3f, bar %.3f",
-                          method.c_str(), static_cast<unsigned long long>(seed), best_lr, static_cast<long long>(f.run.trainable),
+                          method.c_str(), static_cast<unsigned long long>(seed), f.run.lr, static_cast<long long>(f.run.trainable),
                           static_cast<long long>(s.score.instance_bar), static_cast<long long>(s.score.instance_images),
                           s.score.share(s.score.both), s.score.share(s.score.subject), s.score.share(s.score.context),
                           s.score.share(s.score.class_kept), s.score.share(s.score.class_leak)));

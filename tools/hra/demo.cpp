@@ -78,9 +78,13 @@ Command add_demo(CLI::App& app) {
     cmd->add_flag("--subject", *want_subj,
                   "the DreamBooth demo instead: pretrain the --diffusion model without a subject (a wide bar), then teach it from 4 images "
                   "with HRA and LoRA (same budget, prior preservation), subject prompts in held-out colours and cells, 3 seeds");
-    cmd->add_option("--base-minutes", subj->base_minutes, "--subject, --control: pretraining time box of the base model (--control: 2.5 unless given)")->default_val(subj->base_minutes);
+    cmd->add_option("--base-minutes", subj->base_minutes,
+                    "--subject, --control: pretrain the base model for this time instead of --base-steps (--control: 2.5 unless given)")
+        ->default_val(subj->base_minutes);
     cmd->add_option("--base", subj->base, "--subject, --control: reuse the base model of an earlier run (OUT/base/checkpoint-N) instead of pretraining");
-    cmd->add_option("--base-steps", subj->base_max_steps, "--subject, --control: pretrain this many steps instead (0: the time box)")->default_val(0);
+    cmd->add_option("--base-steps", subj->base_max_steps,
+                    "--subject, --control: pretraining steps of the base model (--control: the time box unless given; 0: the time box)")
+        ->default_val(subj->base_max_steps);
     cmd->add_option("--finetune-steps", subj->steps, "--subject, --control: fine-tuning steps per run (--subject: batch 1 + 1 class image; --control: 120 unless given)")->default_val(subj->steps);
     cmd->add_option("--class-images", subj->class_images, "--subject: class images the base generates")->default_val(subj->class_images);
     cmd->add_option("--instance-contexts", subj->instance_contexts,
@@ -106,7 +110,7 @@ Command add_demo(CLI::App& app) {
                     if (!cmd->count("--attention-levels")) ctrl->world.attention_levels = levels;
                     if (cmd->count("--base-minutes")) ctrl->base_minutes = subj->base_minutes;
                     ctrl->base = subj->base;
-                    ctrl->base_max_steps = subj->base_max_steps;
+                    if (cmd->count("--base-steps")) ctrl->base_max_steps = subj->base_max_steps;
                     if (cmd->count("--finetune-steps")) ctrl->steps = subj->steps;
                     if (cmd->count("--seeds")) ctrl->seeds = diff->seeds;
                     if (cmd->count("--hra-lrs")) ctrl->hra_lrs = o->hra_lrs;
@@ -120,6 +124,7 @@ Command add_demo(CLI::App& app) {
                     const int64_t levels = subj->world.attention_levels;
                     subj->world = *diff;  // the world model and sampler options apply to the base
                     if (!cmd->count("--attention-levels")) subj->world.attention_levels = levels;
+                    if (cmd->count("--base-minutes") && !cmd->count("--base-steps")) subj->base_max_steps = 0;  // the time box
                     if (cmd->count("--seeds")) subj->seeds = diff->seeds;
                     if (cmd->count("--hra-lrs")) subj->hra_lrs = o->hra_lrs;
                     if (cmd->count("--lora-lrs")) subj->lora_lrs = o->lora_lrs;
