@@ -1,10 +1,11 @@
-// Start-up: thread count selection and the BLAS check; the demos' forked runs.
+// Start-up: thread count selection and the BLAS check; the demos' forked runs and learning-rate protocol.
 #include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
@@ -158,4 +159,37 @@ TEST(Runtime, ForkedRunsKeepOrderOneThreadAndNameFailures) {
     }
     EXPECT_TRUE(std::filesystem::exists(dir / "job2.json"));  // the third still ran to its end
     at::set_num_threads(1);
+}
+
+// The adapter demos' learning-rate protocol (demo_util::choose_learning_rates): the first seed trains every rate, the
+// best validation score wins (ties: the grid's first, with a note), the other seeds train at the chosen rate only.
+TEST(Runtime, LearningRateProtocolTrainsTheGridThenTheOtherSeeds) {
+    using demo_util::RunSpec;
+    std::vector<std::vector<std::string>> calls;
+    auto train_all = [&](const std::vector<RunSpec>& specs) {
+        calls.emplace_back();
+        std::vector<std::string> runs;
+        for (const auto& s : specs) calls.back().push_back(s.name()), runs.push_back("trained " + s.name());
+        return runs;
+    };
+    const std::map<double, double> score = {{1e-3, 0.2}, {3e-3, 0.5}, {1e-2, 0.5}, {1e-4, 0.0}, {1e-1, 0.3}};
+    auto validate = [&](const RunSpec& s, const std::string& run) {
+        EXPECT_EQ(run, "trained " + s.name());
+        return score.at(s.lr);
+    };
+    const auto got = demo_util::choose_learning_rates<std::string>({{"hra", {1e-3, 3e-3, 1e-2}}, {"lora", {1e-4, 1e-1}}}, {5, 6, 7}, train_all,
+                                                                   validate, "scored");
+    ASSERT_EQ(calls.size(), 2u);
+    EXPECT_EQ(calls[0], (std::vector<std::string>{"hra-lr0.001-seed5", "hra-lr0.003-seed5", "hra-lr0.01-seed5", "lora-lr0.0001-seed5",
+                                                   "lora-lr0.1-seed5"}));
+    EXPECT_EQ(calls[1], (std::vector<std::string>{"hra-lr0.003-seed6", "hra-lr0.003-seed7", "lora-lr0.1-seed6", "lora-lr0.1-seed7"}));
+    ASSERT_EQ(got.size(), 2u);
+    EXPECT_EQ(got[0].lr, 3e-3);  // tied with 1e-2: the grid's first
+    EXPECT_EQ(got[0].note, "2 learning rates tie at 0.500; the first in the grid, 0.003, is kept");
+    EXPECT_EQ(got[0].runs, (std::vector<std::string>{"trained hra-lr0.003-seed5", "trained hra-lr0.003-seed6", "trained hra-lr0.003-seed7"}));
+    EXPECT_EQ(got[0].grid.size(), 3u);
+    EXPECT_EQ(got[0].grid[2], (std::pair<std::string, double>{"0.01", 0.5}));
+    EXPECT_EQ(got[1].lr, 1e-1);
+    EXPECT_EQ(got[1].note, "the chosen learning rate 0.1 is the grid's highest: the best may lie above it");
+    EXPECT_EQ(got[1].runs.back(), "trained lora-lr0.1-seed7");
 }

@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <random>
-#include <set>
 
 #include <torch/torch.h>
 
@@ -33,7 +32,7 @@ namespace {
 
 using demo_util::add_captioned;
 using demo_util::generate_prompts;
-using demo_util::lr_note;
+using demo_util::lr_text;
 using demo_util::say;
 using demo_util::seconds_since;
 using demo_util::spread;
@@ -165,8 +164,6 @@ std::vector<std::string> layout_names(const std::vector<Layout>& ls) {
     return out;
 }
 
-std::string lr_text(double lr) { return strprintf("%g", lr); }
-
 json score_json(const ControlScore& s) {
     return {{"images", s.images},         {"edge_f1", s.f1},          {"edge_iou", s.iou},
             {"undefined", s.undefined},   {"layout", s.share(s.layout)}, {"colour", s.share(s.colour)},
@@ -176,9 +173,7 @@ json score_json(const ControlScore& s) {
 }  // namespace
 
 ControlDemoResult run_control_demo(const ControlDemoOptions& o) {
-    if (o.seeds.empty()) throw Error("the control demo needs at least one seed");
-    if (std::set<uint64_t>(o.seeds.begin(), o.seeds.end()).size() != o.seeds.size()) throw Error("the control demo's seeds must differ");
-    if (o.hra_lrs.empty() || o.lora_lrs.empty()) throw Error("the control demo needs at least one learning rate per method");
+    demo_util::check_seeds_and_grids("control", o.seeds, o.hra_lrs, o.lora_lrs);
     if (o.steps < 1 || o.renders < 1 || o.batch_size < 1) throw Error("the control demo needs steps, renders and a batch size");
     const auto& w = o.world;
     const auto t_start = std::chrono::steady_clock::now();
@@ -221,26 +216,11 @@ ControlDemoResult run_control_demo(const ControlDemoOptions& o) {
     }
 
     // 3. The base model.
-    TrainResult base_run;
-    std::string base = o.base;
-    double base_seconds = 0;
-    if (base.empty()) {
-        write_pretraining_folder(w.image_size, w.renders_per_caption, data);
-        write_world_model_configs(w, configs.string());
-        say(strprintf("hra demo --control: pretraining the base on the 324 scenes x %lld renders (full and colour captions), %.1f min",
-                      static_cast<long long>(w.renders_per_caption), o.base_minutes));
-        DiffusionDemoOptions pre = w;
-        pre.train_minutes = o.base_minutes;
-        pre.max_steps = o.base_max_steps;
-        {
-            ScopedLogLevel quiet(LogLevel::Warning);
-            base_run = train(world_pretrain_options(pre, configs.string(), data.string(), (out / "base").string(), 0));
-        }
-        base = base_run.adapter_dir;
-        base_seconds = demo_util::summarize(base_run.history, 0.98).seconds;
-    } else {
-        say("hra demo --control: the base model of an earlier run, " + base);
-    }
+    if (o.base.empty()) write_pretraining_folder(w.image_size, w.renders_per_caption, data);
+    const auto base_model = demo_util::pretrain_world_base(
+        o.base, w, o.base_max_steps, o.base_minutes, configs.string(), data.string(), (out / "base").string(), "hra demo --control",
+        strprintf("the 324 scenes x %lld renders (full and colour captions)", static_cast<long long>(w.renders_per_caption)));
+    const std::string& base = base_model.dir;
 
     // 4. Before: the base model (a fresh hint encoder adds zeros) on the test conditions.
     Sampled before;
@@ -253,37 +233,30 @@ ControlDemoResult run_control_demo(const ControlDemoOptions& o) {
                   before.score.share(before.score.colour)));
 
     // 5. Learning rates on the validation layouts (the first seed), then every seed at the chosen one.
+    auto train_all = [&](const std::vector<demo_util::RunSpec>& specs) {
+        std::vector<FineTuned> runs;
+        for (const auto& sp : specs) runs.push_back(fine_tune(o, sp.method, sp.lr, sp.seed, base, pairs.string(), out / sp.name()));
+        return runs;
+    };
+    auto validate = [&](const demo_util::RunSpec& sp, const FineTuned& f) {
+        const auto v = sample_checkpoint(base, f.checkpoint, val, w, 1).score;
+        const double got = std::isfinite(v.f1) ? v.f1 : 0.0;
+        say(strprintf("%s lr %g: validation edge F1 %.3f (layout %.3f), loss %.4f, %.0f s", sp.method.c_str(), sp.lr, got, v.share(v.layout),
+                      f.run.final_loss, f.run.train_seconds));
+        return got;
+    };
+    const auto chosen =
+        demo_util::choose_learning_rates<FineTuned>({{"hra", o.hra_lrs}, {"lora", o.lora_lrs}}, o.seeds, train_all, validate, "gave edges");
+    result.hra_lr = chosen[0].lr, result.hra_grid = chosen[0].grid, result.hra_lr_note = chosen[0].note;
+    result.lora_lr = chosen[1].lr, result.lora_grid = chosen[1].grid, result.lora_lr_note = chosen[1].note;
     std::vector<Sampled> first_samples;
-    for (const std::string method : {"hra", "lora"}) {
-        const auto& grid = method == "hra" ? o.hra_lrs : o.lora_lrs;
-        auto& table = method == "hra" ? result.hra_grid : result.lora_grid;
-        double best = -1, best_lr = grid.front();
-        FineTuned best_run;
-        for (double lr : grid) {
-            auto f = fine_tune(o, method, lr, o.seeds.front(), base, pairs.string(),
-                               out / (method + "-lr" + lr_text(lr) + "-seed" + std::to_string(o.seeds.front())));
-            const auto v = sample_checkpoint(base, f.checkpoint, val, w, 1).score;
-            const double got = std::isfinite(v.f1) ? v.f1 : 0.0;
-            table.emplace_back(lr_text(lr), got);
-            say(strprintf("%s lr %g: validation edge F1 %.3f (layout %.3f), loss %.4f, %.0f s", method.c_str(), lr, got, v.share(v.layout),
-                          f.run.final_loss, f.run.train_seconds));
-            if (got > best) best = got, best_lr = lr, best_run = f;  // ties keep the earlier (the grid's order)
-        }
-        (method == "hra" ? result.hra_lr : result.lora_lr) = best_lr;
-        std::vector<double> scores;
-        for (const auto& g : table) scores.push_back(g.second);
-        const std::string note = lr_note(grid, scores, best_lr, "gave edges");
-        if (!note.empty()) say("warning: " + method + ": " + note);
-        (method == "hra" ? result.hra_lr_note : result.lora_lr_note) = note;
-        for (const auto seed : o.seeds) {
-            auto f = seed == o.seeds.front() ? best_run
-                                              : fine_tune(o, method, best_lr, seed, base, pairs.string(),
-                                                          out / (method + "-lr" + lr_text(best_lr) + "-seed" + std::to_string(seed)));
+    for (const auto& c : chosen) {
+        for (auto f : c.runs) {
             auto s = sample_checkpoint(base, f.checkpoint, test, w, 0);
             f.run.test = s.score;
-            if (seed == o.seeds.front()) first_samples.push_back(s);
+            if (f.run.seed == o.seeds.front()) first_samples.push_back(s);
             say(strprintf("%s seed %llu (lr %g, %lld adapter + %lld hint encoder parameters): test edge F1 %.3f, IoU %.3f, layout %.3f, colour %.3f",
-                          method.c_str(), static_cast<unsigned long long>(seed), best_lr, static_cast<long long>(f.run.adapter_params),
+                          f.run.method.c_str(), static_cast<unsigned long long>(f.run.seed), f.run.lr, static_cast<long long>(f.run.adapter_params),
                           static_cast<long long>(f.run.hint_params), s.score.f1, s.score.iou, s.score.share(s.score.layout),
                           s.score.share(s.score.colour)));
             result.runs.push_back(f.run);
@@ -386,7 +359,7 @@ ControlDemoResult run_control_demo(const ControlDemoOptions& o) {
     table += strprintf("chance: layout %.4f (1/54), colour %.3f (1/6)\n", chance_layout, chance_colour);
     table += "image grid: " + result.grid + " (legend in control-grid.txt)\n";
     const double total = seconds_since(t_start);
-    table += o.base.empty() ? strprintf("base pretraining %lld steps in %.0f s; total %.0f s\n", static_cast<long long>(base_run.steps), base_seconds, total)
+    table += o.base.empty() ? strprintf("base pretraining %lld steps in %.0f s; total %.0f s\n", static_cast<long long>(base_model.steps), base_model.seconds, total)
                             : strprintf("base: an earlier run's (%s); total %.0f s\n", o.base.c_str(), total);
     result.json = {{"demo", "control"},
                    {"base", score_json(before.score)},
@@ -402,7 +375,7 @@ ControlDemoResult run_control_demo(const ControlDemoOptions& o) {
                    {"train_pairs", train_layouts.size() * 6 * static_cast<size_t>(o.renders)},
                    {"chance_layout", chance_layout},
                    {"chance_colour", chance_colour},
-                   {"base_pretrain_steps", base_run.steps},
+                   {"base_pretrain_steps", base_model.steps},
                    {"base_model", base},
                    {"grid", result.grid},
                    {"total_seconds", total}};

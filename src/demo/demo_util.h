@@ -7,12 +7,15 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "common/error.h"
 #include "common/log.h"
+#include "common/strings.h"
 #include "demo/diffusion_demo.h"
 #include "diffusion/pipeline.h"
 #include "io/png.h"
@@ -58,6 +61,107 @@ inline std::string lr_note(const std::vector<double>& grid, const std::vector<do
     if (grid.size() > 1 && best_lr == *std::max_element(grid.begin(), grid.end()))
         return strprintf("the chosen learning rate %g is the grid's highest: the best may lie above it", best_lr);
     return "";
+}
+
+inline std::string lr_text(double lr) { return strprintf("%g", lr); }
+
+// The start-up checks the adapter demos share (`name`: "subject", "control").
+inline void check_seeds_and_grids(const char* name, const std::vector<uint64_t>& seeds, const std::vector<double>& hra_lrs,
+                                  const std::vector<double>& lora_lrs) {
+    if (seeds.empty()) throw Error(strprintf("the %s demo needs at least one seed", name));
+    if (std::set<uint64_t>(seeds.begin(), seeds.end()).size() != seeds.size()) throw Error(strprintf("the %s demo's seeds must differ", name));
+    if (hra_lrs.empty() || lora_lrs.empty()) throw Error(strprintf("the %s demo needs at least one learning rate per method", name));
+}
+
+// One fine-tuning run of an adapter demo.
+struct RunSpec {
+    std::string method;
+    double lr = 0;
+    uint64_t seed = 0;
+    std::string name() const { return method + "-lr" + lr_text(lr) + "-seed" + std::to_string(seed); }
+};
+
+// What the learning-rate protocol chose for one method.
+template <class Run>
+struct LrChoice {
+    double lr = 0;
+    std::vector<std::pair<std::string, double>> grid;  // lr_text(lr) -> validation score
+    std::string note;                                   // lr_note(), "" when nothing to say
+    std::vector<Run> runs;                              // the chosen rate, one per seed
+};
+
+// The learning-rate protocol the adapter demos share. For each method of `grids`, in order: every rate of its grid
+// trains with the first seed; `validate` scores each run on the validation split (higher is better; ties keep the
+// grid's first, which lr_note then reports; `none` says what a zero means); then the other seeds train at the chosen
+// rate. `train_all` trains a list of runs and returns them in its order (the subject demo: side by side in children).
+template <class Run>
+std::vector<LrChoice<Run>> choose_learning_rates(const std::vector<std::pair<std::string, std::vector<double>>>& grids,
+                                                 const std::vector<uint64_t>& seeds,
+                                                 const std::function<std::vector<Run>(const std::vector<RunSpec>&)>& train_all,
+                                                 const std::function<double(const RunSpec&, const Run&)>& validate, const char* none) {
+    std::vector<RunSpec> first;
+    for (const auto& [method, grid] : grids)
+        for (double lr : grid) first.push_back({method, lr, seeds.front()});
+    const std::vector<Run> first_runs = train_all(first);
+    std::vector<LrChoice<Run>> out(grids.size());
+    std::vector<size_t> chosen(grids.size());
+    std::vector<RunSpec> others;
+    size_t next = 0;
+    for (size_t m = 0; m < grids.size(); ++m) {
+        const auto& [method, grid] = grids[m];
+        double best = -1;
+        std::vector<double> scores;
+        for (double lr : grid) {
+            const double got = validate(first[next], first_runs[next]);
+            out[m].grid.emplace_back(lr_text(lr), got);
+            scores.push_back(got);
+            if (got > best) best = got, out[m].lr = lr, chosen[m] = next;
+            ++next;
+        }
+        out[m].note = lr_note(grid, scores, out[m].lr, none);
+        if (!out[m].note.empty()) say("warning: " + method + ": " + out[m].note);
+        for (size_t i = 1; i < seeds.size(); ++i) others.push_back({method, out[m].lr, seeds[i]});
+    }
+    const std::vector<Run> other_runs = train_all(others);
+    next = 0;
+    for (size_t m = 0; m < grids.size(); ++m) {
+        out[m].runs.push_back(first_runs[chosen[m]]);
+        for (size_t i = 1; i < seeds.size(); ++i) out[m].runs.push_back(other_runs[next++]);
+    }
+    return out;
+}
+
+// The base model of a shape-world adapter demo: `given` (an earlier run's checkpoint), or the world model of `w`
+// pretrained on the captioned folder `data` for `max_steps` steps (0: `minutes`), its configs written to `configs`
+// and its run to `run_dir`. The progress line names the demo (`demo`: "hra demo --subject") and the data (`data_text`).
+struct WorldBase {
+    std::string dir;
+    int64_t steps = 0;
+    double seconds = 0;
+};
+inline WorldBase pretrain_world_base(const std::string& given, const DiffusionDemoOptions& w, int64_t max_steps, double minutes,
+                                     const std::string& configs, const std::string& data, const std::string& run_dir,
+                                     const std::string& demo, const std::string& data_text) {
+    WorldBase b;
+    if (!given.empty()) {
+        say(demo + ": the base model of an earlier run, " + given);
+        b.dir = given;
+        return b;
+    }
+    write_world_model_configs(w, configs);
+    say(demo + ": pretraining the base on " + data_text + ", " + (max_steps > 0 ? strprintf("%lld steps", static_cast<long long>(max_steps)) : strprintf("%.1f min", minutes)));
+    DiffusionDemoOptions pre = w;
+    pre.train_minutes = minutes;
+    pre.max_steps = max_steps;
+    TrainResult r;
+    {
+        ScopedLogLevel quiet(LogLevel::Warning);
+        r = train(world_pretrain_options(pre, configs, data, run_dir, 0));
+    }
+    b.dir = r.adapter_dir;
+    b.steps = r.steps;
+    b.seconds = summarize(r.history, 0.98).seconds;
+    return b;
 }
 
 // The adapter fine-tuning the diffusion demos share: `method` (hra, lora) with rank r on `targets`, a constant

@@ -6,9 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <map>
 #include <random>
-#include <set>
 
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -33,7 +31,7 @@ namespace {
 
 using demo_util::add_captioned;
 using demo_util::generate_prompts;
-using demo_util::lr_note;
+using demo_util::lr_text;
 using demo_util::spread;
 using demo_util::say;
 using demo_util::seconds_since;
@@ -168,8 +166,6 @@ diffusion::StableDiffusion load_with_adapter(const std::string& base, const std:
     return sd;
 }
 
-std::string lr_text(double lr) { return strprintf("%g", lr); }
-
 json score_json(const SubjectScore& s) {
     return {{"images", s.images},
             {"subject", s.share(s.subject)},
@@ -183,9 +179,7 @@ json score_json(const SubjectScore& s) {
 }  // namespace
 
 SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
-    if (o.seeds.empty()) throw Error("the subject demo needs at least one seed");
-    if (std::set<uint64_t>(o.seeds.begin(), o.seeds.end()).size() != o.seeds.size()) throw Error("the subject demo's seeds must differ");
-    if (o.hra_lrs.empty() || o.lora_lrs.empty()) throw Error("the subject demo needs at least one learning rate per method");
+    demo_util::check_seeds_and_grids("subject", o.seeds, o.hra_lrs, o.lora_lrs);
     if (o.instance_images < 1 || o.class_images < 1 || o.steps < 1) throw Error("the subject demo needs instance images, class images and steps");
     const auto& w = o.world;
     const auto t_start = std::chrono::steady_clock::now();
@@ -226,28 +220,12 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     const fs::path data = out / "pretrain-images", configs = out / "model-config", instances = out / "instance-images",
                    classes = out / "class-images";
     for (const auto& d : {data, configs, instances, classes}) fs::remove_all(d);
-    TrainResult base_run;
-    std::string base = o.base;
-    double base_seconds = 0;
-    if (base.empty()) {
-        write_pretraining_folder(w.image_size, w.renders_per_caption, data);
-        write_world_model_configs(w, configs.string());
-        say(strprintf("hra demo --subject: pretraining the base on the %d large scenes x %lld renders (full and class captions; no %s), %s",
-                      162, static_cast<long long>(w.renders_per_caption), kSubjectNoun,
-                      o.base_max_steps > 0 ? strprintf("%lld steps", static_cast<long long>(o.base_max_steps)).c_str()
-                                           : strprintf("%.1f min", o.base_minutes).c_str()));
-        DiffusionDemoOptions pre = w;
-        pre.train_minutes = o.base_minutes;
-        pre.max_steps = o.base_max_steps;
-        {
-            ScopedLogLevel quiet(LogLevel::Warning);
-            base_run = train(world_pretrain_options(pre, configs.string(), data.string(), (out / "base").string(), 0));
-        }
-        base = base_run.adapter_dir;
-        base_seconds = demo_util::summarize(base_run.history, 0.98).seconds;
-    } else {
-        say("hra demo --subject: the base model of an earlier run, " + base);
-    }
+    if (o.base.empty()) write_pretraining_folder(w.image_size, w.renders_per_caption, data);
+    const auto base_model = demo_util::pretrain_world_base(
+        o.base, w, o.base_max_steps, o.base_minutes, configs.string(), data.string(), (out / "base").string(),
+        "hra demo --subject", strprintf("the %d large scenes x %lld renders (full and class captions; no %s)", 162,
+                  static_cast<long long>(w.renders_per_caption), kSubjectNoun));
+    const std::string& base = base_model.dir;
 
     // 3. Instance images; class images from the base (the world's sampler), which the dreambooth task then reuses.
     // Image k shows context k mod K; metadata.jsonl captions each with its context.
@@ -281,27 +259,26 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     const auto before = sample(base_sd, test, w, 0, true);
     result.base = before.score;
     say(strprintf("base model (%s): test prompts: bar %.3f, context %.3f, bar in context %.3f; class prompts kept %.3f",
-                  o.base.empty() ? strprintf("%lld steps, %.0f s", static_cast<long long>(base_run.steps), base_seconds).c_str() : "an earlier run's",
+                  o.base.empty() ? strprintf("%lld steps, %.0f s", static_cast<long long>(base_model.steps), base_model.seconds).c_str()
+                                 : "an earlier run's",
                   before.score.share(before.score.subject),
                   before.score.share(before.score.context), before.score.share(before.score.both), before.score.share(before.score.class_kept)));
 
     // 5. Learning rates on the validation prompts (seed 0 of the list), then every seed at the chosen one. The runs
     // train side by side in child processes (demo_util::run_forked), one thread each; sampling runs here.
-    auto fine_tune_all = [&](const std::vector<SubjectRun>& specs) {
+    auto train_all = [&](const std::vector<demo_util::RunSpec>& specs) {
         std::vector<demo_util::ForkedJob> jobs;
-        for (const auto& sp : specs) {
-            const std::string name = sp.method + "-lr" + lr_text(sp.lr) + "-seed" + std::to_string(sp.seed);
-            jobs.push_back({name, (out / (name + ".result.json")).string(), [&o, sp, name, &base, &instances, &classes, &out]() {
-                                const auto f = fine_tune(o, sp.method, sp.lr, sp.seed, base, instances.string(), classes.string(), out / name);
+        for (const auto& sp : specs)
+            jobs.push_back({sp.name(), (out / (sp.name() + ".result.json")).string(), [&o, sp, &base, &instances, &classes, &out]() {
+                                const auto f = fine_tune(o, sp.method, sp.lr, sp.seed, base, instances.string(), classes.string(), out / sp.name());
                                 return json{{"adapter", f.adapter}, {"trainable", f.run.trainable}, {"train_seconds", f.run.train_seconds},
                                             {"first_loss", f.run.first_loss}, {"final_loss", f.run.final_loss}};
                             }});
-        }
         const auto got = demo_util::run_forked(jobs, at::get_num_threads());
         std::vector<FineTuned> runs;
         for (size_t i = 0; i < specs.size(); ++i) {
             FineTuned f;
-            f.run = specs[i];
+            f.run.method = specs[i].method, f.run.lr = specs[i].lr, f.run.seed = specs[i].seed;
             f.adapter = got[i].at("adapter").get<std::string>();
             f.run.trainable = got[i].at("trainable").get<int64_t>();
             f.run.train_seconds = got[i].at("train_seconds").get<double>();
@@ -312,54 +289,26 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
         }
         return runs;
     };
-    auto spec = [](const std::string& method, double lr, uint64_t seed) {
-        SubjectRun r;
-        r.method = method, r.lr = lr, r.seed = seed;
-        return r;
+    auto validate = [&](const demo_util::RunSpec& sp, const FineTuned& f) {
+        auto sd = load_with_adapter(base, f.adapter);
+        const auto v = sample(sd, val, w, 1, false).score;
+        say(strprintf("%s lr %g: validation bar in context %.3f (bar %.3f, context %.3f), loss %.4f, %.0f s", sp.method.c_str(), sp.lr,
+                      v.share(v.both), v.share(v.subject), v.share(v.context), f.run.final_loss, f.run.train_seconds));
+        return v.share(v.both);
     };
-    const std::vector<std::string> method_names = {"hra", "lora"};
-    std::vector<SubjectRun> grid_specs;
-    for (const auto& method : method_names)
-        for (double lr : method == "hra" ? o.hra_lrs : o.lora_lrs) grid_specs.push_back(spec(method, lr, o.seeds.front()));
-    const auto grid_runs = fine_tune_all(grid_specs);
-    std::map<std::string, FineTuned> best_runs;
-    size_t next = 0;
-    for (const auto& method : method_names) {
-        const auto& grid = method == "hra" ? o.hra_lrs : o.lora_lrs;
-        auto& table = method == "hra" ? result.hra_grid : result.lora_grid;
-        double best = -1, best_lr = grid.front();
-        for (double lr : grid) {
-            const FineTuned& f = grid_runs[next++];
-            auto sd = load_with_adapter(base, f.adapter);
-            const auto v = sample(sd, val, w, 1, false).score;
-            const double got = v.share(v.both);
-            table.emplace_back(lr_text(lr), got);
-            say(strprintf("%s lr %g: validation bar in context %.3f (bar %.3f, context %.3f), loss %.4f, %.0f s", method.c_str(), lr, got,
-                          v.share(v.subject), v.share(v.context), f.run.final_loss, f.run.train_seconds));
-            if (got > best) best = got, best_lr = lr, best_runs[method] = f;  // ties keep the earlier (the grid's order)
-        }
-        (method == "hra" ? result.hra_lr : result.lora_lr) = best_lr;
-        std::vector<double> scores;
-        for (const auto& g : table) scores.push_back(g.second);
-        const std::string note = lr_note(grid, scores, best_lr, "drew the subject in context");
-        if (!note.empty()) say("warning: " + method + ": " + note);
-        (method == "hra" ? result.hra_lr_note : result.lora_lr_note) = note;
-    }
-    std::vector<SubjectRun> seed_specs;
-    for (const auto& method : method_names)
-        for (size_t i = 1; i < o.seeds.size(); ++i) seed_specs.push_back(spec(method, best_runs[method].run.lr, o.seeds[i]));
-    const auto seed_runs = fine_tune_all(seed_specs);
-    next = 0;
+    const auto chosen = demo_util::choose_learning_rates<FineTuned>({{"hra", o.hra_lrs}, {"lora", o.lora_lrs}}, o.seeds, train_all, validate,
+                                                                    "drew the subject in context");
+    result.hra_lr = chosen[0].lr, result.hra_grid = chosen[0].grid, result.hra_lr_note = chosen[0].note;
+    result.lora_lr = chosen[1].lr, result.lora_grid = chosen[1].grid, result.lora_lr_note = chosen[1].note;
     std::vector<Samples> first_samples;
-    for (const auto& method : method_names) {
-        for (const auto seed : o.seeds) {
-            auto f = seed == o.seeds.front() ? best_runs[method] : seed_runs[next++];
+    for (const auto& c : chosen) {
+        for (auto f : c.runs) {
             auto sd = load_with_adapter(base, f.adapter);
             auto s = sample(sd, test, w, 0, true);
             f.run.test = s.score;
-            if (seed == o.seeds.front()) first_samples.push_back(s);
+            if (f.run.seed == o.seeds.front()) first_samples.push_back(s);
             say(strprintf("%s seed %llu (lr %g, %lld trainable): instance prompt bar %lld/%lld; test bar in context %.3f (bar %.3f, context %.3f); class prompts kept %.3f, bar %.3f",
-                          method.c_str(), static_cast<unsigned long long>(seed), f.run.lr, static_cast<long long>(f.run.trainable),
+                          f.run.method.c_str(), static_cast<unsigned long long>(f.run.seed), f.run.lr, static_cast<long long>(f.run.trainable),
                           static_cast<long long>(s.score.instance_bar), static_cast<long long>(s.score.instance_images),
                           s.score.share(s.score.both), s.score.share(s.score.subject), s.score.share(s.score.context),
                           s.score.share(s.score.class_kept), s.score.share(s.score.class_leak)));
@@ -464,7 +413,7 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
     table += strprintf("chance for bar in context: %.4f (1/432: 4 shapes x 6 colours x 9 cells x 2 sizes)\n", chance);
     table += "image grid: " + result.grid + " (legend in subject-grid.txt)\n";
     const double total = seconds_since(t_start);
-    table += o.base.empty() ? strprintf("base pretraining %lld steps in %.0f s; total %.0f s\n", static_cast<long long>(base_run.steps), base_seconds, total)
+    table += o.base.empty() ? strprintf("base pretraining %lld steps in %.0f s; total %.0f s\n", static_cast<long long>(base_model.steps), base_model.seconds, total)
                             : strprintf("base: an earlier run's (%s); total %.0f s\n", o.base.c_str(), total);
     result.json = {{"demo", "subject"},
                    {"base", score_json(before.score)},
@@ -478,7 +427,7 @@ SubjectDemoResult run_subject_demo(const SubjectDemoOptions& o) {
                    {"instance_prompts", instance_prompts},
                    {"class_prompts", class_prompts},
                    {"chance", chance},
-                   {"base_pretrain_steps", base_run.steps},
+                   {"base_pretrain_steps", base_model.steps},
                    {"base_model", base},
                    {"grid", result.grid},
                    {"total_seconds", total}};
