@@ -149,7 +149,8 @@ inline WorldBase pretrain_world_base(const std::string& given, const DiffusionDe
         return b;
     }
     write_world_model_configs(w, configs);
-    say(demo + ": pretraining the base on " + data_text + ", " + (max_steps > 0 ? strprintf("%lld steps", static_cast<long long>(max_steps)) : strprintf("%.1f min", minutes)));
+    say(demo + ": pretraining the base on " + data_text + ", " +
+        (max_steps > 0 ? strprintf("%lld steps", static_cast<long long>(max_steps)) : strprintf("%.1f min", minutes)));
     DiffusionDemoOptions pre = w;
     pre.train_minutes = minutes;
     pre.max_steps = max_steps;
@@ -201,8 +202,9 @@ struct ForkedJob {
 // returns their results in the jobs' order; a job that throws or dies is an error naming it, after all have ended.
 // The demos' fine-tuning runs are small (batch 1 + 1 at 32 px): one thread trains one as fast as two (the subject
 // demo's HRA run 26 s vs 30 s, LoRA 24 s vs 25 s here), so two side by side halve the wall time. Children rather
-// than threads: the engine seeds torch's global generator, which threads would share, and a child gives the same
-// numbers as the run in process. The caller computes nothing meanwhile.
+// than threads: the engine seeds torch's global generator, which threads would share. A run on one thread rounds
+// differently from one on two, so a run's numbers no longer depend on the machine's cores (an lr that diverges
+// gives other numbers than it gave in process on two threads). The caller computes nothing meanwhile.
 std::vector<nlohmann::json> run_forked(const std::vector<ForkedJob>& jobs, int64_t parallel);
 
 // A run of the engine with warnings only, and its losses (the last smoothed with `decay`).
