@@ -31,9 +31,11 @@ struct ControlDemoOptions {
     ControlDemoOptions() { world.attention_levels = 3; }  // as the subject demo's base
     std::string out = "demo-control";
     DiffusionDemoOptions world;  // the base model, its pretraining recipe and the sampler
-    double base_minutes = 2.5;   // pretraining time box
+    // Pretraining steps of the base (the same base on every run, as the subject demo's). The 2.5-minute time box it
+    // replaces stopped at 440 steps here; other loads stopped it elsewhere.
+    int64_t base_max_steps = 440;
+    double base_minutes = 2.5;   // the time box instead, when base_max_steps is 0
     std::string base;            // a base from an earlier run (its OUT/base/checkpoint-N) instead of pretraining one
-    int64_t base_max_steps = 0;  // > 0: pretrain this many steps instead (tests)
     int64_t renders = 2;         // control training pairs per (training layout, colour)
     int64_t steps = 120;         // control steps per run
     int64_t batch_size = 8;      // the seed's

@@ -83,7 +83,7 @@ Command add_demo(CLI::App& app) {
         ->default_val(subj->base_minutes);
     cmd->add_option("--base", subj->base, "--subject, --control: reuse the base model of an earlier run (OUT/base/checkpoint-N) instead of pretraining");
     cmd->add_option("--base-steps", subj->base_max_steps,
-                    "--subject, --control: pretraining steps of the base model (--control: the time box unless given; 0: the time box)")
+                    "--subject, --control: pretraining steps of the base model (0: the time box)")
         ->default_val(subj->base_max_steps);
     cmd->add_option("--finetune-steps", subj->steps, "--subject, --control: fine-tuning steps per run (--subject: batch 1 + 1 class image; --control: 120 unless given)")->default_val(subj->steps);
     cmd->add_option("--class-images", subj->class_images, "--subject: class images the base generates")->default_val(subj->class_images);
@@ -111,6 +111,7 @@ Command add_demo(CLI::App& app) {
                     if (cmd->count("--base-minutes")) ctrl->base_minutes = subj->base_minutes;
                     ctrl->base = subj->base;
                     if (cmd->count("--base-steps")) ctrl->base_max_steps = subj->base_max_steps;
+                    else if (cmd->count("--base-minutes")) ctrl->base_max_steps = 0;  // the time box
                     if (cmd->count("--finetune-steps")) ctrl->steps = subj->steps;
                     if (cmd->count("--seeds")) ctrl->seeds = diff->seeds;
                     if (cmd->count("--hra-lrs")) ctrl->hra_lrs = o->hra_lrs;
