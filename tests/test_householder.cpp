@@ -5,10 +5,12 @@
 #include <torch/torch.h>
 
 #include "core/householder.h"
+#include "core/skinny_gemm.h"
 #include "test_util.h"
 
 using namespace hra;
 using hra::test::max_abs_diff;
+using hra::test::rel_err;
 
 namespace {
 
@@ -98,6 +100,55 @@ TEST(Householder, ApplyToRowsAndWeightMatchDenseProducts) {
     EXPECT_LT(max_abs_diff(core::apply_to_rows(x, refl, true), torch::matmul(x, h)), 1e-12);
     EXPECT_LT(max_abs_diff(core::apply_to_weight(w, refl), torch::mm(w, h)), 1e-12);
     EXPECT_LT(max_abs_diff(core::apply_to_weight(w, refl, true), torch::mm(w, h.t())), 1e-12);
+}
+
+TEST(Householder, RowsStraightFromUMatchDenseProductsAndFiniteDifferences) {
+    auto u0 = random_u(11, 4, 12);
+    auto h = explicit_product(u0);
+    torch::manual_seed(13);
+    auto x0 = torch::randn({2, 3, 11}, torch::kDouble);
+    auto g = torch::randn({2, 3, 11}, torch::kDouble);
+    for (bool transpose : {false, true}) {
+        auto u = u0.clone().set_requires_grad(true);
+        auto x = x0.clone().set_requires_grad(true);
+        auto y = core::apply_householder_rows(x, u, transpose);
+        EXPECT_LT(max_abs_diff(y, torch::matmul(x0, transpose ? h : h.t())), 1e-12) << transpose;
+        (y * g).sum().backward();
+        // Central differences of sum(y·g) in every entry of u and of x.
+        auto numeric = [&](const torch::Tensor& t, bool of_u) {
+            torch::NoGradGuard ng;
+            auto out = torch::zeros_like(t);
+            const double eps = 1e-6;
+            for (int64_t i = 0; i < t.numel(); ++i) {
+                auto up = t.detach().clone(), dn = t.detach().clone();
+                up.view({-1})[i] += eps;
+                dn.view({-1})[i] -= eps;
+                auto f = [&](const torch::Tensor& v) {
+                    return (core::apply_householder_rows(of_u ? x0 : v, of_u ? v : u0, transpose) * g).sum();
+                };
+                out.view({-1})[i] = (f(up) - f(dn)) / (2 * eps);
+            }
+            return out;
+        };
+        EXPECT_LT(rel_err(u.grad(), numeric(u0, true)), 1e-7) << transpose;
+        EXPECT_LT(rel_err(x.grad(), numeric(x0, false)), 1e-7) << transpose;
+    }
+}
+
+TEST(Householder, SkinnyProductsSplitOverThreadsEqualPlainOnes) {
+    const int before = at::get_num_threads();
+    at::set_num_threads(2);  // ctest runs with one thread, where nothing is split
+    torch::manual_seed(14);
+    auto a = torch::randn({301, 1000}, torch::kDouble), b = torch::randn({1000, 8}, torch::kDouble);
+    auto p = torch::randn({301, 8}, torch::kDouble), c = torch::randn({1000, 8}, torch::kDouble);
+    // Above the split limit (301·1000·8 multiply-adds), as rows and as a transposed view, and below it.
+    EXPECT_LT(rel_err(core::mm_by_rows(a, b), torch::mm(a, b)), 1e-14);
+    EXPECT_LT(rel_err(core::mm_by_rows(a.t(), p), torch::mm(a.t(), p)), 1e-14);
+    EXPECT_LT(rel_err(core::addmm_by_rows(c, a.t(), p, 1, -1), c - torch::mm(a.t(), p)), 1e-14);
+    EXPECT_LT(rel_err(core::addmm_by_rows(p, a, b, 0.5, 2), 0.5 * p + 2 * torch::mm(a, b)), 1e-14);
+    auto small = torch::randn({5, 7}, torch::kDouble);
+    EXPECT_LT(rel_err(core::mm_by_rows(small, small.t()), torch::mm(small, small.t())), 1e-15);
+    at::set_num_threads(before);
 }
 
 TEST(Householder, GramSchmidtGivesOrthonormalQAndIMinus2QQt) {

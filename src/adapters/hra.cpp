@@ -80,6 +80,7 @@ torch::Tensor HraAdapterImpl::unmerge_weight(const torch::Tensor& w_flat) const 
 }
 
 torch::Tensor HraAdapterImpl::transform_rows(const torch::Tensor& rows) const {
+    if (!apply_gs_) return core::apply_householder_rows(rows, hra_u, false);
     return core::apply_to_rows(rows, reflector(), false);
 }
 

@@ -1,9 +1,13 @@
 #include "core/householder.h"
 
 #include <ATen/ATen.h>
+
+#include <cmath>
+#include <vector>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "common/error.h"
+#include "core/skinny_gemm.h"
 
 namespace hra::core {
 
@@ -158,6 +162,136 @@ at::Tensor apply_to_rows(const at::Tensor& rows, const Reflector& h, bool transp
     auto flat = rows.reshape({-1, d});
     auto out = WyRows::apply(flat, v, transpose ? t : t.t());
     return out.view(rows.sizes());
+}
+
+namespace {
+
+// The r×r part of rows·Hᵀ computed straight from U (see apply_householder_rows),
+// in double on the CPU: from the Gram matrix G = UᵀU, the column norms
+// n_i = √G_ii, the normalised Gram Ĝ_ij = G_ij/(n_i n_j) (strictly upper part),
+// T = (½I + Ĝ)⁻¹, M = Tᵀ (rows·Hᵀ) or T (rows·H), and K = D⁻¹·M·D⁻¹ with
+// D = diag(n), so that V·M·Vᵀ = U·K·Uᵀ for V = U·D⁻¹.
+struct GramFactors {
+    at::Tensor norms, unit_gram, t, k;  // double: [r], [r, r], [r, r], [r, r]
+};
+
+GramFactors gram_factors(const at::Tensor& gram, bool transpose) {
+    const int64_t r = gram.size(0);
+    auto g = gram.to(at::kDouble).contiguous();
+    const double* gp = g.data_ptr<double>();
+    GramFactors f;
+    f.norms = at::empty({r}, g.options());
+    f.unit_gram = at::zeros({r, r}, g.options());
+    double* n = f.norms.data_ptr<double>();
+    double* ug = f.unit_gram.data_ptr<double>();
+    for (int64_t i = 0; i < r; ++i) n[i] = std::sqrt(gp[i * r + i]);
+    for (int64_t i = 0; i < r; ++i)
+        for (int64_t j = i + 1; j < r; ++j) ug[i * r + j] = gp[i * r + j] / (n[i] * n[j]);
+    f.t = unit_upper_inverse<double>(f.unit_gram);
+    f.k = at::empty({r, r}, g.options());
+    const double* t = f.t.data_ptr<double>();
+    double* k = f.k.data_ptr<double>();
+    for (int64_t i = 0; i < r; ++i)
+        for (int64_t j = 0; j < r; ++j) k[i * r + j] = (transpose ? t[i * r + j] : t[j * r + i]) / (n[i] * n[j]);
+    return f;
+}
+
+// ∂L/∂K → ∂L/∂G, returned as ∂L/∂G + (∂L/∂G)ᵀ so that ∂L/∂U = U·(that):
+//   ∂M_ij = ∂K_ij/(n_i n_j); ∂T = ∂M or ∂Mᵀ; ∂(T⁻¹) = −Tᵀ·∂T·Tᵀ, whose strictly
+//   upper part is ∂Ĝ; ∂G_ij = ∂Ĝ_ij/(n_i n_j) for i < j; every n_i collects
+//   −∂K_ij·K_ij/n_i − ∂K_ji·K_ji/n_i − Σ ∂Ĝ·Ĝ/n_i alike, and ∂G_ii = ∂n_i/(2 n_i).
+at::Tensor gram_factors_backward(const at::Tensor& grad_k, const GramFactors& f, bool transpose) {
+    const int64_t r = f.k.size(0);
+    auto gk_t = grad_k.to(at::kDouble).contiguous();
+    const double* gk = gk_t.data_ptr<double>();
+    const double* n = f.norms.data_ptr<double>();
+    const double* ug = f.unit_gram.data_ptr<double>();
+    const double* t = f.t.data_ptr<double>();
+    const double* k = f.k.data_ptr<double>();
+    std::vector<double> gn(r, 0.0), gt(r * r), tmp(r * r, 0.0);
+    for (int64_t i = 0; i < r; ++i)
+        for (int64_t j = 0; j < r; ++j) {
+            const double c = gk[i * r + j] * k[i * r + j];
+            gn[i] -= c / n[i];
+            gn[j] -= c / n[j];
+            const double gm = gk[i * r + j] / (n[i] * n[j]);
+            (transpose ? gt[i * r + j] : gt[j * r + i]) = gm;
+        }
+    // tmp = ∂T·Tᵀ, then ∂(T⁻¹)_ij = −Σ_k T_ki·tmp_kj (T is upper-triangular).
+    for (int64_t i = 0; i < r; ++i)
+        for (int64_t j = 0; j < r; ++j) {
+            double acc = 0;
+            for (int64_t l = j; l < r; ++l) acc += gt[i * r + l] * t[j * r + l];
+            tmp[i * r + j] = acc;
+        }
+    auto out = at::zeros({r, r}, gk_t.options());
+    double* go = out.data_ptr<double>();
+    for (int64_t i = 0; i < r; ++i)
+        for (int64_t j = i + 1; j < r; ++j) {
+            double acc = 0;
+            for (int64_t l = 0; l <= i; ++l) acc += t[l * r + i] * tmp[l * r + j];
+            const double gug = -acc;  // ∂Ĝ_ij
+            const double c = gug * ug[i * r + j];
+            gn[i] -= c / n[i];
+            gn[j] -= c / n[j];
+            const double gg = gug / (n[i] * n[j]);
+            go[i * r + j] = gg;
+            go[j * r + i] = gg;
+        }
+    for (int64_t i = 0; i < r; ++i) go[i * r + i] = gn[i] / n[i];  // 2 · ∂n_i/(2 n_i)
+    return out;
+}
+
+// rows − rows·U·K·Uᵀ as one autograd node from rows [n, d] and U [d, r]: no
+// normalised copy of U, no separate node for the factors, every skinny product
+// split over the threads (skinny_gemm.h). Gradients (g = ∂L/∂out, P = rows·U,
+// S = g·U): ∂rows = g − (S·Kᵀ)·Uᵀ, ∂K = −Pᵀ·S,
+// ∂U = −rowsᵀ·(S·Kᵀ) − gᵀ·(P·K) + U·(∂G + ∂Gᵀ).
+struct HouseholderRows : public torch::autograd::Function<HouseholderRows> {
+    static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& rows, const at::Tensor& u,
+                              bool transpose) {
+        auto gram = mm_by_rows(u.t(), u);
+        auto p = mm_by_rows(rows, u);
+        auto f = gram_factors(gram, transpose);
+        auto k = f.k.to(u.scalar_type());
+        auto pk = at::mm(p, k);
+        ctx->save_for_backward({rows, u, k, p, pk, f.norms, f.unit_gram, f.t, f.k});
+        ctx->saved_data["transpose"] = transpose;
+        return addmm_by_rows(rows, pk, u.t(), 1, -1);
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grads) {
+        const auto saved = ctx->get_saved_variables();
+        const auto &rows = saved[0], &u = saved[1], &k = saved[2], &p = saved[3], &pk = saved[4];
+        const at::Tensor& g = grads[0];
+        auto s = mm_by_rows(g, u);
+        auto sk = at::mm(s, k.t());
+        at::Tensor grows, gu;
+        if (ctx->needs_input_grad(0)) grows = addmm_by_rows(g, sk, u.t(), 1, -1);
+        if (ctx->needs_input_grad(1)) {
+            const GramFactors f{saved[5], saved[6], saved[7], saved[8]};
+            auto gk = at::mm(p.t(), s).neg_();
+            auto gsym = gram_factors_backward(gk, f, ctx->saved_data["transpose"].toBool()).to(u.scalar_type());
+            gu = mm_by_rows(u, gsym);
+            gu = addmm_by_rows(gu, rows.t(), sk, 1, -1);
+            gu = addmm_by_rows(gu, g.t(), pk, 1, -1);
+        }
+        return {grows, gu, at::Tensor()};
+    }
+};
+
+}  // namespace
+
+at::Tensor apply_householder_rows(const at::Tensor& rows, const at::Tensor& u, bool transpose) {
+    if (u.dim() != 2 || u.size(1) < 1)
+        throw Error("Householder vectors must be a [d, r] matrix with r >= 1, got shape " + c10::str(u.sizes()));
+    const auto dtype = u.scalar_type();
+    if (!u.is_cpu() || !rows.is_cpu() || rows.scalar_type() != dtype || (dtype != at::kFloat && dtype != at::kDouble))
+        return apply_to_rows(rows, make_reflector(u, false), transpose);
+    const int64_t d = rows.size(-1);
+    auto flat = rows.reshape({-1, d});
+    return HouseholderRows::apply(flat, u, transpose).view(rows.sizes());
 }
 
 at::Tensor apply_to_weight(const at::Tensor& w, const Reflector& h, bool transpose) {

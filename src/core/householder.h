@@ -39,6 +39,12 @@ Reflector make_reflector(const at::Tensor& u, bool gram_schmidt);
 // rows - ((rows·V)·Tᵀ)·Vᵀ. With transpose, rows·H instead.
 at::Tensor apply_to_rows(const at::Tensor& rows, const Reflector& h, bool transpose = false);
 
+// The same as apply_to_rows(rows, make_reflector(u, false), transpose), computed
+// from u itself: one autograd node whose forward and backward run only skinny
+// products with u plus r×r work, and no normalised copy of u. Float and double
+// on the CPU; anything else takes apply_to_rows.
+at::Tensor apply_householder_rows(const at::Tensor& rows, const at::Tensor& u, bool transpose = false);
+
 // W·H = W - ((W·V)·T)·Vᵀ for W [out, d]; with transpose, W·Hᵀ (the unmerge).
 at::Tensor apply_to_weight(const at::Tensor& w, const Reflector& h, bool transpose = false);
 
