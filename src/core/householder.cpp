@@ -289,6 +289,7 @@ at::Tensor apply_householder_rows(const at::Tensor& rows, const at::Tensor& u, b
     const auto dtype = u.scalar_type();
     if (!u.is_cpu() || !rows.is_cpu() || rows.scalar_type() != dtype || (dtype != at::kFloat && dtype != at::kDouble))
         return apply_to_rows(rows, make_reflector(u, false), transpose);
+    if (rows.dim() == 2) return HouseholderRows::apply(rows, u, transpose);  // no view nodes to record and replay
     const int64_t d = rows.size(-1);
     auto flat = rows.reshape({-1, d});
     return HouseholderRows::apply(flat, u, transpose).view(rows.sizes());
