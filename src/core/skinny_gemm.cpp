@@ -3,38 +3,30 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include <algorithm>
-
 namespace hra::core {
 
 namespace {
 
-// OpenBLAS runs a product of fewer multiply-adds than this on one thread already
-// (interface/gemm.c: SMP_THRESHOLD_MIN 65536 × GEMM_MULTITHREAD_THRESHOLD 4).
-constexpr double kOpenBlasOneThread = 65536.0 * 4;
-// Below this, one single-threaded call beats two half-size ones (measured on the
-// 2-core machine: at 0.5 M multiply-adds 16 µs against 21 µs, at 1 M equal, at
-// 2 M 64 µs against 52 µs), and each block keeps at least this many rows.
-constexpr double kSplitMacs = 1.5e6;
+// Below this many multiply-adds a product stays one plain call: the parallel region
+// costs more than it saves (measured with the 2-core machine's OpenBLAS: [2048, 16]ᵀ·[16, 8]
+// split 41 µs against 10 µs plain; [256, 1024]·[1024, 8], 2.1 M, split 48 µs against 166 µs
+// on OpenBLAS's two threads). Each block keeps at least kMinBlockRows rows.
+constexpr double kSplitMacs = 2e6;
 constexpr int64_t kMinBlockRows = 16;
 
-// How many row blocks: 0 for a plain call (OpenBLAS's own choice), 1 for one
-// single-threaded call, else one per thread.
+// How many row blocks: 0 for a plain call, else one per thread.
 int64_t blocks_for(const at::Tensor& a, const at::Tensor& b) {
     if (!a.is_cpu() || at::in_parallel_region()) return 0;
     const int64_t threads = at::get_num_threads(), n = a.size(0);
     const double macs = static_cast<double>(n) * static_cast<double>(a.size(1)) * static_cast<double>(b.size(1));
-    if (threads < 2 || macs < kOpenBlasOneThread) return 0;
-    if (macs < kSplitMacs || n < kMinBlockRows * threads) return 1;
+    if (threads < 2 || macs < kSplitMacs || n < kMinBlockRows * threads) return 0;
     return threads;
 }
 
-// One block still goes through a parallel region (about 3 µs; at::parallel_for
-// runs a range of one inline), since inside one BLAS runs on one thread.
 template <class F>
 void for_row_blocks(int64_t n, int64_t blocks, const F& f) {
-    at::parallel_for(0, std::max<int64_t>(blocks, 2), 1, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < std::min(end, blocks); ++i) {
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
             const int64_t lo = i * n / blocks, hi = (i + 1) * n / blocks;
             if (hi > lo) f(lo, hi - lo);
         }

@@ -6,10 +6,11 @@
 // the rows each 317 µs (the same for rowsᵀ·P: 1,244 / 847 / 433 µs). No maintained
 // library offers this split, so it is written here: the rows of the first factor
 // are cut into one block per thread and each block is one BLAS call inside an
-// ATen parallel region (where OpenBLAS and MKL run single-threaded); a product
-// too small to gain from the split (under 1.5 M multiply-adds) is one such call.
-// Below OpenBLAS's own threading limit (65536·4 multiply-adds), on one thread,
-// inside a parallel region or off the CPU, these are plain at::mm / at::addmm.
+// ATen parallel region (where OpenBLAS and MKL run single-threaded). Under 2 M
+// multiply-adds, on one thread, inside a parallel region or off the CPU, these
+// are plain at::mm / at::addmm.
+// The source must be compiled with OpenMP (src/CMakeLists.txt): without it
+// at::parallel_for runs the blocks one after another, as in the fuzz build.
 #pragma once
 
 #include <ATen/core/Tensor.h>
