@@ -148,7 +148,43 @@ TEST(Householder, SkinnyProductsSplitOverThreadsEqualPlainOnes) {
     EXPECT_LT(rel_err(core::addmm_by_rows(p, a, b, 0.5, 2), 0.5 * p + 2 * torch::mm(a, b)), 1e-14);
     auto small = torch::randn({5, 7}, torch::kDouble);
     EXPECT_LT(rel_err(core::mm_by_rows(small, small.t()), torch::mm(small, small.t())), 1e-15);
+    // Below the split limit a product runs on one BLAS thread; the thread setting comes back.
+    auto mid = torch::randn({16, 4000}, torch::kDouble);
+    EXPECT_LT(rel_err(core::mm_by_rows(mid.t(), p.narrow(0, 0, 16)), torch::mm(mid.t(), p.narrow(0, 0, 16))), 1e-14);
+    EXPECT_EQ(at::get_num_threads(), 2);
     at::set_num_threads(before);
+}
+
+// The split products inside the autograd node on 2 threads: operands that require grad, under
+// NoGradGuard and InferenceMode (the workers must run with the caller's grad mode), with the
+// result and both gradients equal to the same node on one thread, where nothing is split.
+TEST(Householder, RowsOnTwoThreadsWithGradMatchOneThread) {
+    const int before = at::get_num_threads();
+    torch::manual_seed(15);
+    auto rows0 = torch::randn({600, 1000});  // 600·1000·8 multiply-adds: above the split limit
+    auto u0 = torch::randn({1000, 8});
+    auto gout = torch::randn({600, 1000});
+    auto run = [&](int threads) {
+        at::set_num_threads(threads);
+        auto rows = rows0.clone().set_requires_grad(true), u = u0.clone().set_requires_grad(true);
+        auto out = core::apply_householder_rows(rows, u, true);
+        out.backward(gout);
+        at::Tensor no_grad, inference;
+        {
+            torch::NoGradGuard ng;
+            no_grad = core::apply_householder_rows(rows, u, true);
+        }
+        {
+            c10::InferenceMode im;
+            inference = core::apply_householder_rows(rows0, u0, true);
+        }
+        return std::vector<at::Tensor>{out.detach(), rows.grad(), u.grad(), no_grad, inference.clone()};
+    };
+    const auto one = run(1), two = run(2);
+    at::set_num_threads(before);
+    // Measured: identical results, rows' gradient and the no-grad ones; U's gradient 2.9e-7 apart.
+    for (size_t i = 0; i < one.size(); ++i) EXPECT_LT(rel_err(two[i], one[i]), 1e-6) << "result " << i;
+    EXPECT_LT(rel_err(two[3], one[0]), 1e-6);
 }
 
 TEST(Householder, GramSchmidtGivesOrthonormalQAndIMinus2QQt) {
