@@ -1,10 +1,11 @@
 #include "core/householder.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
-#include <torch/csrc/autograd/custom_function.h>
 
 #include "common/error.h"
 #include "core/skinny_gemm.h"
@@ -52,25 +53,29 @@ at::Tensor wy_t(const at::Tensor& v) {
 
 namespace {
 
-// T = (½I + N)⁻¹ for the strictly upper part N of the Gram matrix, by back
-// substitution on the CPU (r is small: 4 to 64): one loop instead of the five
-// ops and a LAPACK call of wy_t(), which dominate a small layer's step.
+// T = (½I + N)⁻¹ for the strictly upper part N of a row-major [r, r] Gram matrix `a`,
+// by back substitution (r is small: 4 to 64): one loop instead of the five ops and a
+// LAPACK call of wy_t(), which dominate a small layer's step. Writes the upper triangle
+// of `x`; its strictly lower part must be zero already.
+template <class A, class X>
+void unit_upper_inverse_into(const A* a, X* x, int64_t r) {
+    // Column j of T solves (½I + N)·x = e_j; x_i = 0 below j.
+    for (int64_t j = 0; j < r; ++j) {
+        x[j * r + j] = X(2);
+        for (int64_t i = j - 1; i >= 0; --i) {
+            X acc = 0;
+            for (int64_t k = i + 1; k <= j; ++k) acc += a[i * r + k] * x[k * r + j];
+            x[i * r + j] = -X(2) * acc;
+        }
+    }
+}
+
 template <class S>
 at::Tensor unit_upper_inverse(const at::Tensor& gram) {
     const int64_t r = gram.size(0);
     auto g = gram.contiguous();
     auto t = at::zeros({r, r}, g.options());
-    const S* a = g.data_ptr<S>();
-    S* x = t.data_ptr<S>();
-    // Column j of T solves (½I + N)·x = e_j; x_i = 0 below j.
-    for (int64_t j = 0; j < r; ++j) {
-        x[j * r + j] = S(2);
-        for (int64_t i = j - 1; i >= 0; --i) {
-            S acc = 0;
-            for (int64_t k = i + 1; k <= j; ++k) acc += a[i * r + k] * x[k * r + j];
-            x[i * r + j] = -S(2) * acc;
-        }
-    }
+    unit_upper_inverse_into(g.data_ptr<S>(), t.data_ptr<S>(), r);
     return t;
 }
 
@@ -122,33 +127,55 @@ Reflector make_reflector(const at::Tensor& u, bool gs) {
 
 namespace {
 
-// rows' = rows − rows·V·M·Vᵀ for rows [n, d], V [d, r], M [r, r], with a
-// hand-written backward: the same six skinny products autograd would run, but
-// with the additions fused into them (addmm), so that forward and backward
-// each create one n×d tensor instead of three. Gradients (G = ∂L/∂rows',
-// P = rows·V, S = G·V):
+// The products of rows' = rows − rows·V·M·Vᵀ for rows [n, d], V [d, r], M [r, r], shared by
+// WyRows (V, M = the normalised vectors and T) and HouseholderRows (V = U, M = K): every
+// skinny product goes through skinny_gemm, and the additions are fused into them (addmm),
+// so that forward and backward each create one n×d tensor instead of three.
+// Gradients (G = ∂L/∂rows', P = rows·V, S = G·V):
 //   ∂rows = G − (S·Mᵀ)·Vᵀ,  ∂V = −rowsᵀ·(S·Mᵀ) − Gᵀ·(P·M),  ∂M = −Pᵀ·S.
+struct RowsForward {
+    at::Tensor p, pm, out;  // P, P·M, rows'
+};
+
+RowsForward rows_forward(const at::Tensor& rows, const at::Tensor& v, const at::Tensor& m) {
+    RowsForward f;
+    f.p = mm_by_rows(rows, v);
+    f.pm = at::mm(f.p, m);
+    f.out = addmm_by_rows(rows, f.pm, v.t(), /*beta=*/1, /*alpha=*/-1);
+    return f;
+}
+
+struct RowsBackward {
+    at::Tensor s, rows, v;  // S (for ∂M = −Pᵀ·S), ∂rows and ∂V (undefined when not asked for)
+};
+
+RowsBackward rows_backward(const at::Tensor& g, const at::Tensor& rows, const at::Tensor& v, const at::Tensor& m,
+                           const at::Tensor& pm, bool want_rows, bool want_v) {
+    RowsBackward b;
+    b.s = mm_by_rows(g, v);
+    auto smt = at::mm(b.s, m.t());
+    if (want_rows) b.rows = addmm_by_rows(g, smt, v.t(), 1, -1);
+    if (want_v) b.v = addmm_by_rows(mm_by_rows(rows.t(), smt), g.t(), pm, /*beta=*/-1, /*alpha=*/-1);
+    return b;
+}
+
+// rows' as one autograd node from rows, V and M.
 struct WyRows : public torch::autograd::Function<WyRows> {
     static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& rows, const at::Tensor& v,
                               const at::Tensor& m) {
-        auto p = at::mm(rows, v);
-        auto pm = at::mm(p, m);
-        ctx->save_for_backward({rows, v, m, p, pm});
-        return at::addmm(rows, pm, v.t(), /*beta=*/1, /*alpha=*/-1);
+        auto f = rows_forward(rows, v, m);
+        ctx->save_for_backward({rows, v, m, f.p, f.pm});
+        return f.out;
     }
 
     static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                    torch::autograd::variable_list grads) {
         const auto saved = ctx->get_saved_variables();
         const auto &rows = saved[0], &v = saved[1], &m = saved[2], &p = saved[3], &pm = saved[4];
-        const at::Tensor& g = grads[0];
-        auto s = at::mm(g, v);
-        auto smt = at::mm(s, m.t());
-        at::Tensor grows, gv, gm;
-        if (ctx->needs_input_grad(0)) grows = at::addmm(g, smt, v.t(), 1, -1);
-        if (ctx->needs_input_grad(1)) gv = at::mm(rows.t(), smt).addmm_(g.t(), pm).neg_();
-        if (ctx->needs_input_grad(2)) gm = at::mm(p.t(), s).neg_();
-        return {grows, gv, gm};
+        auto b = rows_backward(grads[0], rows, v, m, pm, ctx->needs_input_grad(0), ctx->needs_input_grad(1));
+        at::Tensor gm;
+        if (ctx->needs_input_grad(2)) gm = at::mm(p.t(), b.s).neg_();
+        return {b.rows, b.v, gm};
     }
 };
 
@@ -171,113 +198,114 @@ namespace {
 // n_i = √G_ii, the normalised Gram Ĝ_ij = G_ij/(n_i n_j) (strictly upper part),
 // T = (½I + Ĝ)⁻¹, M = Tᵀ (rows·Hᵀ) or T (rows·H), and K = D⁻¹·M·D⁻¹ with
 // D = diag(n), so that V·M·Vᵀ = U·K·Uᵀ for V = U·D⁻¹.
-struct GramFactors {
-    at::Tensor norms, unit_gram, t, k;  // double: [r], [r, r], [r, r], [r, r]
+// One double buffer keeps, for the backward, n, Ĝ, T and K: [r + 3·r·r].
+struct GramView {
+    int64_t r;
+    double *n, *unit_gram, *t, *k;
+    GramView(const at::Tensor& buf, int64_t r_)
+        : r(r_), n(buf.data_ptr<double>()), unit_gram(n + r), t(unit_gram + r * r), k(t + r * r) {}
 };
 
-GramFactors gram_factors(const at::Tensor& gram, bool transpose) {
+// Fills `buf` from the Gram matrix and returns K in G's dtype.
+template <class S>
+at::Tensor gram_factors(const at::Tensor& gram, at::Tensor& buf, bool transpose) {
     const int64_t r = gram.size(0);
-    auto g = gram.to(at::kDouble).contiguous();
-    const double* gp = g.data_ptr<double>();
-    GramFactors f;
-    f.norms = at::empty({r}, g.options());
-    f.unit_gram = at::zeros({r, r}, g.options());
-    double* n = f.norms.data_ptr<double>();
-    double* ug = f.unit_gram.data_ptr<double>();
-    for (int64_t i = 0; i < r; ++i) n[i] = std::sqrt(gp[i * r + i]);
+    auto gc = gram.contiguous();
+    const S* g = gc.data_ptr<S>();
+    buf = at::empty({r + 3 * r * r}, gram.options().dtype(at::kDouble));
+    GramView f(buf, r);
+    std::fill(f.unit_gram, f.k, 0.0);  // Ĝ's lower part and T's are zero
+    for (int64_t i = 0; i < r; ++i) f.n[i] = std::sqrt(static_cast<double>(g[i * r + i]));
     for (int64_t i = 0; i < r; ++i)
-        for (int64_t j = i + 1; j < r; ++j) ug[i * r + j] = gp[i * r + j] / (n[i] * n[j]);
-    f.t = unit_upper_inverse<double>(f.unit_gram);
-    f.k = at::empty({r, r}, g.options());
-    const double* t = f.t.data_ptr<double>();
-    double* k = f.k.data_ptr<double>();
+        for (int64_t j = i + 1; j < r; ++j) f.unit_gram[i * r + j] = static_cast<double>(g[i * r + j]) / (f.n[i] * f.n[j]);
+    unit_upper_inverse_into(f.unit_gram, f.t, r);
+    auto k = at::empty({r, r}, gram.options());
+    S* ks = k.data_ptr<S>();
     for (int64_t i = 0; i < r; ++i)
-        for (int64_t j = 0; j < r; ++j) k[i * r + j] = (transpose ? t[i * r + j] : t[j * r + i]) / (n[i] * n[j]);
-    return f;
+        for (int64_t j = 0; j < r; ++j) {
+            const double kij = (transpose ? f.t[i * r + j] : f.t[j * r + i]) / (f.n[i] * f.n[j]);
+            f.k[i * r + j] = kij;
+            ks[i * r + j] = static_cast<S>(kij);
+        }
+    return k;
 }
 
-// ∂L/∂K → ∂L/∂G, returned as ∂L/∂G + (∂L/∂G)ᵀ so that ∂L/∂U = U·(that):
+// ∂L/∂K = −PᵀS from PᵀS → ∂L/∂G, returned as ∂L/∂G + (∂L/∂G)ᵀ, in `pts`'s dtype, so that
+// ∂L/∂U gains U·(that):
 //   ∂M_ij = ∂K_ij/(n_i n_j); ∂T = ∂M or ∂Mᵀ; ∂(T⁻¹) = −Tᵀ·∂T·Tᵀ, whose strictly
 //   upper part is ∂Ĝ; ∂G_ij = ∂Ĝ_ij/(n_i n_j) for i < j; every n_i collects
 //   −∂K_ij·K_ij/n_i − ∂K_ji·K_ji/n_i − Σ ∂Ĝ·Ĝ/n_i alike, and ∂G_ii = ∂n_i/(2 n_i).
-at::Tensor gram_factors_backward(const at::Tensor& grad_k, const GramFactors& f, bool transpose) {
-    const int64_t r = f.k.size(0);
-    auto gk_t = grad_k.to(at::kDouble).contiguous();
-    const double* gk = gk_t.data_ptr<double>();
-    const double* n = f.norms.data_ptr<double>();
-    const double* ug = f.unit_gram.data_ptr<double>();
-    const double* t = f.t.data_ptr<double>();
-    const double* k = f.k.data_ptr<double>();
+template <class S>
+at::Tensor gram_factors_backward(const at::Tensor& pts, const at::Tensor& buf, bool transpose) {
+    const int64_t r = pts.size(0);
+    auto pc = pts.contiguous();
+    const S* ps = pc.data_ptr<S>();
+    const GramView f(buf, r);
     std::vector<double> gn(r, 0.0), gt(r * r), tmp(r * r, 0.0);
     for (int64_t i = 0; i < r; ++i)
         for (int64_t j = 0; j < r; ++j) {
-            const double c = gk[i * r + j] * k[i * r + j];
-            gn[i] -= c / n[i];
-            gn[j] -= c / n[j];
-            const double gm = gk[i * r + j] / (n[i] * n[j]);
-            (transpose ? gt[i * r + j] : gt[j * r + i]) = gm;
+            const double gk = -static_cast<double>(ps[i * r + j]);
+            const double c = gk * f.k[i * r + j];
+            gn[i] -= c / f.n[i];
+            gn[j] -= c / f.n[j];
+            (transpose ? gt[i * r + j] : gt[j * r + i]) = gk / (f.n[i] * f.n[j]);
         }
     // tmp = ∂T·Tᵀ, then ∂(T⁻¹)_ij = −Σ_k T_ki·tmp_kj (T is upper-triangular).
     for (int64_t i = 0; i < r; ++i)
         for (int64_t j = 0; j < r; ++j) {
             double acc = 0;
-            for (int64_t l = j; l < r; ++l) acc += gt[i * r + l] * t[j * r + l];
+            for (int64_t l = j; l < r; ++l) acc += gt[i * r + l] * f.t[j * r + l];
             tmp[i * r + j] = acc;
         }
-    auto out = at::zeros({r, r}, gk_t.options());
-    double* go = out.data_ptr<double>();
+    auto out = at::empty({r, r}, pts.options());
+    S* go = out.data_ptr<S>();
     for (int64_t i = 0; i < r; ++i)
         for (int64_t j = i + 1; j < r; ++j) {
             double acc = 0;
-            for (int64_t l = 0; l <= i; ++l) acc += t[l * r + i] * tmp[l * r + j];
+            for (int64_t l = 0; l <= i; ++l) acc += f.t[l * r + i] * tmp[l * r + j];
             const double gug = -acc;  // ∂Ĝ_ij
-            const double c = gug * ug[i * r + j];
-            gn[i] -= c / n[i];
-            gn[j] -= c / n[j];
-            const double gg = gug / (n[i] * n[j]);
-            go[i * r + j] = gg;
-            go[j * r + i] = gg;
+            const double c = gug * f.unit_gram[i * r + j];
+            gn[i] -= c / f.n[i];
+            gn[j] -= c / f.n[j];
+            const double gg = gug / (f.n[i] * f.n[j]);
+            go[i * r + j] = static_cast<S>(gg);
+            go[j * r + i] = static_cast<S>(gg);
         }
-    for (int64_t i = 0; i < r; ++i) go[i * r + i] = gn[i] / n[i];  // 2 · ∂n_i/(2 n_i)
+    for (int64_t i = 0; i < r; ++i) go[i * r + i] = static_cast<S>(gn[i] / f.n[i]);  // 2 · ∂n_i/(2 n_i)
     return out;
 }
 
 // rows − rows·U·K·Uᵀ as one autograd node from rows [n, d] and U [d, r]: no
-// normalised copy of U, no separate node for the factors, every skinny product
-// split over the threads (skinny_gemm.h). Gradients (g = ∂L/∂out, P = rows·U,
-// S = g·U): ∂rows = g − (S·Kᵀ)·Uᵀ, ∂K = −Pᵀ·S,
-// ∂U = −rowsᵀ·(S·Kᵀ) − gᵀ·(P·K) + U·(∂G + ∂Gᵀ).
+// normalised copy of U, no separate node for the factors, the products of
+// rows_forward / rows_backward with V = U and M = K, and
+// ∂U = −rowsᵀ·(S·Kᵀ) − Gᵀ·(P·K) + U·(∂G + ∂Gᵀ) with ∂K = −Pᵀ·S.
 struct HouseholderRows : public torch::autograd::Function<HouseholderRows> {
     static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& rows, const at::Tensor& u,
                               bool transpose) {
+        at::Tensor buf;
         auto gram = mm_by_rows(u.t(), u);
-        auto p = mm_by_rows(rows, u);
-        auto f = gram_factors(gram, transpose);
-        auto k = f.k.to(u.scalar_type());
-        auto pk = at::mm(p, k);
-        ctx->save_for_backward({rows, u, k, p, pk, f.norms, f.unit_gram, f.t, f.k});
+        auto k = u.scalar_type() == at::kDouble ? gram_factors<double>(gram, buf, transpose)
+                                                : gram_factors<float>(gram, buf, transpose);
+        auto f = rows_forward(rows, u, k);
+        ctx->save_for_backward({rows, u, k, f.p, f.pm, buf});
         ctx->saved_data["transpose"] = transpose;
-        return addmm_by_rows(rows, pk, u.t(), 1, -1);
+        return f.out;
     }
 
     static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                    torch::autograd::variable_list grads) {
         const auto saved = ctx->get_saved_variables();
         const auto &rows = saved[0], &u = saved[1], &k = saved[2], &p = saved[3], &pk = saved[4];
-        const at::Tensor& g = grads[0];
-        auto s = mm_by_rows(g, u);
-        auto sk = at::mm(s, k.t());
-        at::Tensor grows, gu;
-        if (ctx->needs_input_grad(0)) grows = addmm_by_rows(g, sk, u.t(), 1, -1);
-        if (ctx->needs_input_grad(1)) {
-            const GramFactors f{saved[5], saved[6], saved[7], saved[8]};
-            auto gk = at::mm(p.t(), s).neg_();
-            auto gsym = gram_factors_backward(gk, f, ctx->saved_data["transpose"].toBool()).to(u.scalar_type());
-            gu = mm_by_rows(u, gsym);
-            gu = addmm_by_rows(gu, rows.t(), sk, 1, -1);
-            gu = addmm_by_rows(gu, g.t(), pk, 1, -1);
+        const bool want_u = ctx->needs_input_grad(1);
+        auto b = rows_backward(grads[0], rows, u, k, pk, ctx->needs_input_grad(0), want_u);
+        if (want_u) {
+            const bool transpose = ctx->saved_data["transpose"].toBool();
+            auto pts = at::mm(p.t(), b.s);
+            auto gsym = u.scalar_type() == at::kDouble ? gram_factors_backward<double>(pts, saved[5], transpose)
+                                                       : gram_factors_backward<float>(pts, saved[5], transpose);
+            b.v = addmm_by_rows(b.v, u, gsym, 1, 1);
         }
-        return {grows, gu, at::Tensor()};
+        return {b.rows, b.v, at::Tensor()};
     }
 };
 
