@@ -48,9 +48,9 @@ struct SubjectDemoOptions {
     // method drew the subject (README). LoRA r 6 has 3% fewer parameters than HRA r 8 here (no r matches both kinds).
     std::vector<std::string> targets = {"to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"};
     int64_t hra_r = 8, lora_r = 6;
-    // The demo's validation (seed 0, bar in context, 17 prompts; README): HRA 3e-3 0.47, 5e-3 0.18, 1e-2 0.00 (the
-    // previous HRA op, other rounding: 0.47, 0.00, 0.47; 3e-2 drew nothing on earlier bases); LoRA 1e-3 and 3e-3 0.59,
-    // 1e-2 0.00. Not smooth: one seed, few prompts.
+    // The demo's validation (seed 0, bar in context, 17 prompts; README): HRA 3e-3 0.47, 5e-3 0.47, 1e-2 0.59 (other
+    // rounding of the same op: 0.47, 0.18, 0.00 and 0.47, 0.00, 0.47; 3e-2 drew nothing on earlier bases); LoRA 1e-3
+    // and 3e-3 0.59, 1e-2 0.00. Not smooth: one seed, few prompts.
     std::vector<double> hra_lrs = {3e-3, 5e-3, 1e-2};
     std::vector<double> lora_lrs = {1e-3, 3e-3, 1e-2};
     std::vector<uint64_t> seeds = {0, 1, 2};
