@@ -57,22 +57,33 @@ void reset_peak() {
     f << "5";
 }
 
-// One untimed call after the peak is reset, as the peer does (sd_unet_peer.py): the first call
-// after jemalloc's pages went back to the kernel faults its working set in. Its memory still
-// counts in the case's peak. Not in smoke mode, whose one call only checks that the case runs.
-bool g_smoke = false;
-
-template <class F>
-void warm_up(const F& call) {
-    if (!g_smoke) call();
-}
-
 double peak_mib() {
     std::ifstream f("/proc/self/status");
     std::string line;
     while (std::getline(f, line))
         if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
     return 0;
+}
+
+bool g_smoke = false;
+
+// One case: the peak reset, one untimed call as the peer makes (sd_unet_peer.py; the first
+// call after jemalloc's pages went back to the kernel faults its working set in, and its
+// memory still counts in the case's peak; not in smoke mode, whose one call only checks that
+// the case runs), then the timed calls; their mean and the peak go into g_results.
+template <class F>
+void time_calls(benchmark::State& state, const std::string& name, const F& call) {
+    reset_peak();
+    if (!g_smoke) call();
+    double total = 0;
+    for (auto _ : state) {
+        const auto start = std::chrono::steady_clock::now();
+        call();
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        state.SetIterationTime(s);
+        total += s;
+    }
+    g_results[name] = {total / static_cast<double>(state.iterations()), peak_mib()};
 }
 
 hra::UNet2DConditionModel& unet() {
@@ -124,17 +135,7 @@ void run_unet(benchmark::State& state, const std::string& name, int64_t px, bool
             benchmark::DoNotOptimize(m->forward(x, t, ctx).data_ptr());
         }
     };
-    reset_peak();
-    warm_up(call);
-    double total = 0;
-    for (auto _ : state) {
-        const auto start = std::chrono::steady_clock::now();
-        call();
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        state.SetIterationTime(s);
-        total += s;
-    }
-    g_results[name] = {total / static_cast<double>(state.iterations()), peak_mib()};
+    time_calls(state, name, call);
     if (peft) peft->merge_and_unload();  // back to the plain model for the next case
     m->set_attention_chunk(0);
 }
@@ -155,17 +156,7 @@ void run_vae(benchmark::State& state, const std::string& name, int64_t px) {
         torch::NoGradGuard ng;
         benchmark::DoNotOptimize(vae->decode(z).data_ptr());
     };
-    reset_peak();
-    warm_up(call);
-    double total = 0;
-    for (auto _ : state) {
-        const auto start = std::chrono::steady_clock::now();
-        call();
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        state.SetIterationTime(s);
-        total += s;
-    }
-    g_results[name] = {total / static_cast<double>(state.iterations()), peak_mib()};
+    time_calls(state, name, call);
 }
 
 // The peer's JSON line, or an empty object when it cannot run here.
