@@ -200,10 +200,9 @@ namespace {
 // D = diag(n), so that V·M·Vᵀ = U·K·Uᵀ for V = U·D⁻¹.
 // One double buffer keeps, for the backward, n, Ĝ, T and K: [r + 3·r·r].
 struct GramView {
-    int64_t r;
     double *n, *unit_gram, *t, *k;
-    GramView(const at::Tensor& buf, int64_t r_)
-        : r(r_), n(buf.data_ptr<double>()), unit_gram(n + r), t(unit_gram + r * r), k(t + r * r) {}
+    GramView(const at::Tensor& buf, int64_t r)
+        : n(buf.data_ptr<double>()), unit_gram(n + r), t(unit_gram + r * r), k(t + r * r) {}
 };
 
 // Fills `buf` from the Gram matrix and returns K in G's dtype.

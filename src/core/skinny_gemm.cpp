@@ -27,14 +27,14 @@ constexpr int64_t kMinBlockRows = 16;
 // Whether autograd would record the product: then it stays one call, which it records.
 bool recorded(const at::Tensor& t) { return t.requires_grad() && at::GradMode::is_enabled(); }
 
-// How many row blocks: 0 for one call on the default threads, 1 for one call on one thread,
-// else one block per thread.
-int64_t blocks_for(const at::Tensor& a, const at::Tensor& b) {
+// How many row blocks for a·b (+ c): 0 for one call on the default threads, 1 for one call
+// on one thread, else one block per thread.
+int64_t blocks_for(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c = at::Tensor()) {
     if (!a.is_cpu() || at::in_parallel_region()) return 0;
     const int64_t threads = at::get_num_threads(), n = a.size(0);
     if (threads < 2) return 0;
     const double macs = static_cast<double>(n) * static_cast<double>(a.size(1)) * static_cast<double>(b.size(1));
-    if (recorded(a) || recorded(b) || macs < kSplitMacs || n < kMinBlockRows * threads) return 1;
+    if (recorded(a) || recorded(b) || recorded(c) || macs < kSplitMacs || n < kMinBlockRows * threads) return 1;
     return threads;
 }
 
@@ -97,7 +97,7 @@ at::Tensor mm_by_rows(const at::Tensor& a, const at::Tensor& b) {
 }
 
 at::Tensor addmm_by_rows(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b, double beta, double alpha) {
-    const int64_t blocks = recorded(c) ? std::min<int64_t>(blocks_for(a, b), 1) : blocks_for(a, b);
+    const int64_t blocks = blocks_for(a, b, c);
     if (blocks == 0) return at::addmm(c, a, b, beta, alpha);
     if (blocks == 1) {
         OneBlasThread one;

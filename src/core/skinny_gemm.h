@@ -7,10 +7,11 @@
 // library offers this split, so it is written here: the rows of the first factor
 // are cut into one block per thread and each block is one BLAS call inside an
 // ATen parallel region (where OpenBLAS and MKL run single-threaded). Under 2 M
-// multiply-adds, on one thread, inside a parallel region, off the CPU, or when
-// autograd would record the product (an operand requires grad and grad mode is on),
-// these are plain at::mm / at::addmm. The blocks run with the caller's thread-local
-// state (grad mode, InferenceMode).
+// multiply-adds, or when autograd would record the product (an operand requires
+// grad and grad mode is on), a product is one at::mm / at::addmm on one BLAS thread
+// (OpenBLAS's own threads were slower on these shapes); with one thread, inside a
+// parallel region or off the CPU, a plain call. The blocks run with the caller's
+// thread-local state (grad mode, InferenceMode).
 // The source must be compiled with OpenMP (src/CMakeLists.txt): without it
 // at::parallel_for runs the blocks one after another, as in the fuzz build.
 #pragma once
